@@ -1,0 +1,232 @@
+"""``train(task, ...)``: one LoRA adapter and its head into the adapter hub.
+
+A plain loop rather than Transformers' ``Trainer``: Trainer's best-epoch
+keeping writes a checkpoint of the whole model (400 MB for bert-base) every
+epoch, while an adapter and its head are 2 MB and fit in memory. The pieces
+that Transformers does well are used as they are (the warm-up schedule).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import platform
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .. import __version__
+from ..adapters import AdapterHub
+from ..config import PAIR_RANKING, LoraSettings, TaskSpec, TrainSettings
+from ..data import Record, data_hash, load_bundled, read_records, records_for, shuffle_records
+from ..data.bundled import bundled_knowledge_base
+from ..encoding import TextEncoder
+from ..errors import DataError, require
+from .metrics import headline
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainData:
+    train: list[Record]
+    test: list[Record]
+    source: str
+
+
+def split_data(spec: TaskSpec, data: str | Path | None, test_data: str | Path | None, seed: int) -> TrainData:
+    """Bundled train/test splits, or a user file (its own test file, or a seeded 20% hold-out)."""
+    if data is None:
+        return TrainData(load_bundled(spec.name, "train"), load_bundled(spec.name, "test"), "bundled")
+    records = records_for(read_records(data, extra_tasks=[spec]), spec)
+    if not records:
+        raise DataError(str(data), [(0, f"no records with instruction {spec.instruction!r} ({spec.name})")])
+    if test_data is not None:
+        test = records_for(read_records(test_data, extra_tasks=[spec]), spec)
+        return TrainData(records, test, str(data))
+    shuffled = shuffle_records(records, seed)
+    n_test = max(1, len(shuffled) // 5)
+    return TrainData(shuffled[n_test:], shuffled[:n_test], str(data))
+
+
+def _versions() -> dict:
+    import peft
+    import torch
+    import transformers
+
+    return {"lora_router": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
+            "peft": peft.__version__, "python": platform.python_version()}
+
+
+class RunLog:
+    """JSON lines under ``<hub>/logs/``: every step's loss and learning rate, every evaluation."""
+
+    def __init__(self, hub: AdapterHub, task: str):
+        hub.logs_dir.mkdir(parents=True, exist_ok=True)
+        self.path = hub.logs_dir / f"{task}-{time.strftime('%Y%m%d-%H%M%S')}-{random.randrange(16**4):04x}.jsonl"
+        self._fh = self.path.open("a", encoding="utf-8")
+
+    def write(self, **event) -> None:
+        self._fh.write(json.dumps(event, ensure_ascii=False) + "\n")
+        self._fh.flush()
+
+    def close(self) -> None:
+        self._fh.close()
+
+
+def train(
+    spec: TaskSpec,
+    *,
+    base_model: str,
+    hub: AdapterHub,
+    data: str | Path | None = None,
+    test_data: str | Path | None = None,
+    lora: LoraSettings | None = None,
+    settings: TrainSettings | None = None,
+    knowledge_base: str | Path | None = None,
+    progress: bool = True,
+) -> dict:
+    """Train ``spec``'s adapter on ``base_model`` and save it atomically into ``hub``.
+
+    Returns the saved ``task.json``. Invalid data raises ``DataError`` before
+    anything is written.
+    """
+    torch = require("torch")
+    from transformers import get_linear_schedule_with_warmup
+
+    from ..modeling.base import fingerprint, load_base
+    from ..modeling.heads import init_head
+    from .loop import add_lora, evaluate_examples, forward, loss_fn
+
+    lora = lora or LoraSettings()
+    settings = settings or TrainSettings()
+    split = split_data(spec, data, test_data, settings.seed)
+    base, tokenizer = load_base(base_model)
+    encoder = TextEncoder(tokenizer, settings.max_length)
+    base_fp = fingerprint(base)
+
+    if spec.kind == PAIR_RANKING:
+        from .ranking import RankingTask
+
+        kb_path = Path(knowledge_base) if knowledge_base else bundled_knowledge_base()
+        job = RankingTask(spec, kb_path, split.train, split.test, encoder, settings.seed)
+    else:
+        from .examples import make_examples
+
+        job = None
+        train_examples = make_examples(spec, split.train, encoder)
+        test_examples = make_examples(spec, split.test, encoder)
+
+    torch.manual_seed(settings.seed)
+    model = add_lora(base, lora)
+    head = init_head(spec, base.config, settings.seed)
+    if job is not None:
+        train_examples = job.training_examples()
+    params = [p for p in model.parameters() if p.requires_grad] + list(head.parameters())
+    optimizer = torch.optim.AdamW(params, lr=settings.learning_rate, weight_decay=settings.weight_decay)
+    steps_per_epoch = (len(train_examples) + settings.batch_size - 1) // settings.batch_size
+    total = steps_per_epoch * settings.epochs
+    scheduler = get_linear_schedule_with_warmup(optimizer, min(settings.warmup_steps, total // 2), total)
+    pad_to = None if settings.dynamic_padding else settings.max_length
+
+    from tqdm.auto import tqdm
+
+    from .examples import collate
+
+    log = RunLog(hub, spec.name)
+    log.write(event="start", task=spec.name, base_model=base_model, lora=lora.to_dict(),
+              settings=settings.to_dict(), n_train=len(train_examples), n_test=len(split.test))
+    best: dict | None = None
+    history = []
+    step = 0
+    seen = 0
+    train_seconds = 0.0
+    bar = tqdm(total=total, desc=f"train {spec.name}", disable=not progress, unit="step")
+    try:
+        for epoch in range(1, settings.epochs + 1):
+            model.train()
+            head.train()
+            order = list(range(len(train_examples)))
+            random.Random(settings.seed + epoch).shuffle(order)
+            t0 = time.perf_counter()
+            for i in range(0, len(order), settings.batch_size):
+                batch = [train_examples[j] for j in order[i : i + settings.batch_size]]
+                arrays = collate(batch, encoder, pad_to)
+                logits = forward(model, head, arrays)
+                loss = loss_fn(spec, logits, torch.from_numpy(arrays["labels"]))
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(params, 1.0)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad()
+                step += 1
+                seen += len(batch)
+                lr = scheduler.get_last_lr()[0]
+                log.write(event="step", step=step, epoch=epoch, loss=round(loss.item(), 6), learning_rate=lr)
+                bar.set_postfix(epoch=epoch, loss=f"{loss.item():.4f}")
+                bar.update(1)
+            train_seconds += time.perf_counter() - t0
+            metrics = job.evaluate(model, head) if job else evaluate_examples(spec, model, head, test_examples, encoder)
+            score = headline(spec.kind, metrics)
+            history.append({"epoch": epoch, "score": score})
+            log.write(event="eval", epoch=epoch, step=step, metrics=metrics)
+            logger.info("epoch %d: %s", epoch, score)
+            if best is None or score > best["score"]:
+                best = {"epoch": epoch, "score": score, "metrics": metrics, "state": _snapshot(model, head)}
+    finally:
+        bar.close()
+
+    assert best is not None
+    _restore(model, head, best["state"])
+    manifest = {
+        "format": 1,
+        "task": spec.to_dict(),
+        "base_model": {"name": base_model, "fingerprint": base_fp,
+                       "hidden_size": base.config.hidden_size, "random": bool(getattr(base.config, "lora_router_random_init", False))},
+        "lora": lora.to_dict(),
+        "training": settings.to_dict(),
+        "data": {"source": split.source, "train_hash": data_hash(split.train), "test_hash": data_hash(split.test),
+                 "n_train": len(split.train), "n_test": len(split.test), "n_train_examples": len(train_examples)},
+        "metrics": best["metrics"],
+        "best_epoch": best["epoch"],
+        "history": history,
+        "train_samples_per_second": round(seen / train_seconds, 2) if train_seconds else None,
+        "versions": _versions(),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "log": str(log.path.name),
+    }
+    if job is not None:
+        manifest["knowledge_base"] = job.manifest_info()
+
+    def write(folder: Path) -> None:
+        model.save_pretrained(str(folder), safe_serialization=True)
+        head.save(folder)
+        (folder / "task.json").write_text(json.dumps(manifest, ensure_ascii=False, indent=2) + "\n", "utf-8")
+
+    hub.save(spec.name, write)
+    log.write(event="end", best_epoch=best["epoch"], metrics=best["metrics"],
+              samples_per_second=manifest["train_samples_per_second"])
+    log.close()
+    return manifest
+
+
+def _snapshot(model, head) -> dict:
+    from peft import get_peft_model_state_dict
+
+    lora = {k: v.detach().clone() for k, v in get_peft_model_state_dict(model).items()}
+    return {"lora": lora, "head": {k: v.detach().clone() for k, v in head.state_dict().items()}}
+
+
+def _restore(model, head, state: dict) -> None:
+    from peft import set_peft_model_state_dict
+
+    set_peft_model_state_dict(model, state["lora"])
+    head.load_state_dict(state["head"])
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
