@@ -8,7 +8,7 @@ tokenizer's offset mapping, so a span's ``text == input[start:end]`` exactly.
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -49,45 +49,46 @@ class Encoded:
     offsets: list[tuple[int, int]]
     special: list[int]
     truncated: bool = False
-    sequence_ids: list[int | None] = field(default_factory=list)
 
 
 class TextEncoder:
-    """Tokenise single texts or pairs with truncation, pad batches dynamically."""
+    """Tokenise single texts or pairs with truncation, pad batches dynamically.
+
+    Thread-safe: the tokenizer is configured once (its own copy, truncation on)
+    and never changed afterwards.
+    """
 
     def __init__(self, tokenizer: Tokenizer, max_length: int = 128):
-        self.tokenizer = tokenizer
         self.max_length = max_length
+        self.tokenizer = Tokenizer.from_str(tokenizer.to_str())
         self.tokenizer.no_padding()
-        self.tokenizer.no_truncation()
-        self.pad_id = tokenizer.token_to_id("[PAD]") or 0
+        self.tokenizer.enable_truncation(max_length, strategy="longest_first")
+        self.pad_id = self.tokenizer.token_to_id("[PAD]") or 0
 
-    def encode(self, text: str, pair: str | None = None, *, warn: bool = True) -> Encoded:
-        full = self.tokenizer.encode(text, pair) if pair is not None else self.tokenizer.encode(text)
-        truncated = len(full.ids) > self.max_length
-        if truncated:
-            self.tokenizer.enable_truncation(self.max_length, strategy="longest_first")
-            try:
-                enc = self.tokenizer.encode(text, pair) if pair is not None else self.tokenizer.encode(text)
-            finally:
-                self.tokenizer.no_truncation()
-            if warn:
-                warnings.warn(
-                    f"input of {len(full.ids)} tokens truncated to {self.max_length} "
-                    f"(it starts {text[:20]!r})",
-                    TruncationWarning,
-                    stacklevel=3,
-                )
-        else:
-            enc = full
+    def _wrap(self, enc, text: str, warn: bool) -> Encoded:
+        truncated = bool(enc.overflowing)
+        if truncated and warn:
+            warnings.warn(
+                f"input truncated to {self.max_length} tokens (it starts {text[:20]!r})",
+                TruncationWarning,
+                stacklevel=4,
+            )
         return Encoded(
             input_ids=list(enc.ids),
             token_type_ids=list(enc.type_ids),
             offsets=[tuple(o) for o in enc.offsets],
             special=list(enc.special_tokens_mask),
             truncated=truncated,
-            sequence_ids=list(enc.sequence_ids),
         )
+
+    def encode(self, text: str, pair: str | None = None, *, warn: bool = True) -> Encoded:
+        enc = self.tokenizer.encode(text, pair) if pair is not None else self.tokenizer.encode(text)
+        return self._wrap(enc, text, warn)
+
+    def encode_batch(self, texts: Sequence[str], pairs: Sequence[str] | None = None, *, warn: bool = True) -> list[Encoded]:
+        """Encode many texts (or text pairs) at once in the tokenizer's native code."""
+        items = list(zip(texts, pairs)) if pairs is not None else list(texts)
+        return [self._wrap(e, t, warn) for e, t in zip(self.tokenizer.encode_batch(items), texts)]
 
     def pad(self, batch: Sequence[Encoded], pad_to: int | None = None) -> dict[str, np.ndarray]:
         """Pad to the longest example (dynamic padding) or to ``pad_to``."""

@@ -1,0 +1,179 @@
+"""``Router``: one loaded base, every adapter of the hub, ``set_adapter`` per task.
+
+The base is loaded once; each task's adapter is loaded into one PeftModel
+under the task's name, and each task keeps its own head (PEFT cannot hold
+heads of different shapes: peft issues #2136, #854). ``set_adapter`` changes
+model-wide state, so a lock makes set-adapter + forward one step: threads
+never mix tasks.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from ..adapters import AdapterHub
+from ..config import PAIR_RANKING, SPAN_EXTRACTION, TaskSpec
+from ..encoding import Encoded, TextEncoder, check_text
+from ..errors import ConfigError, require
+from ..modeling.base import DEFAULT_BASE_MODEL
+from ..results import classification_result, extraction_result
+from .chain import Chain, run_chain
+
+logger = logging.getLogger(__name__)
+
+
+class Router:
+    """Answer every task of a hub with one base model.
+
+    >>> router = Router("bert-base-chinese", "~/.lora-router/hub")
+    >>> router.predict("question_classifier", "数据清洗流程是什么？")["predicted_label"]
+    >>> router.ask("帮我把sales_2024.csv导入到ODS层")["route"]
+    """
+
+    def __init__(
+        self,
+        base_model: str = DEFAULT_BASE_MODEL,
+        hub: str | Path | AdapterHub | None = None,
+        *,
+        tasks: Sequence[str] | None = None,
+        chain: Chain | str | Path | None = None,
+        thresholds: dict[str, float] | None = None,
+        knowledge_base: str | Path | None = None,
+        device: str = "cpu",
+    ):
+        require("torch")
+        from peft import PeftModel
+
+        from ..modeling.base import fingerprint, load_base
+        from ..modeling.heads import TaskHead
+
+        self.hub = hub if isinstance(hub, AdapterHub) else AdapterHub(hub)
+        self.base_model = str(base_model)
+        self.device = _check_device(device)
+        base, tokenizer = load_base(self.base_model)
+        self.base_fingerprint = fingerprint(base)
+        names = list(tasks) if tasks is not None else self.hub.tasks()
+        self.specs: dict[str, TaskSpec] = {}
+        self.encoders: dict[str, TextEncoder] = {}
+        self.heads: dict = {}
+        self.manifests: dict[str, dict] = {}
+        model = None
+        for name in names:
+            self.hub.check_base(name, self.base_fingerprint, self.base_model)
+            manifest = self.hub.manifest(name)
+            spec = TaskSpec.from_dict(manifest["task"])
+            folder = str(self.hub.task_dir(name))
+            if model is None:
+                model = PeftModel.from_pretrained(base, folder, adapter_name=name)
+            else:
+                model.load_adapter(folder, adapter_name=name)
+            head = TaskHead(spec, base.config.hidden_size, 0.0).load(folder)
+            self.heads[name] = head.to(self.device).eval()
+            self.specs[name] = spec
+            self.manifests[name] = manifest
+            self.encoders[name] = TextEncoder(tokenizer, manifest["training"]["max_length"])
+        self.model = (model if model is not None else base).to(self.device).eval()
+        self.tokenizer = tokenizer
+        self.chain = chain if isinstance(chain, Chain) else Chain.load(chain)
+        if thresholds:
+            self.chain.with_thresholds(thresholds)
+        self.knowledge_base = knowledge_base
+        self._answerers: dict[str, object] = {}
+        self._lock = threading.RLock()
+        logger.info("router: base %s, tasks %s", self.base_model, ", ".join(self.specs) or "none")
+
+    @property
+    def tasks(self) -> list[str]:
+        return list(self.specs)
+
+    def _spec(self, task: str) -> TaskSpec:
+        try:
+            return self.specs[task]
+        except KeyError:
+            raise ConfigError(
+                f"task {task!r} is not loaded; loaded: {', '.join(self.specs) or 'none'} "
+                f"(hub {self.hub.root})"
+            ) from None
+
+    # ------------------------------------------------------------ forward passes
+    def logits(self, task: str, encoded: Sequence[Encoded]) -> np.ndarray:
+        """Head logits for encoded inputs, with ``task``'s adapter active."""
+        import torch
+
+        arrays = self.encoders[task].pad(encoded)
+        inputs = {k: torch.from_numpy(v).to(self.device) for k, v in arrays.items()}
+        with self._lock, torch.inference_mode():
+            if hasattr(self.model, "set_adapter"):
+                self.model.set_adapter(task)
+            out = self.heads[task](self.model(**inputs))
+        return out.float().cpu().numpy()
+
+    def set_adapter(self, task: str) -> None:
+        """Make ``task``'s adapter the active one (what every ``predict`` does)."""
+        self._spec(task)
+        with self._lock:
+            self.model.set_adapter(task)
+
+    def score_pairs(self, task: str, pairs: Sequence[tuple[str, str]]) -> np.ndarray:
+        """Relevance logits of (question, candidate) pairs for a pair-ranking task."""
+        if not pairs:
+            return np.zeros((0,), dtype=np.float32)
+        enc = self.encoders[task].encode_batch([p[0] for p in pairs], [p[1] for p in pairs], warn=False)
+        return self.logits(task, enc).reshape(-1)
+
+    # ------------------------------------------------------------ predictions
+    def predict(self, task: str, text: str) -> dict:
+        """One task's result for one text (see ``lora_router.results``)."""
+        return self.predict_batch(task, [text])[0]
+
+    def predict_batch(self, task: str, texts: Sequence[str]) -> list[dict]:
+        """One task's results for many texts, in one padded forward pass."""
+        spec = self._spec(task)
+        texts = [check_text(t) for t in texts]
+        if not texts:
+            return []
+        if spec.kind == PAIR_RANKING:
+            answerer = self._answerer(task)
+            return [answerer.answer(t, lambda pairs: self.score_pairs(task, pairs)) for t in texts]
+        encoded = self.encoders[task].encode_batch(texts)
+        logits = self.logits(task, encoded)
+        if spec.kind == SPAN_EXTRACTION:
+            return [extraction_result(t, e, lg) for t, e, lg in zip(texts, encoded, logits)]
+        return [classification_result(lg, spec.labels) for lg in logits]
+
+    def _answerer(self, task: str):
+        from ..kb import Answerer
+
+        with self._lock:
+            if task not in self._answerers:
+                self._answerers[task] = Answerer.from_manifest(
+                    self.manifests[task], self.hub.task_dir(task), self.knowledge_base
+                )
+            return self._answerers[task]
+
+    # ------------------------------------------------------------ the chain
+    def ask(self, text: str) -> dict:
+        """Run the chain on one question: every step, the route, file names, the answer."""
+        return self.ask_batch([text])[0]
+
+    def ask_batch(self, texts: Sequence[str]) -> list[dict]:
+        """Run the chain on many questions, batching each step across them."""
+        texts = [check_text(t) for t in texts]
+        return run_chain(self.chain, texts, self.predict_batch, set(self.specs))
+
+
+def _check_device(device: str) -> str:
+    import torch
+
+    from ..errors import DeviceError
+
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise DeviceError("--device cuda was asked for, but PyTorch sees no CUDA GPU here; use --device cpu")
+    if device != "cpu" and not device.startswith("cuda"):
+        raise DeviceError(f"unknown device {device!r}; valid: cpu, cuda")
+    return device
