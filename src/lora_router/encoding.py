@@ -8,9 +8,9 @@ tokenizer's offset mapping, so a span's ``text == input[start:end]`` exactly.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 from tokenizers import Tokenizer

@@ -35,7 +35,7 @@ class TaskHead(nn.Module):
         state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
         save_file(state, str(Path(folder) / HEAD_FILE))
 
-    def load(self, folder: str | Path) -> "TaskHead":
+    def load(self, folder: str | Path) -> TaskHead:
         self.load_state_dict(load_file(str(Path(folder) / HEAD_FILE)))
         return self
 

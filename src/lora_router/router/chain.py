@@ -23,9 +23,9 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
 
 from ..errors import ConfigError
 from ..results import result_confidence
@@ -62,7 +62,7 @@ class Chain:
     steps: dict[str, Step]
 
     @classmethod
-    def from_dict(cls, data: dict) -> "Chain":
+    def from_dict(cls, data: dict) -> Chain:
         try:
             steps = {s["task"]: Step(s["task"], float(s.get("threshold", 0.0)), dict(s.get("on", {})), s.get("route"))
                      for s in data["steps"]}
@@ -73,7 +73,7 @@ class Chain:
         return chain
 
     @classmethod
-    def load(cls, path: str | Path | None = None) -> "Chain":
+    def load(cls, path: str | Path | None = None) -> Chain:
         """The chain in a JSON file, or the default chain of TASKS.md."""
         if path is None:
             return cls.from_dict(DEFAULT_CHAIN)
@@ -105,7 +105,7 @@ class Chain:
                 if not target.startswith(ROUTE_PREFIX) and target not in self.steps:
                     raise ConfigError(f"chain step {s.task!r}: label {label!r} goes to unknown step {target!r}")
 
-    def with_thresholds(self, thresholds: dict[str, float]) -> "Chain":
+    def with_thresholds(self, thresholds: dict[str, float]) -> Chain:
         for task, value in thresholds.items():
             if task not in self.steps:
                 raise ConfigError(f"threshold for {task!r}, which is not a step of the chain ({', '.join(self.steps)})")

@@ -1,0 +1,618 @@
+"""The ``lora-router`` command: the only module that prints or imports click.
+
+Every command parses its options and calls a plain library function; errors
+of the library (``LoraRouterError``) become one-line messages and exit codes:
+1 for a failed command, 2 for bad input.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+import warnings
+from pathlib import Path
+
+import click
+
+from . import __version__
+from .errors import DataError, InputError, LoraRouterError
+
+BASE_ENV = "LORA_ROUTER_BASE_MODEL"
+
+
+# ---------------------------------------------------------------- plumbing
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    click.secho(f"warning: {message}", fg="yellow", err=True)
+
+
+def handle_errors(fn):
+    """Turn library errors into messages and exit codes, never a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        warnings.showwarning = _show_warning
+        try:
+            return fn(*args, **kwargs)
+        except InputError as exc:
+            click.secho(f"error: {exc}", fg="red", err=True)
+            sys.exit(2)
+        except LoraRouterError as exc:
+            click.secho(f"error: {exc}", fg="red", err=True)
+            sys.exit(1)
+        except KeyboardInterrupt:
+            click.secho("interrupted; nothing was half written", fg="red", err=True)
+            sys.exit(130)
+
+    return wrapper
+
+
+def base_option(fn):
+    return click.option(
+        "--base-model", envvar=BASE_ENV, default="bert-base-chinese", show_default=True, show_envvar=True,
+        help="Hugging Face id (from the local cache) or folder of the base BERT.",
+    )(fn)
+
+
+def hub_option(fn):
+    from .adapters.hub import HUB_ENV
+
+    return click.option(
+        "--hub", envvar=HUB_ENV, type=click.Path(file_okay=False, path_type=Path), default=None, show_envvar=True,
+        help="Adapter hub folder [default: ~/.lora-router/hub].",
+    )(fn)
+
+
+def json_option(fn):
+    return click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts instead of tables.")(fn)
+
+
+def _hub(path):
+    from .adapters import AdapterHub
+
+    return AdapterHub(path)
+
+
+def _dump(obj) -> None:
+    click.echo(json.dumps(obj, ensure_ascii=False, indent=2))
+
+
+def _table(rows: list[list[str]], header: list[str]) -> None:
+    widths = [max(_width(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    line = "  ".join(_pad(h, w) for h, w in zip(header, widths))
+    click.secho(line, bold=True)
+    for r in rows:
+        click.echo("  ".join(_pad(str(c), w) for c, w in zip(r, widths)))
+
+
+def _width(s: str) -> int:
+    import unicodedata
+
+    return sum(2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in s)
+
+
+def _pad(s: str, width: int) -> str:
+    return s + " " * (width - _width(s))
+
+
+# ---------------------------------------------------------------- the group
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="lora-router")
+def main() -> None:
+    """Route Chinese data-platform questions with one bert-base-chinese and a LoRA adapter per task.
+
+    \b
+    Start offline:   lora-router demo
+    Train one task:  lora-router train --task file_name_pick --base-model DIR
+    Ask:             lora-router ask "帮我把sales_2024.csv导入到ODS层"
+    Ship ONNX:       lora-router export --out DIR --quantize int8
+
+    The base model comes from --base-model (env LORA_ROUTER_BASE_MODEL), the
+    adapters from --hub (env LORA_ROUTER_HUB, default ~/.lora-router/hub).
+    """
+
+
+@main.command("init-base")
+@click.argument("folder", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--size", type=click.Choice(["tiny", "base"]), default="tiny", show_default=True,
+              help="tiny: 2 layers, hidden 128 (tests, demo); base: exactly bert-base-chinese's shape (benchmarks).")
+@click.option("--seed", default=0, show_default=True, help="Seed of the random weights.")
+@handle_errors
+def init_base_cmd(folder: Path, size: str, seed: int) -> None:
+    """Write a RANDOM BERT with the real bert-base-chinese tokenizer into FOLDER.
+
+    For machines that cannot download bert-base-chinese: tests, the offline
+    demo, and latency benchmarks. Its predictions mean nothing; every command
+    that loads it says so.
+    """
+    from .modeling import init_base
+
+    path = init_base(folder, size, seed)
+    click.echo(f"wrote a random {size} base to {path} (use it with --base-model {path})")
+
+
+@main.command("tasks")
+@json_option
+@handle_errors
+def tasks_cmd(as_json: bool) -> None:
+    """List the registered tasks (built-in and from the lora_router.tasks entry point)."""
+    from .tasks import all_tasks
+
+    specs = all_tasks()
+    if as_json:
+        _dump([s.to_dict() for s in specs])
+        return
+    _table([[s.name, s.instruction, s.kind, ", ".join(s.labels) or "-"] for s in specs],
+           ["task", "instruction", "kind", "labels"])
+
+
+# ---------------------------------------------------------------- data
+@main.group("data")
+def data_group() -> None:
+    """Check instruction-format JSONL files; print the bundled datasets."""
+
+
+@data_group.command("check")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--hub", "hub_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Also accept the instructions of this hub's custom tasks.")
+@json_option
+@handle_errors
+def data_check(file: Path, hub_dir: Path | None, as_json: bool) -> None:
+    """Validate FILE: every bad line is reported as `line N: what is wrong`; exit 1 if any.
+
+    Checks JSON, the instruction/input/output fields, known instructions,
+    labels of the task, extraction outputs that are substrings of the input,
+    and duplicate inputs with conflicting outputs.
+    """
+    from .data.records import _read_lines, check_lines
+
+    extra = _hub(hub_dir).specs() if hub_dir else []
+    records, problems = check_lines(_read_lines(file), extra_tasks=extra)
+    if as_json:
+        _dump({"file": str(file), "records": len(records),
+               "problems": [{"line": n, "message": m} for n, m in problems]})
+    else:
+        for n, msg in problems:
+            click.echo(f"line {n}: {msg}")
+        counts: dict[str, int] = {}
+        for r in records:
+            counts[r.instruction] = counts.get(r.instruction, 0) + 1
+        summary = ", ".join(f"{k} {v}" for k, v in counts.items()) or "none"
+        verdict = click.style("ok", fg="green") if not problems else click.style(f"{len(problems)} bad", fg="red")
+        click.echo(f"{file}: {len(records)} good record(s) ({summary}); {verdict}")
+    if problems or not records:
+        sys.exit(1)
+
+
+@data_group.command("dump")
+@click.argument("task")
+@click.option("--split", type=click.Choice(["train", "test"]), default="train", show_default=True)
+@handle_errors
+def data_dump(task: str, split: str) -> None:
+    """Print a bundled split of TASK as JSONL (e.g. to start your own file)."""
+    from .data import load_bundled
+
+    for r in load_bundled(task, split):
+        click.echo(json.dumps(r.to_json(), ensure_ascii=False))
+
+
+# ---------------------------------------------------------------- train / eval
+@main.command("train")
+@click.option("--task", "task_name", required=True,
+              help="Task to train, `all` for every registered task, or a new name with --data.")
+@click.option("--data", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
+              help="Instruction-format JSONL [default: the bundled data of the task].")
+@click.option("--test-data", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
+              help="Held-out file for evaluation [default: bundled test split, or 20% of --data].")
+@click.option("--kb", "knowledge_base", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
+              help="Knowledge base for question_answer [default: the bundled one].")
+@base_option
+@hub_option
+@click.option("--epochs", default=5, show_default=True)
+@click.option("--batch-size", default=8, show_default=True)
+@click.option("--lr", "learning_rate", default=2e-4, show_default=True, type=float)
+@click.option("--warmup-steps", default=50, show_default=True)
+@click.option("--lora-r", default=16, show_default=True)
+@click.option("--lora-alpha", default=32, show_default=True)
+@click.option("--lora-dropout", default=0.1, show_default=True, type=float)
+@click.option("--target-modules", default="query,value", show_default=True)
+@click.option("--max-length", default=128, show_default=True)
+@click.option("--seed", default=42, show_default=True)
+@click.option("--no-dynamic-padding", is_flag=True, help="Pad every batch to --max-length (slower).")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@json_option
+@handle_errors
+def train_cmd(task_name, data, test_data, knowledge_base, base_model, hub, epochs, batch_size, learning_rate,
+              warmup_steps, lora_r, lora_alpha, lora_dropout, target_modules, max_length, seed,
+              no_dynamic_padding, quiet, as_json) -> None:
+    """Train a LoRA adapter (and its head) per task into the adapter hub.
+
+    The data is validated first; invalid data writes nothing. Each epoch is
+    scored on the held-out split and the best epoch is kept. A log of every
+    step goes to <hub>/logs/.
+
+    \b
+    lora-router train --task question_classifier --base-model ./base
+    lora-router train --task all --base-model ./base --hub ./hub
+    lora-router train --task my_task --data my.jsonl   # a new classification task
+    """
+    from .config import LoraSettings, TrainSettings
+    from .errors import require
+
+    require("torch")
+    from .training import train
+
+    lora = LoraSettings(r=lora_r, alpha=lora_alpha, dropout=lora_dropout, target_modules=target_modules)
+    settings = TrainSettings(epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
+                             warmup_steps=warmup_steps, max_length=max_length, seed=seed,
+                             dynamic_padding=not no_dynamic_padding)
+    store = _hub(hub)
+    specs = _specs_to_train(task_name, data, store)
+    results = []
+    for spec in specs:
+        if not as_json:
+            click.secho(f"training {spec.name} on {base_model} into {store.root}", bold=True, err=True)
+        manifest = train(spec, base_model=base_model, hub=store, data=data, test_data=test_data, lora=lora,
+                         settings=settings, knowledge_base=knowledge_base, progress=not quiet and not as_json)
+        results.append(manifest)
+        if not as_json:
+            _print_metrics(spec.name, manifest["metrics"], manifest)
+    if as_json:
+        _dump([{"task": m["task"]["name"], "metrics": m["metrics"], "best_epoch": m["best_epoch"],
+                "train_samples_per_second": m["train_samples_per_second"],
+                "path": str(store.task_dir(m["task"]["name"]))} for m in results])
+
+
+def _specs_to_train(task_name: str, data, store):
+    from .data import infer_task_spec
+    from .errors import UnknownTaskError
+    from .tasks import all_tasks, get_task
+
+    if task_name == "all":
+        if data is not None:
+            raise LoraRouterError("--task all trains on the bundled data; give one --task with --data")
+        return all_tasks()
+    try:
+        return [get_task(task_name)]
+    except UnknownTaskError:
+        if store.has(task_name):
+            return [store.spec(task_name)]
+        if data is None:
+            raise
+        return [infer_task_spec(task_name, data)]
+
+
+def _print_metrics(task: str, m: dict, manifest: dict | None = None) -> None:
+    if "accuracy" in m:
+        click.echo(f"{task}: accuracy {m['accuracy']:.4f}  macro-F1 {m['macro_f1']:.4f}  (n={m['n']})")
+        rows = [[label, f"{v['precision']:.3f}", f"{v['recall']:.3f}", f"{v['f1']:.3f}", str(v["support"])]
+                for label, v in m["per_label"].items()]
+        _table(rows, ["label", "precision", "recall", "f1", "support"])
+        click.echo("confusion matrix (rows gold, columns predicted):")
+        _table([[lab, *map(str, row)] for lab, row in zip(m["labels"], m["confusion_matrix"])],
+               ["", *[str(i) for i in range(len(m["labels"]))]])
+    elif "top1" in m:
+        click.echo(f"{task}: top-1 {m['top1']:.4f}  MRR {m['mrr']:.4f}  no-answer P {m['no_answer_precision']:.4f} "
+                   f"R {m['no_answer_recall']:.4f}  (n={m['n']}, answerable {m['n_answerable']})")
+    else:
+        click.echo(f"{task}: exact-span precision {m['precision']:.4f}  recall {m['recall']:.4f}  "
+                   f"F1 {m['f1']:.4f}  whole-record match {m['exact_match']:.4f}  (n={m['n']})")
+    if manifest:
+        click.echo(f"  best epoch {manifest['best_epoch']}, {manifest['train_samples_per_second']} samples/s, "
+                   f"log {manifest['log']}")
+
+
+@main.command("eval")
+@click.option("--task", "task_name", required=True, help="Trained task to score.")
+@click.option("--data", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
+              help="Instruction-format JSONL [default: the bundled test split].")
+@click.option("--kb", "knowledge_base", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
+              help="Knowledge base for question_answer.")
+@click.option("--plot", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write a confusion-matrix picture (PNG).")
+@base_option
+@hub_option
+@json_option
+@handle_errors
+def eval_cmd(task_name, data, knowledge_base, plot, base_model, hub, as_json) -> None:
+    """Score a trained adapter on any file: report, confusion matrix, --json figures."""
+    from .data import load_bundled, read_records, records_for
+    from .router import Router
+    from .router.evaluate import evaluate, plot_confusion
+
+    store = _hub(hub)
+    spec = store.spec(task_name)
+    records = records_for(read_records(data, extra_tasks=[spec]), spec) if data else load_bundled(task_name, "test")
+    if not records:
+        raise DataError(str(data), [(0, f"no records with instruction {spec.instruction!r}")])
+    router = Router(base_model, store, tasks=[task_name], knowledge_base=knowledge_base)
+    metrics = evaluate(router, task_name, records)
+    if plot and "confusion_matrix" in metrics:
+        plot_confusion(metrics, str(plot), title=task_name)
+    if as_json:
+        _dump({"task": task_name, **metrics})
+    else:
+        _print_metrics(task_name, metrics)
+        if plot:
+            click.echo(f"confusion matrix picture: {plot}")
+
+
+# ---------------------------------------------------------------- hub
+@main.group("hub")
+def hub_group() -> None:
+    """List, show and remove trained adapters."""
+
+
+@hub_group.command("list")
+@hub_option
+@json_option
+@handle_errors
+def hub_list(hub, as_json) -> None:
+    """Every task with an adapter in the hub, with its headline metric."""
+    store = _hub(hub)
+    rows = []
+    for task in store.tasks():
+        m = store.manifest(task)
+        rows.append({"task": task, "kind": m["task"]["kind"], "base_model": m["base_model"]["name"],
+                     "fingerprint": m["base_model"]["fingerprint"], "created": m["created"],
+                     "metrics": {k: v for k, v in m["metrics"].items() if isinstance(v, (int, float))},
+                     "path": str(store.task_dir(task))})
+    if as_json:
+        _dump(rows)
+        return
+    if not rows:
+        click.echo(f"no adapters in {store.root}; train one: lora-router train --task question_classifier")
+        return
+    _table([[r["task"], r["kind"], _headline(r["metrics"]), r["base_model"], r["created"]] for r in rows],
+           ["task", "kind", "metric", "base model", "created"])
+
+
+def _headline(m: dict) -> str:
+    for key, name in (("macro_f1", "macro-F1"), ("f1", "span F1"), ("top1", "top-1")):
+        if key in m:
+            return f"{name} {m[key]:.3f}"
+    return "-"
+
+
+@hub_group.command("show")
+@click.argument("task")
+@hub_option
+@handle_errors
+def hub_show(task, hub) -> None:
+    """Print TASK's task.json (spec, base, settings, data hash, metrics, versions)."""
+    _dump(_hub(hub).manifest(task))
+
+
+@hub_group.command("remove")
+@click.argument("task")
+@hub_option
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@handle_errors
+def hub_remove(task, hub, yes) -> None:
+    """Delete TASK's adapter from the hub."""
+    store = _hub(hub)
+    store.manifest(task)
+    if not yes:
+        click.confirm(f"remove adapter {task!r} from {store.root}?", abort=True)
+    store.remove(task)
+    click.echo(f"removed {task}")
+
+
+# ---------------------------------------------------------------- ask / chat / menu / demo
+def _router(base_model, hub, onnx, knowledge_base, thresholds, device="cpu"):
+    parsed = _parse_thresholds(thresholds)
+    if onnx:
+        from .runtime import OnnxRouter
+
+        router = OnnxRouter(onnx, device=device, knowledge_base=knowledge_base)
+        if parsed:
+            router.chain.with_thresholds(parsed)
+        return router
+    from .errors import require
+
+    require("torch")
+    from .router import Router
+
+    return Router(base_model, _hub(hub), thresholds=parsed, knowledge_base=knowledge_base, device=device)
+
+
+def _parse_thresholds(items) -> dict[str, float]:
+    out = {}
+    for item in items or ():
+        task, _, value = item.partition("=")
+        try:
+            out[task] = float(value)
+        except ValueError:
+            raise click.BadParameter(f"{item!r}: use TASK=VALUE, e.g. question_classifier=0.6") from None
+    return out
+
+
+def router_options(fn):
+    fn = click.option("--threshold", "thresholds", multiple=True, metavar="TASK=P",
+                      help="Confidence below which the chain stops as `uncertain` (repeatable).")(fn)
+    fn = click.option("--kb", "knowledge_base", type=click.Path(dir_okay=False, exists=True, path_type=Path),
+                      default=None, help="Answer from this knowledge base instead of the trained one.")(fn)
+    fn = click.option("--onnx", type=click.Path(file_okay=False, exists=True, path_type=Path), default=None,
+                      help="Use an exported ONNX folder (no PyTorch needed) instead of base + hub.")(fn)
+    fn = click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)(fn)
+    return hub_option(base_option(fn))
+
+
+def _print_answer(out: dict) -> None:
+    rows = []
+    for step in out["steps"]:
+        res = step["result"]
+        if "predicted_label" in res:
+            what, conf = res["predicted_label"], f"{res['confidence']:.3f}"
+        elif "file_names" in res:
+            what, conf = ", ".join(res["file_names"]) or "(no file)", "-"
+        else:
+            what = (res.get("kb_id") or "(no answer)")
+            conf = f"{res.get('confidence', 0):.3f}"
+        rows.append([step["task"], what, conf, f"{step['ms']:.1f}"])
+    click.secho(out["question"], bold=True)
+    if rows:
+        _table(rows, ["step", "result", "confidence", "ms"])
+    click.echo(f"route: {click.style(out['route'], fg='cyan', bold=True)}")
+    if out.get("file_names"):
+        click.echo(f"files: {', '.join(out['file_names'])}")
+    if out.get("answer"):
+        click.echo(f"answer: {out['answer']}")
+    if out.get("note"):
+        click.echo(f"note: {out['note']}")
+
+
+@main.command("ask")
+@click.argument("question")
+@router_options
+@json_option
+@handle_errors
+def ask_cmd(question, base_model, hub, onnx, knowledge_base, thresholds, device, as_json) -> None:
+    """Run the chain on QUESTION and print each step and the decision.
+
+    QUESTION `-` reads one question per line from stdin and writes one JSON
+    object per line (a bad line gets {"error": ...} and the rest go on).
+
+    \b
+    lora-router ask "帮我把sales_2024.csv导入到ODS层"
+    lora-router ask --json "ODS层和DWD层有什么区别？"
+    lora-router ask --onnx ./export - < questions.txt
+    """
+    if question != "-" and not question.strip():
+        raise InputError("the question is empty; ask something, e.g. lora-router ask \"数据清洗流程是什么？\"")
+    router = _router(base_model, hub, onnx, knowledge_base, thresholds, device)
+    if question == "-":
+        _ask_stream(router)
+        return
+    out = router.ask(question)
+    _dump(out) if as_json else _print_answer(out)
+
+
+def _ask_stream(router) -> None:
+    stream = click.get_text_stream("stdin", errors="replace")
+    for n, line in enumerate(stream, start=1):
+        text = line.rstrip("\n").rstrip("\r")
+        try:
+            out = router.ask(text)
+        except InputError as exc:
+            out = {"line": n, "question": text, "error": str(exc)}
+        click.echo(json.dumps(out, ensure_ascii=False))
+
+
+@main.command("chat")
+@router_options
+@handle_errors
+def chat_cmd(base_model, hub, onnx, knowledge_base, thresholds, device) -> None:
+    """Ask questions one after another (empty line or `exit` to leave)."""
+    router = _router(base_model, hub, onnx, knowledge_base, thresholds, device)
+    click.echo("lora-router chat: type a question; `exit` or Ctrl-D leaves.")
+    _chat_loop(router)
+
+
+def _chat_loop(router) -> None:
+    while True:
+        try:
+            text = click.prompt(click.style("问题", fg="green"), default="", show_default=False)
+        except (EOFError, click.Abort):
+            click.echo()
+            return
+        if text.strip().lower() in {"", "exit", "quit", "q", "退出"}:
+            return
+        try:
+            _print_answer(router.ask(text))
+        except InputError as exc:
+            click.secho(f"error: {exc}", fg="red", err=True)
+        click.echo()
+
+
+MENU = """
+🤖 PEFT LoRA 数据平台训练系统
+基于BERT-base-chinese的指令微调
+============================================================
+1. 训练问题场景分类器
+2. 训练问题类型分类器
+3. 测试推理功能
+4. 交互式测试
+0. 退出
+============================================================"""
+
+SAMPLE_QUESTIONS = [
+    "数据清洗流程是什么？",
+    "帮我把sales_2024.csv导入到ODS层",
+    "ODS层和DWD层有什么区别？",
+    "Python怎么给列表排序",
+    "今天天气怎么样",
+]
+
+
+@main.command("menu")
+@base_option
+@hub_option
+@handle_errors
+def menu_cmd(base_model, hub) -> None:
+    """The original tool's numbered menu, for its users."""
+    from .config import TrainSettings
+    from .tasks import get_task
+    from .training import train
+
+    store = _hub(hub)
+    while True:
+        click.echo(MENU)
+        choice = click.prompt("请选择", type=click.Choice(["0", "1", "2", "3", "4"]), show_choices=False)
+        if choice == "0":
+            return
+        if choice in {"1", "2"}:
+            task = "question_classifier" if choice == "1" else "question_type_classifier"
+            m = train(get_task(task), base_model=base_model, hub=store, settings=TrainSettings())
+            _print_metrics(task, m["metrics"], m)
+            continue
+        from .router import Router
+
+        router = Router(base_model, store)
+        if choice == "3":
+            for q in SAMPLE_QUESTIONS:
+                _print_answer(router.ask(q))
+                click.echo()
+        else:
+            _chat_loop(router)
+
+
+@main.command("demo")
+@click.option("--base-model", envvar=BASE_ENV, default=None, show_envvar=True,
+              help="Base model [default: a random tiny base created in the demo folder].")
+@click.option("--dir", "folder", type=click.Path(file_okay=False, path_type=Path), default=Path("lora-router-demo"),
+              show_default=True, help="Where the demo writes its base and hub.")
+@click.option("--epochs", default=None, type=int, help="[default: 10 on the random tiny base, else 5]")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+@handle_errors
+def demo_cmd(base_model, folder, epochs, quiet) -> None:
+    """The main job end to end, offline: a base, every task trained on the bundled data, sample questions.
+
+    Without --base-model it creates a RANDOM tiny base (no download), so the
+    metrics show the pipeline works, not what bert-base-chinese reaches.
+    """
+    from .errors import require
+
+    require("torch")
+    from .demo import run_demo
+
+    def report(event: str, payload) -> None:
+        if event == "base":
+            click.secho(f"base model: {payload}", bold=True)
+        elif event == "trained":
+            click.secho(f"\n== {payload['task']['name']}", bold=True)
+            _print_metrics(payload["task"]["name"], payload["metrics"], payload)
+        elif event == "answer":
+            click.echo()
+            _print_answer(payload)
+
+    summary = run_demo(folder, base_model=base_model, epochs=epochs, progress=not quiet, report=report)
+    click.secho(f"\ndemo hub: {summary['hub']}  (try: lora-router ask --base-model {summary['base_model']} "
+                f"--hub {summary['hub']} \"数据清洗流程是什么？\")", bold=True)
+
+
+def run() -> None:  # pragma: no cover - console entry
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    main()

@@ -1,0 +1,205 @@
+"""``Answerer``: TF-IDF candidates, cross-encoder re-ranking, the no-answer threshold.
+
+The same code answers in the PyTorch router, the ONNX runtime and evaluation
+during training; only ``score_pairs`` (the cross-encoder) differs. The index
+is rebuilt when the knowledge-base file changes, so a new entry is answerable
+at once without retraining.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import os
+import threading
+import warnings
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import ConfigError, DataError
+from .file import Entry, KnowledgeBase, file_sha256, read_knowledge_base
+from .index import CharTfidfIndex
+from .settings import AnswerSettings
+
+logger = logging.getLogger(__name__)
+
+ScorePairs = Callable[[list[tuple[str, str]]], np.ndarray]
+
+
+@dataclass
+class Candidate:
+    """A retrieved entry, the phrasings to re-rank it by, and its TF-IDF score."""
+
+    entry: Entry
+    phrasings: list[str]
+    retrieval: float
+
+
+class _Index:
+    """One knowledge base and its TF-IDF index over all phrasings."""
+
+    def __init__(self, kb: KnowledgeBase, settings: AnswerSettings):
+        self.kb = kb
+        self.phrasings = [q for e in kb.entries for q in e.questions]
+        self.owner = np.array([i for i, e in enumerate(kb.entries) for _ in e.questions], dtype=np.int64)
+        self.tfidf = CharTfidfIndex(self.phrasings, analyzer=settings.analyzer,
+                                    ngram_range=settings.ngram_range, sublinear_tf=settings.sublinear_tf)
+
+
+class Answerer:
+    """Answer questions from a knowledge-base file.
+
+    >>> answerer = Answerer("knowledge_base.jsonl", threshold=0.5)
+    >>> answerer.answer("ODS层和DWD层有什么区别？", router_score_pairs)["answer"]
+    """
+
+    def __init__(self, kb_path: str | Path, settings: AnswerSettings | None = None, **overrides):
+        settings = settings or AnswerSettings()
+        if overrides:
+            settings = AnswerSettings.from_dict({**settings.to_dict(), **overrides})
+        self.settings = settings
+        self.path = Path(kb_path).expanduser()
+        self._lock = threading.Lock()
+        self._stamp: tuple | None = None
+        self._index: _Index | None = None
+        self._refresh()
+
+    # ------------------------------------------------------------ construction
+    @classmethod
+    def from_manifest(cls, manifest: dict, task_dir: Path, knowledge_base: str | Path | None = None) -> Answerer:
+        """The answerer a trained adapter was evaluated with; ``knowledge_base`` overrides its file."""
+        info = dict(manifest.get("knowledge_base") or {})
+        known = {f.name for f in dataclasses.fields(AnswerSettings)}
+        settings = AnswerSettings.from_dict({k: v for k, v in info.items() if k in known})
+        if knowledge_base is not None:
+            path = Path(knowledge_base).expanduser()
+            if not path.is_file():
+                raise ConfigError(f"knowledge base {path} does not exist; give the path of a knowledge-base "
+                                  "JSONL file (check it with: lora-router kb check FILE)")
+            return cls(path, settings)
+        if "path" not in info:
+            raise ConfigError(f"the adapter in {task_dir} records no knowledge base; retrain it "
+                              "(lora-router train --task question_answer) or pass --kb FILE")
+        path = Path(info["path"]).expanduser()
+        if not path.is_absolute():
+            path = Path(task_dir) / path
+        if path.is_file():
+            return cls(path, settings)
+        from ..data.bundled import bundled_knowledge_base
+
+        bundled = bundled_knowledge_base()
+        if info.get("sha256") and bundled.is_file() and file_sha256(bundled) == info["sha256"]:
+            logger.info("knowledge base %s is gone; using the identical bundled one", path)
+            return cls(bundled, settings)
+        raise ConfigError(
+            f"the knowledge base this adapter was trained with ({path}) no longer exists and the bundled "
+            f"one differs from it; pass the knowledge base to answer from with --kb FILE "
+            f"(or Router(..., knowledge_base=FILE))"
+        )
+
+    # ------------------------------------------------------------ the file
+    def _refresh(self) -> _Index:
+        """The index of the file as it is now; rebuilt only when the file changed (stat)."""
+        with self._lock:
+            try:
+                st = os.stat(self.path)
+                stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
+            except OSError as exc:
+                if self._index is None:
+                    raise ConfigError(f"knowledge base {self.path} cannot be read ({exc.strerror}); "
+                                      "give an existing knowledge-base JSONL file") from None
+                warnings.warn(f"knowledge base {self.path} is gone; answering from the last version read",
+                              stacklevel=3)
+                return self._index
+            if stamp == self._stamp and self._index is not None:
+                return self._index
+            self._stamp = stamp
+            try:
+                kb = read_knowledge_base(self.path)
+            except DataError as exc:
+                if self._index is None:
+                    raise
+                warnings.warn(f"knowledge base changed but is not valid, answering from the last valid "
+                              f"version: {exc}", stacklevel=3)
+                return self._index
+            self._index = _Index(kb, self.settings)
+            logger.info("knowledge base %s: %d entries indexed", self.path, len(kb.entries))
+            return self._index
+
+    @property
+    def knowledge_base(self) -> KnowledgeBase:
+        """The knowledge base as the file holds it now."""
+        return self._refresh().kb
+
+    # ------------------------------------------------------------ answering
+    def retrieve(self, question: str, exclude: Collection[str] = ()) -> list[Candidate]:
+        """The ``top_k`` entries by TF-IDF (entry score = its best phrasing), best first.
+
+        ``exclude`` are phrasings to leave out (training leaves out the question itself).
+        """
+        index = self._refresh()
+        scores = index.tfidf.scores(question)
+        if exclude:
+            for j, q in enumerate(index.phrasings):
+                if q in exclude:
+                    scores[j] = -1.0
+        order = np.argsort(-scores, kind="stable")
+        picked: dict[int, list[int]] = {}
+        for j in order:
+            if scores[j] < 0:
+                break
+            e = int(index.owner[j])
+            if e not in picked and len(picked) == self.settings.top_k:
+                continue
+            if len(picked.setdefault(e, [])) < self.settings.pairs_per_entry:
+                picked[e].append(int(j))
+        return [Candidate(index.kb.entries[e], [index.phrasings[j] for j in js], float(max(scores[js[0]], 0.0)))
+                for e, js in picked.items()]
+
+    @staticmethod
+    def pairs(question: str, candidates: Sequence[Candidate]) -> list[tuple[str, str]]:
+        """The (user question, knowledge-base phrasing) pairs the cross-encoder scores."""
+        return [(question, p) for c in candidates for p in c.phrasings]
+
+    def confidence(self, relevance: float, retrieval: float) -> float:
+        """Weighted geometric mean: an answer needs both the cross-encoder and retrieval to agree."""
+        w = self.settings.relevance_weight
+        return float(relevance ** w * max(retrieval, 0.0) ** (1.0 - w))
+
+    def decide(self, candidates: Sequence[Candidate], logits: np.ndarray) -> dict:
+        """The result dict from the cross-encoder logits of ``pairs(question, candidates)``."""
+        logits = np.asarray(logits, dtype=np.float64).reshape(-1)
+        ranked, pos = [], 0
+        for c in candidates:
+            own = logits[pos : pos + len(c.phrasings)]
+            pos += len(c.phrasings)
+            best = int(np.argmax(own))
+            relevance = 1.0 / (1.0 + math.exp(-float(own[best])))
+            ranked.append({"id": c.entry.id, "question": c.phrasings[best],
+                           "score": round(self.confidence(relevance, c.retrieval), 6), "_entry": c.entry})
+        ranked.sort(key=lambda r: -r["score"])
+        top = ranked[0] if ranked else None
+        answered = top is not None and top["score"] >= self.settings.threshold
+        return {
+            "answer": top["_entry"].answer if answered else "",  # type: ignore[index]
+            "kb_id": top["id"] if answered else None,  # type: ignore[index]
+            "confidence": top["score"] if top else 0.0,
+            "candidates": [{k: v for k, v in r.items() if k != "_entry"} for r in ranked],
+        }
+
+    def answer(self, question: str, score_pairs: ScorePairs) -> dict:
+        """``{"answer", "kb_id", "confidence", "candidates"}``; ``answer`` is "" below the threshold."""
+        candidates = self.retrieve(question)
+        pairs = self.pairs(question, candidates)
+        logits = score_pairs(pairs) if pairs else np.zeros((0,))
+        return self.decide(candidates, logits)
+
+    def manifest_info(self) -> dict:
+        """What ``from_manifest`` needs: the file, its hash and size, and the settings."""
+        kb = self.knowledge_base
+        return {"path": str(self.path.resolve()), "sha256": kb.sha256, "n_entries": len(kb.entries),
+                **self.settings.to_dict()}

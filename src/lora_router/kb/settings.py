@@ -1,0 +1,42 @@
+"""How question_answer retrieves and decides; saved in the adapter's manifest."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..config import _JsonMixin
+from ..errors import ConfigError
+from .index import ANALYZERS
+
+
+@dataclass
+class AnswerSettings(_JsonMixin):
+    """Retrieval, re-ranking and the no-answer threshold (defaults measured on the bundled data)."""
+
+    threshold: float = field(default=0.4, metadata={"help": "confidence below which there is no answer"})
+    top_k: int = field(default=5, metadata={"help": "entries retrieved by TF-IDF and re-ranked"})
+    pairs_per_entry: int = field(
+        default=2, metadata={"help": "phrasings per retrieved entry that the cross-encoder scores"}
+    )
+    relevance_weight: float = field(
+        default=0.5,
+        metadata={"help": "confidence = relevance**w * retrieval**(1-w); relevance = sigmoid(cross-encoder)"},
+    )
+    analyzer: str = field(default="char", metadata={"help": "TF-IDF analyzer: char or char_wb"})
+    ngram_range: tuple[int, int] = field(default=(1, 2), metadata={"help": "character n-gram sizes"})
+    sublinear_tf: bool = field(default=True, metadata={"help": "1 + log(tf) instead of tf"})
+
+    def __post_init__(self) -> None:
+        self.ngram_range = tuple(int(x) for x in self.ngram_range)  # type: ignore[assignment]
+        if not 0.0 <= self.threshold <= 1.0:
+            raise ConfigError(f"threshold must be in [0, 1], got {self.threshold}")
+        if self.top_k < 1:
+            raise ConfigError(f"top_k must be >= 1, got {self.top_k}")
+        if self.pairs_per_entry < 1:
+            raise ConfigError(f"pairs_per_entry must be >= 1, got {self.pairs_per_entry}")
+        if not 0.0 <= self.relevance_weight <= 1.0:
+            raise ConfigError(f"relevance_weight must be in [0, 1], got {self.relevance_weight}")
+        if self.analyzer not in ANALYZERS:
+            raise ConfigError(f"analyzer {self.analyzer!r} is not valid; valid: {', '.join(ANALYZERS)}")
+        if len(self.ngram_range) != 2 or not 1 <= self.ngram_range[0] <= self.ngram_range[1] <= 6:
+            raise ConfigError(f"ngram_range must be (low, high) with 1 <= low <= high <= 6, got {self.ngram_range}")

@@ -1,0 +1,247 @@
+"""question_answer: the knowledge-base file, TF-IDF retrieval, the answerer, overfit -> save -> reload."""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+
+import numpy as np
+import pytest
+
+from lora_router.errors import DataError
+from lora_router.kb import Answerer, CharTfidfIndex, check_knowledge_base, normalize_text, read_knowledge_base
+
+KB = [
+    {"id": "ods-vs-dwd", "questions": ["ODS层和DWD层有什么区别", "ods跟dwd有啥不一样", "贴源层和明细层的差别"],
+     "answer": "ODS是贴源层，DWD是明细层。"},
+    {"id": "table-permission", "questions": ["怎么申请表的查询权限", "没有权限查订单表怎么办", "表权限在哪里申请"],
+     "answer": "在数据地图找到表，点申请权限。"},
+    {"id": "rerun-task", "questions": ["失败的调度任务怎么重跑", "昨晚的任务挂了如何重新运行", "补数据要怎么操作"],
+     "answer": "在运维中心选中实例，点重跑。"},
+    {"id": "upload-limit", "question": "上传文件的大小限制是多少", "answer": "单个文件不超过500MB。"},
+]
+NEW_ENTRY = {"id": "lineage", "questions": ["在哪里看字段的血缘关系"], "answer": "在数据地图的血缘页查看。"}
+OFF_TOPIC = "周末去哪儿吃火锅好呢"
+
+
+def _write_jsonl(path, rows) -> None:
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), "utf-8")
+
+
+def _records(rows):
+    return [{"instruction": "问题回答", "input": q, "output": a} for q, a in rows]
+
+
+# ------------------------------------------------------------ the file
+
+
+def test_check_knowledge_base_names_each_bad_line(tmp_path):
+    path = tmp_path / "kb.jsonl"
+    lines = [
+        json.dumps(KB[0], ensure_ascii=False),                                  # 1 fine
+        "{not json",                                                            # 2
+        json.dumps({"id": "a", "answer": "x"}),                                 # 3 no question
+        json.dumps({"id": "b", "question": 3, "answer": "x"}),                  # 4 non-string question
+        json.dumps({"id": "c", "question": "  ", "answer": "x"}),               # 5 empty question
+        json.dumps({"id": "d", "question": "q?", "answer": ""}),                # 6 empty answer
+        json.dumps({"id": "ods-vs-dwd", "question": "另一个问题", "answer": "x"}),  # 7 duplicate id
+        json.dumps({"id": "e", "question": "ods层和dwd层有什么区别", "answer": "y"}),  # 8 phrasing of entry 1
+        json.dumps({"id": 5, "question": "q", "answer": "x"}),                  # 9 non-string id
+        json.dumps({"question": "q", "answer": "x"}),                           # 10 missing id
+    ]
+    path.write_text("\n".join(lines) + "\n", "utf-8")
+    problems = dict(check_knowledge_base(path))
+    assert sorted(problems) == list(range(2, 11))
+    assert "invalid JSON" in problems[2]
+    assert "missing field 'question'" in problems[3]
+    assert "'question' must be a string" in problems[4]
+    assert "empty" in problems[5]
+    assert "empty answer" in problems[6]
+    assert "duplicate id 'ods-vs-dwd'" in problems[7] and "line 1" in problems[7]
+    assert "ods-vs-dwd" in problems[8] and "line 1" in problems[8]
+    assert "'id' must be a string" in problems[9]
+    assert "missing field(s): id" in problems[10]
+    with pytest.raises(DataError) as err:
+        read_knowledge_base(path)
+    assert [n for n, _ in err.value.problems] == list(range(2, 11))
+
+
+def test_bundled_knowledge_base_is_valid():
+    from lora_router.data import bundled_knowledge_base
+
+    assert check_knowledge_base(bundled_knowledge_base()) == []
+    assert len(read_knowledge_base(bundled_knowledge_base()).entries) >= 40
+
+
+# ------------------------------------------------------------ retrieval
+
+
+@pytest.mark.parametrize("analyzer,ngram_range,sublinear_tf",
+                         [("char", (1, 2), True), ("char", (1, 3), False), ("char_wb", (1, 2), True)])
+def test_tfidf_matches_scikit_learn(analyzer, ngram_range, sublinear_tf):
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    from lora_router.data import bundled_knowledge_base
+
+    kb = read_knowledge_base(bundled_knowledge_base())
+    texts = [q for e in kb.entries for q in e.questions]
+    queries = ["ODS层和DWD层有什么区别？", "怎么 申请  权限\t啊", "ＳＱＬ查询超时", "xyz", "哈"]
+    vec = TfidfVectorizer(analyzer=analyzer, ngram_range=ngram_range, sublinear_tf=sublinear_tf,
+                          preprocessor=normalize_text)
+    matrix = vec.fit_transform(texts)
+    expected = (vec.transform(queries) @ matrix.T).toarray()
+    index = CharTfidfIndex(texts, analyzer=analyzer, ngram_range=ngram_range, sublinear_tf=sublinear_tf)
+    got = np.stack([index.scores(q) for q in queries])
+    np.testing.assert_allclose(got, expected, atol=1e-6)
+
+
+def test_answerer_rebuilds_index_when_the_file_changes(tmp_path):
+    path = tmp_path / "kb.jsonl"
+    _write_jsonl(path, KB)
+    answerer = Answerer(path, top_k=3)
+    neutral = lambda pairs: np.zeros(len(pairs))  # noqa: E731  (a cross-encoder that knows nothing)
+    assert answerer.answer(NEW_ENTRY["questions"][0], neutral)["kb_id"] != "lineage"
+    _write_jsonl(path, KB + [NEW_ENTRY])
+    result = answerer.answer(NEW_ENTRY["questions"][0], neutral)
+    assert result["kb_id"] == "lineage" and result["answer"] == NEW_ENTRY["answer"]
+    # An invalid edit keeps the last valid version and warns.
+    path.write_text(path.read_text("utf-8") + "{oops\n", "utf-8")
+    with pytest.warns(UserWarning, match="not valid"):
+        assert answerer.answer(NEW_ENTRY["questions"][0], neutral)["kb_id"] == "lineage"
+
+
+# ------------------------------------------------------------ overfit -> save -> reload
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A tiny random base and a question_answer adapter overfit on a 4-entry knowledge base."""
+    from lora_router.adapters import AdapterHub
+    from lora_router.config import TrainSettings
+    from lora_router.modeling import init_base
+    from lora_router.tasks import get_task
+    from lora_router.training import train
+
+    root = tmp_path_factory.mktemp("kbqa")
+    base = init_base(root / "base", "tiny")
+    kb_path = root / "kb.jsonl"
+    _write_jsonl(kb_path, KB)
+    rows = [(q, e["answer"]) for e in KB for q in e.get("questions", [e.get("question")])]
+    rows += [("今天天气怎么样", ""), ("讲个笑话", ""), ("平台有暗黑模式吗", "")]
+    _write_jsonl(root / "train.jsonl", _records(rows))
+    test = [("ods和dwd的区别", KB[0]["answer"]), ("表的权限怎么申请", KB[1]["answer"]), ("明天会下雨吗", "")]
+    _write_jsonl(root / "test.jsonl", _records(test))
+    hub = AdapterHub(root / "hub")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        manifest = train(get_task("question_answer"), base_model=str(base), hub=hub, data=root / "train.jsonl",
+                         test_data=root / "test.jsonl", knowledge_base=kb_path, progress=False,
+                         settings=TrainSettings(epochs=4, learning_rate=5e-3, warmup_steps=5, batch_size=16))
+    return {"base": base, "hub": hub, "kb": kb_path, "manifest": manifest, "root": root}
+
+
+@pytest.fixture(scope="module")
+def router(trained):
+    from lora_router.router import Chain, Router
+
+    chain = Chain.from_dict({"start": "question_answer",
+                             "steps": [{"task": "question_answer", "route": "answer"}]})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return Router(str(trained["base"]), trained["hub"], chain=chain)
+
+
+def test_manifest_records_the_knowledge_base(trained):
+    info = trained["manifest"]["knowledge_base"]
+    assert info["n_entries"] == len(KB)
+    assert info["sha256"] == read_knowledge_base(trained["kb"]).sha256
+    assert info["threshold"] == 0.4 and info["ngram_range"] == [1, 2]
+    assert {"top1", "mrr", "no_answer_precision", "no_answer_recall"} <= set(trained["manifest"]["metrics"])
+
+
+def test_reloaded_router_ranks_as_before_saving(trained, router):
+    """The ranking at training time (evaluate) equals the ranking after reloading from the hub."""
+    import torch
+
+    from lora_router.data import read_records
+    from lora_router.encoding import TextEncoder
+    from lora_router.modeling.base import load_base
+    from lora_router.tasks import get_task
+    from lora_router.training.ranking import RankingTask
+
+    spec = get_task("question_answer")
+    # The saved adapter as a freshly built PEFT model + head, scored through RankingTask (training's path).
+    from peft import PeftModel
+
+    from lora_router.modeling.heads import TaskHead
+
+    base, tokenizer = load_base(str(trained["base"]))
+    folder = trained["hub"].task_dir("question_answer")
+    model = PeftModel.from_pretrained(base, str(folder))
+    head = TaskHead(spec, base.config.hidden_size, 0.0).load(folder)
+    test = read_records(trained["root"] / "test.jsonl")
+    job = RankingTask(spec, trained["kb"], read_records(trained["root"] / "train.jsonl"), test,
+                      TextEncoder(tokenizer, 128), seed=0)
+    with torch.no_grad():
+        before = job.predict(model, head)
+    assert job.evaluate(model, head)["mrr"] == trained["manifest"]["metrics"]["mrr"]
+    after = router.predict_batch("question_answer", [r.input for r in test])
+    for b, a in zip(before, after, strict=True):
+        assert [c["id"] for c in b["candidates"]] == [c["id"] for c in a["candidates"]]
+        np.testing.assert_allclose([c["score"] for c in b["candidates"]], [c["score"] for c in a["candidates"]],
+                                   atol=1e-5)
+        assert b["kb_id"] == a["kb_id"]
+
+
+def test_in_kb_phrasing_is_answered(router):
+    for entry in KB:
+        question = entry.get("question") or entry["questions"][0]
+        result = router.predict("question_answer", question)
+        assert result["kb_id"] == entry["id"], result
+        assert result["answer"] == entry["answer"]
+
+
+def test_entry_added_after_training_is_answered_without_retraining(trained, router, tmp_path):
+    kb = tmp_path / "kb.jsonl"
+    _write_jsonl(kb, KB)
+    answerer = Answerer.from_manifest(router.manifests["question_answer"], trained["hub"].task_dir("question_answer"),
+                                      kb)
+    score = lambda pairs: router.score_pairs("question_answer", pairs)  # noqa: E731
+    question = NEW_ENTRY["questions"][0]
+    assert answerer.answer(question, score)["kb_id"] != "lineage"
+    _write_jsonl(kb, KB + [NEW_ENTRY])
+    os.utime(kb, ns=(1, 10**18))  # a distinct mtime even on coarse-clock file systems
+    result = answerer.answer(question, score)
+    assert result["candidates"][0]["id"] == "lineage"
+    assert result["kb_id"] == "lineage" and result["answer"] == NEW_ENTRY["answer"]
+
+
+def test_off_topic_question_gets_no_answer(router):
+    result = router.predict("question_answer", OFF_TOPIC)
+    assert result["answer"] == "" and result["kb_id"] is None
+    assert result["confidence"] < router.manifests["question_answer"]["knowledge_base"]["threshold"]
+
+
+def test_ask_answer_route_returns_the_answer(router):
+    out = router.ask(KB[2]["questions"][1])
+    assert out["route"] == "answer"
+    assert out["answer"] == KB[2]["answer"]
+    off = router.ask(OFF_TOPIC)
+    assert off["route"] == "answer" and off["answer"] is None and "no knowledge-base entry" in off["note"]
+
+
+def test_kb_override_and_missing_recorded_kb(trained, tmp_path):
+    from lora_router.errors import ConfigError
+
+    manifest = json.loads(json.dumps(trained["manifest"]))
+    task_dir = trained["hub"].task_dir("question_answer")
+    manifest["knowledge_base"]["path"] = str(tmp_path / "gone.jsonl")
+    with pytest.raises(ConfigError, match="no longer exists.*--kb FILE"):
+        Answerer.from_manifest(manifest, task_dir, None)
+    from lora_router.data import bundled_knowledge_base
+    from lora_router.kb import file_sha256
+
+    manifest["knowledge_base"]["sha256"] = file_sha256(bundled_knowledge_base())
+    assert Answerer.from_manifest(manifest, task_dir, None).path == bundled_knowledge_base()
+    assert Answerer.from_manifest(manifest, task_dir, trained["kb"]).path == trained["kb"]
