@@ -18,8 +18,8 @@ import json
 import os
 import shutil
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from ..config import TaskSpec
 from ..errors import AdapterMismatchError, AdapterNotFoundError, LoraRouterError
