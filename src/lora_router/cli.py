@@ -400,6 +400,37 @@ def hub_remove(task, hub, yes) -> None:
     click.echo(f"removed {task}")
 
 
+# ---------------------------------------------------------------- knowledge base
+@main.group("kb")
+def kb_group() -> None:
+    """Check knowledge-base files for question_answer."""
+
+
+@kb_group.command("check")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@json_option
+@handle_errors
+def kb_check(file: Path, as_json: bool) -> None:
+    """Validate a knowledge base: `line N: what is wrong` for every bad line; exit 1 if any.
+
+    Entries are JSON lines {"id", "question" or "questions": [...], "answer"}.
+    Checks JSON, fields, empty questions and answers, duplicate ids and
+    phrasings used by two entries.
+    """
+    from .kb import check_knowledge_base
+
+    problems = check_knowledge_base(file)
+    if as_json:
+        _dump({"file": str(file), "problems": [{"line": n, "message": m} for n, m in problems]})
+    else:
+        for n, msg in problems:
+            click.echo(f"line {n}: {msg}" if n else msg)
+        click.echo(f"{file}: " + (click.style("ok", fg="green") if not problems
+                                  else click.style(f"{len(problems)} bad", fg="red")))
+    if problems:
+        sys.exit(1)
+
+
 # ---------------------------------------------------------------- ask / chat / menu / demo
 def _router(base_model, hub, onnx, knowledge_base, thresholds, device="cpu"):
     parsed = _parse_thresholds(thresholds)

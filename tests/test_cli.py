@@ -1,0 +1,135 @@
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from lora_router.cli import main
+
+
+@pytest.fixture()
+def run():
+    runner = CliRunner()
+
+    def invoke(*args, input=None):
+        return runner.invoke(main, [str(a) for a in args], input=input, catch_exceptions=False)
+
+    return invoke
+
+
+def test_help_teaches(run):
+    out = run("--help").output
+    for command in ("train", "ask", "demo", "data", "hub", "init-base", "eval", "menu", "chat", "kb"):
+        assert command in out
+    assert "--lora-r" in run("train", "--help").output
+
+
+def test_tasks_json(run):
+    tasks = json.loads(run("tasks", "--json").stdout)
+    assert [t["name"] for t in tasks][:4] == [
+        "question_classifier", "question_type_classifier", "file_name_pick", "question_answer"]
+
+
+def test_data_check_names_every_bad_line(run, tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text("\n".join([
+        '{"instruction": "问题场景分类", "input": "数据清洗流程是什么？", "output": "数据平台相关问题"}',
+        '{oops',
+        '{"instruction": "问题场景分类", "input": "天气", "output": "闲聊"}',
+        '{"instruction": "文件名称提取", "input": "把a.csv导入", "output": "b.csv"}',
+    ]), "utf-8")
+    result = run("data", "check", bad)
+    assert result.exit_code == 1
+    lines = result.output.splitlines()
+    assert lines[0].startswith("line 2: invalid JSON")
+    assert lines[1].startswith("line 3: label '闲聊'")
+    assert lines[2].startswith("line 4: extraction output 'b.csv'")
+    as_json = json.loads(run("data", "check", bad, "--json").stdout)
+    assert [p["line"] for p in as_json["problems"]] == [2, 3, 4]
+
+
+def test_data_check_ok_and_dump(run, tmp_path):
+    dumped = run("data", "dump", "file_name_pick", "--split", "test").output
+    path = tmp_path / "test.jsonl"
+    path.write_text(dumped, "utf-8")
+    assert len(dumped.splitlines()) >= 80
+    result = run("data", "check", path)
+    assert result.exit_code == 0 and "ok" in result.output
+
+
+def test_missing_base_is_two_lines_no_traceback(run, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "empty-cache"))
+    result = CliRunner().invoke(main, ["train", "--task", "question_classifier", "--base-model", "no-such/model",
+                                       "--hub", str(tmp_path / "hub"), "--quiet"])
+    assert result.exit_code == 1
+    assert "cannot load base model 'no-such/model'" in result.output
+    assert "fix: download it once" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_train_hub_eval_ask_through_the_cli(run, tmp_path, tiny_base, scene_file):
+    hub = tmp_path / "hub"
+    result = run("train", "--task", "question_classifier", "--data", scene_file, "--test-data", scene_file,
+                 "--base-model", tiny_base, "--hub", hub, "--epochs", 2, "--lr", 1e-2, "--quiet", "--json")
+    assert result.exit_code == 0
+    trained = json.loads(result.stdout)
+    assert trained[0]["task"] == "question_classifier" and "accuracy" in trained[0]["metrics"]
+
+    listed = json.loads(run("hub", "list", "--hub", hub, "--json").stdout)
+    assert [r["task"] for r in listed] == ["question_classifier"]
+    assert "macro-F1" in run("hub", "list", "--hub", hub).output
+    assert json.loads(run("hub", "show", "question_classifier", "--hub", hub).stdout)["task"]["name"] == \
+        "question_classifier"
+
+    scored = json.loads(run("eval", "--task", "question_classifier", "--data", scene_file, "--base-model", tiny_base,
+                            "--hub", hub, "--json", "--plot", tmp_path / "cm.png").stdout)
+    assert {"accuracy", "macro_f1"} <= set(scored)
+    assert (tmp_path / "cm.png").stat().st_size > 1000
+
+    asked = json.loads(run("ask", "数据清洗流程是什么？", "--base-model", tiny_base, "--hub", hub, "--json").stdout)
+    assert asked["steps"][0]["task"] == "question_classifier"
+    table = run("ask", "数据清洗流程是什么？", "--base-model", tiny_base, "--hub", hub).output
+    assert "route:" in table and "question_classifier" in table
+
+    empty = CliRunner().invoke(main, ["ask", "  ", "--base-model", tiny_base, "--hub", str(hub)])
+    assert empty.exit_code == 2 and "empty" in empty.output
+
+    hostile = "数据清洗流程是什么？\n\n   \n😀\x00\u200b\n" + "长" * 5000 + "\n\u202e表\n"
+    stream = run("ask", "-", "--base-model", tiny_base, "--hub", hub, input=hostile)
+    rows = [json.loads(line) for line in stream.stdout.splitlines() if line.startswith("{")]
+    assert len(rows) == 6
+    assert "error" in rows[1] and rows[1]["line"] == 2 and "error" in rows[2]
+    assert all("route" in r for i, r in enumerate(rows) if i not in (1, 2))
+
+    assert run("hub", "remove", "question_classifier", "--hub", hub, "--yes").exit_code == 0
+    assert json.loads(run("hub", "list", "--hub", hub, "--json").stdout) == []
+
+
+def test_new_task_trained_from_a_data_file(run, tmp_path, tiny_base):
+    data = tmp_path / "sentiment.jsonl"
+    rows = [("报表做得真好", "正面"), ("又失败了，烦死了", "负面"), ("这个平台太好用了", "正面"), ("数据全错了", "负面"),
+            ("速度很快，赞", "正面"), ("页面一直卡", "负面")]
+    data.write_text("".join(json.dumps({"instruction": "情感分类", "input": q, "output": a}, ensure_ascii=False) + "\n"
+                            for q, a in rows), "utf-8")
+    result = run("train", "--task", "sentiment", "--data", data, "--base-model", tiny_base, "--hub", tmp_path / "hub",
+                 "--epochs", 1, "--quiet", "--json")
+    assert result.exit_code == 0
+    shown = json.loads(run("hub", "show", "sentiment", "--hub", tmp_path / "hub").stdout)
+    assert shown["task"]["labels"] == ["正面", "负面"] and shown["task"]["instruction"] == "情感分类"
+
+
+def test_kb_check_names_bad_lines(run, tmp_path):
+    kb = tmp_path / "kb.jsonl"
+    kb.write_text("\n".join([
+        '{"id": "a", "questions": ["ODS层是什么"], "answer": "原始数据层"}',
+        '{"id": "a", "question": "DWD层是什么", "answer": "明细层"}',
+        '{"id": "b", "question": "DWS层是什么", "answer": ""}',
+    ]), "utf-8")
+    result = run("kb", "check", kb)
+    assert result.exit_code == 1
+    assert "line 2:" in result.output and "line 3:" in result.output
+
+
+def test_menu_exits(run):
+    result = run("menu", input="0\n")
+    assert "1. 训练问题场景分类器" in result.output and result.exit_code == 0
