@@ -1,0 +1,307 @@
+"""``export_hub``: every adapter of a hub into one self-contained export folder.
+
+The folder is written under a temporary name next to ``out_dir`` and renamed
+into place only after the parity gate passes, so a failed or interrupted
+export leaves nothing half-written (and an earlier export stays as it was).
+Its layout is ``lora_router.runtime.layout``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import platform
+import shutil
+import time
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+
+from .. import __version__
+from ..adapters import AdapterHub
+from ..config import PAIR_RANKING, TaskSpec
+from ..data import Record
+from ..errors import ExportError, require
+from ..router.chain import Chain
+from ..runtime import layout as fmt
+
+logger = logging.getLogger(__name__)
+
+QUANTIZE = ("int8", "none")
+LAYOUT_CHOICES = ("merged", "shared", "both")
+
+
+def export_hub(
+    base_model: str,
+    hub: str | Path | AdapterHub | None,
+    out_dir: str | Path,
+    *,
+    tasks: Sequence[str] | None = None,
+    quantize: str = "int8",
+    layout: str = "both",
+    parity: bool = True,
+    progress: bool = True,
+    parity_records: dict[str, Sequence[Record]] | None = None,
+    knowledge_base: str | Path | None = None,
+    chain: Chain | str | Path | None = None,
+    thresholds: dict[str, float] | None = None,
+    opset: int | None = None,
+) -> dict:
+    """Export the hub's adapters (all, or ``tasks``) on ``base_model`` to ``out_dir``; return the manifest.
+
+    Per task: merge the adapter into a copy of the base, attach its head as a
+    ``BertFor...`` model, export with Optimum, and with ``quantize="int8"``
+    quantise dynamically for this CPU (layout "merged"); and/or one base
+    encoder with LoRA inputs plus a ``.onnx_adapter`` and a head per task
+    (layout "shared"). With ``parity`` every model is checked against the
+    PyTorch router on the task's held-out split (bundled test split, or
+    ``parity_records``); a missed bound raises ``ExportError`` and writes nothing.
+    """
+    if quantize not in QUANTIZE:
+        raise ExportError(f"quantize {quantize!r} is not valid; valid: {', '.join(QUANTIZE)}")
+    if layout not in LAYOUT_CHOICES:
+        raise ExportError(f"layout {layout!r} is not valid; valid: {', '.join(LAYOUT_CHOICES)}")
+    require("torch")
+    require("optimum.exporters.onnx", "train")
+    hub = hub if isinstance(hub, AdapterHub) else AdapterHub(hub)
+    names = list(tasks) if tasks else hub.tasks()
+    if not names:
+        raise ExportError(f"hub {hub.root} has no adapters to export; train one first: lora-router train --task TASK")
+    task_manifests = {t: hub.manifest(t) for t in names}  # AdapterNotFoundError lists what the hub has
+    run_chain = chain if isinstance(chain, Chain) else Chain.load(chain)
+    if thresholds:
+        run_chain.with_thresholds(thresholds)
+    out_dir = Path(out_dir).expanduser().resolve()
+    _check_target(out_dir)
+    layouts = ["merged", "shared"] if layout == "both" else [layout]
+    precisions = ["fp32", "int8"] if quantize == "int8" else ["fp32"]
+
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_dir.parent / f".{out_dir.name}.export-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        job = _Export(base_model, hub, tmp, names, task_manifests, layouts, precisions, knowledge_base, opset, progress)
+        manifest = job.write(run_chain)
+        if parity:
+            report = job.parity(parity_records)
+            manifest["parity"] = report
+            _write_json(tmp / fmt.MANIFEST_FILE, manifest)
+            from .parity import check_parity
+
+            check_parity(report)
+        _swap_into_place(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    logger.info("exported %s to %s", ", ".join(names), out_dir)
+    return manifest
+
+
+def _check_target(out_dir: Path) -> None:
+    if out_dir.is_file():
+        raise ExportError(f"{out_dir} is a file; give a folder to export into")
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not (out_dir / fmt.MANIFEST_FILE).is_file():
+        raise ExportError(f"{out_dir} is not empty and is not an earlier export; give a new or empty folder "
+                          "(an earlier export there is replaced)")
+
+
+def _swap_into_place(tmp: Path, out_dir: Path) -> None:
+    old = out_dir.parent / f".{out_dir.name}.old-{uuid.uuid4().hex[:8]}"
+    if out_dir.exists():
+        out_dir.rename(old)
+    try:
+        tmp.rename(out_dir)
+    except BaseException:
+        if old.exists() and not out_dir.exists():
+            old.rename(out_dir)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _write_json(path: Path, data: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, ensure_ascii=False, indent=2) + "\n", "utf-8")
+
+
+class _Export:
+    """One export run into a temporary folder (the steps of ``export_hub``)."""
+
+    def __init__(self, base_model, hub, root, names, task_manifests, layouts, precisions, knowledge_base, opset,
+                 progress):
+        self.base_model, self.hub, self.root = str(base_model), hub, root
+        self.names, self.task_manifests = names, task_manifests
+        self.layouts, self.precisions = layouts, precisions
+        self.knowledge_base, self.opset, self.progress = knowledge_base, opset, progress
+        self.specs = {t: TaskSpec.from_dict(m["task"]) for t, m in task_manifests.items()}
+        self.mutable: list[str] = []
+
+    # ------------------------------------------------------------ models
+    def write(self, chain: Chain) -> dict:
+        from tqdm.auto import tqdm
+        from transformers import AutoTokenizer
+
+        from ..modeling.base import fingerprint, load_base, tokenizer_files_dir
+        from .merged import export_onnx, load_adapter, merged_model, optimum_task
+        from .quantize import cpu_target, quantization_config, quantize_folder
+        from .shared import lora_matrices
+
+        base, tokenizer = load_base(self.base_model)
+        base_fp = fingerprint(base)
+        for t in self.names:
+            self.hub.check_base(t, base_fp, self.base_model)
+        try:
+            hf_tokenizer = AutoTokenizer.from_pretrained(self.base_model, use_fast=True)
+        except (OSError, ValueError):  # a hub id not cached: the bundled files are bert-base-chinese's
+            hf_tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_files_dir()), use_fast=True)
+        tokenizer.save(str(self.root / fmt.TOKENIZER_FILE))
+        _write_json(self.root / fmt.CHAIN_FILE, chain.to_dict())
+        target = cpu_target()
+        tasks_info: dict[str, dict] = {}
+        loras: dict[str, dict] = {}
+        steps = len(self.names) + ("shared" in self.layouts)
+        bar = tqdm(total=steps, desc="export", unit="model", disable=not self.progress)
+        try:
+            for t in self.names:
+                bar.set_postfix_str(t)
+                spec, task_dir = self.specs[t], self.hub.task_dir(t)
+                tasks_info[t] = self._task_info(t, spec)
+                peft_model = load_adapter(base, task_dir)
+                if "shared" in self.layouts:
+                    loras[t] = lora_matrices(peft_model, t)
+                if "merged" in self.layouts:
+                    folder = self.root / fmt.merged_dir(t)
+                    model = merged_model(peft_model, task_dir, spec)
+                    export_onnx(model, folder, optimum_task(spec), opset=self.opset, preprocessors=[hf_tokenizer])
+                    del model
+                    files = {"fp32": f"{fmt.merged_dir(t)}/{fmt.MODEL_FILE}"}
+                    if "int8" in self.precisions:
+                        quantize_folder(folder, quantization_config(target))
+                        files["int8"] = f"{fmt.merged_dir(t)}/{fmt.QUANTIZED_FILE}"
+                    tasks_info[t]["merged"] = files
+                del peft_model
+                bar.update(1)
+            shared = None
+            if "shared" in self.layouts:
+                bar.set_postfix_str("shared encoder")
+                shared = self._write_shared(base, loras, tasks_info, target)
+                bar.update(1)
+        finally:
+            bar.close()
+        manifest = {
+            "format": fmt.FORMAT_VERSION,
+            "kind": fmt.EXPORT_KIND,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "base_model": {"name": self.base_model, "fingerprint": base_fp,
+                           "hidden_size": base.config.hidden_size,
+                           "random": bool(getattr(base.config, "lora_router_random_init", False))},
+            "opset": _opset(self.root, tasks_info, shared),
+            "layouts": self.layouts,
+            "precisions": self.precisions,
+            "quantization": ({"mode": "dynamic", "weights": "int8", "target": target, "per_channel": False,
+                              "tool": "optimum ORTQuantizer", "shared_lora": "float32 (LoRA nodes excluded)"}
+                             if "int8" in self.precisions else None),
+            "tokenizer": fmt.TOKENIZER_FILE,
+            "chain": fmt.CHAIN_FILE,
+            "thresholds": {s.task: s.threshold for s in chain.steps.values() if s.on},
+            "tasks": tasks_info,
+            "shared": shared,
+            "versions": _versions(),
+        }
+        manifest["files"] = fmt.file_entries(self.root, self.mutable)
+        _write_json(self.root / fmt.MANIFEST_FILE, manifest)
+        return manifest
+
+    def _task_info(self, t: str, spec: TaskSpec) -> dict:
+        """Copy the task's manifest (and knowledge base) and describe the task for the runtime."""
+        from .merged import head_labels
+
+        manifest = json.loads(json.dumps(self.task_manifests[t]))
+        info = {"spec": spec.to_dict(), "kind": spec.kind, "labels": list(spec.labels),
+                "head_labels": head_labels(spec), "instruction": spec.instruction,
+                "max_length": int(manifest["training"]["max_length"]),
+                "manifest": f"{fmt.task_dir(t)}/task.json"}
+        if spec.kind == PAIR_RANKING:
+            from ..kb import Answerer
+
+            source = Answerer.from_manifest(manifest, self.hub.task_dir(t), self.knowledge_base).path
+            rel = f"{fmt.task_dir(t)}/{fmt.KNOWLEDGE_BASE_FILE}"
+            (self.root / fmt.task_dir(t)).mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, self.root / rel)
+            kb_info = dict(manifest.get("knowledge_base") or {})
+            kb_info.update(path=fmt.KNOWLEDGE_BASE_FILE, sha256=fmt.sha256_file(self.root / rel),
+                           exported_from=str(source))
+            manifest["knowledge_base"] = kb_info
+            info["knowledge_base"] = rel
+            self.mutable.append(rel)  # the knowledge base may grow after export without retraining
+        _write_json(self.root / info["manifest"], manifest)
+        return info
+
+    def _write_shared(self, base, loras: dict[str, dict], tasks_info: dict, target: str) -> dict:
+        from .quantize import quantization_config, quantize_folder
+        from .shared import add_lora_inputs, export_encoder, head_reads, write_adapter, write_head
+
+        folder = self.root / fmt.SHARED_ENCODER_DIR
+        export_encoder(base, folder, opset=self.opset)
+        ranks: dict[str, int] = {}
+        for matrices in loras.values():
+            for module, m in matrices.items():
+                ranks[module] = max(ranks.get(module, 0), m.rank)
+        base_state = {module: base.get_submodule(module).weight.detach().float().numpy() for module in ranks}
+        lora_nodes = add_lora_inputs(folder / fmt.MODEL_FILE, base_state, ranks)
+        info = {"fp32": f"{fmt.SHARED_ENCODER_DIR}/{fmt.MODEL_FILE}", "lora_modules": sorted(ranks),
+                "lora_ranks": ranks}
+        if "int8" in self.precisions:
+            quantize_folder(folder, quantization_config(target, exclude=lora_nodes))
+            info["int8"] = f"{fmt.SHARED_ENCODER_DIR}/{fmt.QUANTIZED_FILE}"
+        for t, matrices in loras.items():
+            write_adapter(self.root / fmt.adapter_file(t), matrices, ranks)
+            write_head(self.root / fmt.head_file(t), self.hub.task_dir(t))
+            tasks_info[t]["shared"] = {"adapter": fmt.adapter_file(t), "head": fmt.head_file(t),
+                                       "reads": head_reads(self.specs[t])}
+        return info
+
+    # ------------------------------------------------------------ parity
+    def parity(self, records: dict[str, Sequence[Record]] | None) -> dict:
+        from tqdm.auto import tqdm
+
+        from ..router import Router
+        from ..runtime import OnnxRouter
+        from .parity import parity_records, task_parity
+
+        held_out = {t: parity_records(t, self.specs[t].kind, records) for t in self.names}
+        torch_router = Router(self.base_model, self.hub, tasks=self.names, knowledge_base=self.knowledge_base)
+        report: dict[str, dict] = {t: {} for t in self.names}
+        combos = [(lay, prec) for lay in self.layouts for prec in self.precisions]
+        bar = tqdm(total=len(combos) * len(self.names), desc="parity", unit="check", disable=not self.progress)
+        try:
+            for lay, prec in combos:
+                onnx_router = OnnxRouter(self.root, layout=lay, precision=prec, tasks=self.names, verify=False)
+                for t in self.names:
+                    bar.set_postfix_str(f"{t} {lay} {prec}")
+                    report[t].setdefault(lay, {})[prec] = task_parity(torch_router, onnx_router, t, held_out[t])
+                    bar.update(1)
+                del onnx_router
+        finally:
+            bar.close()
+        return report
+
+
+def _opset(root: Path, tasks_info: dict, shared: dict | None) -> int | None:
+    import onnx
+
+    path = shared["fp32"] if shared else next(iter(tasks_info.values()))["merged"]["fp32"]
+    model = onnx.load(str(root / path), load_external_data=False)
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+
+
+def _versions() -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"lora_router": __version__, "python": platform.python_version()}
+    for dist in ("torch", "transformers", "peft", "optimum", "optimum-onnx", "onnx", "onnxruntime", "tokenizers",
+                 "numpy"):
+        try:
+            out[dist] = version(dist)
+        except PackageNotFoundError:
+            out[dist] = None
+    return out

@@ -1,0 +1,59 @@
+"""Dynamic int8 with Optimum's ORTQuantizer, configured for the CPU it runs on.
+
+Quantise the plain export: Optimum's O2-optimised graph fails to quantise on
+these versions ("Unable to find data type for weight_name ...", PERF_NOTES).
+"""
+
+from __future__ import annotations
+
+import platform
+import warnings
+from collections.abc import Iterable
+from pathlib import Path
+
+from ..errors import ConfigError
+
+CPU_TARGETS = ("avx512_vnni", "avx512", "avx2", "arm64")
+
+
+def cpu_target() -> str:
+    """The AutoQuantizationConfig that fits this CPU: avx512_vnni, avx512, avx2 or arm64."""
+    machine = platform.machine().lower()
+    if machine in ("arm64", "aarch64"):
+        return "arm64"
+    flags: set[str] = set()
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    break
+    except OSError:  # not Linux: AVX2 is the safe x86-64 choice
+        return "avx2"
+    if "avx512_vnni" in flags or "avx512vnni" in flags:
+        return "avx512_vnni"
+    if "avx512f" in flags and "avx512bw" in flags:
+        return "avx512"
+    return "avx2"
+
+
+def quantization_config(target: str | None = None, *, exclude: Iterable[str] = (), per_channel: bool = False):
+    """Optimum's dynamic quantization config for ``target`` (default: this CPU)."""
+    from optimum.onnxruntime.configuration import AutoQuantizationConfig
+
+    target = target or cpu_target()
+    if target not in CPU_TARGETS:
+        raise ConfigError(f"unknown quantization target {target!r}; valid: {', '.join(CPU_TARGETS)}")
+    return getattr(AutoQuantizationConfig, target)(
+        is_static=False, per_channel=per_channel, nodes_to_exclude=list(exclude) or None
+    )
+
+
+def quantize_folder(folder: Path, config, file_name: str = "model.onnx") -> Path:
+    """``folder/model.onnx`` -> ``folder/model_quantized.onnx`` (and Optimum's ort_config.json)."""
+    from optimum.onnxruntime import ORTQuantizer
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", module=r"(onnxruntime|optimum)\.")
+        quantizer = ORTQuantizer.from_pretrained(folder, file_name=file_name)
+        return Path(quantizer.quantize(config, folder, file_suffix="quantized")) / "model_quantized.onnx"

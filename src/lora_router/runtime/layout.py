@@ -1,0 +1,135 @@
+"""The export folder: its layout, ``manifest.json``, and the checks on reading it.
+
+Written by ``lora_router.export``, read by ``OnnxRouter``. No torch here::
+
+    manifest.json                       format, tasks, files + sha256, parity figures
+    tokenizer.json                      the fast tokenizer (tokenizers)
+    chain.json                          the chain ask() runs, with its thresholds
+    tasks/<task>/task.json              the adapter's manifest from the hub
+    tasks/<task>/knowledge_base.jsonl   question_answer's knowledge base (may grow)
+    merged/<task>/model.onnx            merged adapter + head (Optimum folder)
+    merged/<task>/model_quantized.onnx  the same, dynamic int8
+    shared/encoder/model.onnx           the base encoder; LoRA matrices are inputs
+    shared/encoder/model_quantized.onnx int8 encoder, LoRA path kept float
+    shared/adapters/<task>.onnx_adapter one task's LoRA matrices (onnxruntime format)
+    shared/heads/<task>.npz             one task's head (classifier.weight, .bias)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable
+from pathlib import Path
+
+from ..errors import ExportFormatError
+
+MANIFEST_FILE = "manifest.json"
+EXPORT_KIND = "lora-router-export"
+FORMAT_VERSION = 1
+LAYOUTS = ("merged", "shared")
+PRECISIONS = ("fp32", "int8")
+TOKENIZER_FILE = "tokenizer.json"
+CHAIN_FILE = "chain.json"
+MODEL_FILE = "model.onnx"
+QUANTIZED_FILE = "model_quantized.onnx"
+KNOWLEDGE_BASE_FILE = "knowledge_base.jsonl"
+
+
+def task_dir(task: str) -> str:
+    return f"tasks/{task}"
+
+
+def merged_dir(task: str) -> str:
+    return f"merged/{task}"
+
+
+SHARED_ENCODER_DIR = "shared/encoder"
+
+
+def adapter_file(task: str) -> str:
+    return f"shared/adapters/{task}.onnx_adapter"
+
+
+def head_file(task: str) -> str:
+    return f"shared/heads/{task}.npz"
+
+
+def model_file(precision: str) -> str:
+    return QUANTIZED_FILE if precision == "int8" else MODEL_FILE
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 22) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def file_entries(root: Path, mutable: Iterable[str] = ()) -> dict[str, dict]:
+    """``{relative path: {"sha256", "bytes"}}`` of every file under ``root`` but the manifest."""
+    mutable = set(mutable)
+    out = {}
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        rel = path.relative_to(root).as_posix()
+        if rel == MANIFEST_FILE:
+            continue
+        entry = {"sha256": sha256_file(path), "bytes": path.stat().st_size}
+        if rel in mutable:
+            entry["mutable"] = True
+        out[rel] = entry
+    return out
+
+
+def read_manifest(folder: str | Path) -> dict:
+    """The manifest of an export folder, or ``ExportFormatError`` naming what is wrong."""
+    folder = Path(folder).expanduser()
+    path = folder / MANIFEST_FILE
+    if not folder.is_dir():
+        raise ExportFormatError(f"{folder} is not a folder; give the folder that lora-router export wrote")
+    if not path.is_file():
+        raise ExportFormatError(
+            f"{folder} is not a lora-router export: it has no {MANIFEST_FILE}; "
+            "make one with: lora-router export --out DIR"
+        )
+    try:
+        manifest = json.loads(path.read_text("utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ExportFormatError(f"{path} is damaged ({exc}); export again with lora-router export") from None
+    kind = manifest.get("kind") if isinstance(manifest, dict) else None
+    if kind != EXPORT_KIND:
+        raise ExportFormatError(
+            f"{path} is not a lora-router export manifest (kind {kind!r}, expected {EXPORT_KIND!r}); "
+            "give the folder that lora-router export wrote"
+        )
+    version = manifest.get("format")
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise ExportFormatError(
+            f"{path} has export format {version!r}, newer than this lora-router reads "
+            f"(format {FORMAT_VERSION}); upgrade: pip install -U lora-router"
+        )
+    for key in ("tasks", "files", "layouts", "precisions"):
+        if key not in manifest:
+            raise ExportFormatError(f"{path} is damaged: it has no {key!r}; export again")
+    return manifest
+
+
+def verify_files(folder: Path, manifest: dict, paths: Iterable[str], *, hashes: bool = True) -> None:
+    """Every path exists and (unless it may change, like a knowledge base) has its recorded sha256."""
+    files = manifest["files"]
+    for rel in paths:
+        path = folder / rel
+        entry = files.get(rel)
+        if entry is None:
+            raise ExportFormatError(f"{path} is not listed in {folder / MANIFEST_FILE}; the export is damaged, "
+                                    "export again")
+        if not path.is_file():
+            raise ExportFormatError(f"{path} is missing from the export; copy the whole folder or export again")
+        if not hashes or entry.get("mutable"):
+            continue
+        if path.stat().st_size != entry["bytes"] or sha256_file(path) != entry["sha256"]:
+            raise ExportFormatError(
+                f"{path} was altered: its sha256 differs from the one in {MANIFEST_FILE}; "
+                "restore the file or export again"
+            )
