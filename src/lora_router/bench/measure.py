@@ -1,0 +1,264 @@
+"""The measurements of one benchmark run, in order; ``measure_all`` returns the results dict."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+
+from ..router.chain import Chain
+from .contenders import CONTENDERS, ONNX_KEYS, ONNX_VARIANTS, TORCH_KEYS, Contender, load_contender
+from .fixture import LENGTHS, bench_chain, build_fixture
+from .load import CpuMonitor
+from .timing import interleaved, summary
+
+logger = logging.getLogger(__name__)
+
+CHAIN_TOKENS = 16
+THROUGHPUT_BATCH = 32
+THROUGHPUT_TOKENS = 32
+SET_ADAPTER_CALLS = 200
+TIMED_PHASES = ("per-task latency", "chain", "throughput", "fresh processes", "training")
+
+
+def measure_all(size: str, device: dict, work: Path, keys: tuple[str, ...], opts: dict, progress: bool) -> dict:
+    """Build, export, load, time, measure fresh processes and training; results as a dict."""
+    import torch
+    from tqdm.auto import tqdm
+
+    from ..tasks import get_task
+    from .environment import environment
+    from .ratios import goals, ratios
+
+    started = time.perf_counter()
+    threads = device["threads"]
+    torch.set_num_threads(threads)
+    dev, fp16 = device["used"], device["fp16"]
+    bar = tqdm(total=8, desc=f"bench {size}", disable=not progress, unit="phase")
+
+    monitor = CpuMonitor()
+    loadavg_start = list(os.getloadavg())
+
+    def phase(name: str) -> None:
+        logger.info("bench: %s", name)
+        bar.set_postfix_str(name)
+        monitor.begin(name)
+
+    phase("models")
+    fixture = build_fixture(work / "models", size)
+    chain = Chain.from_dict(bench_chain({t: get_task(t) for t in fixture.chain_tasks}, fixture.chain_tasks))
+    bar.update()
+
+    phase("onnx export")
+    status = {k: {"label": CONTENDERS[k], "available": False, "reason": "not selected"} for k in CONTENDERS}
+    exports, export_dirs = _exports(fixture, work, keys, status, progress)
+    bar.update()
+
+    phase("loading")
+    loaded: dict[str, Contender] = {}
+    for key in keys:
+        if key in ONNX_KEYS and key not in export_dirs:
+            continue
+        try:
+            loaded[key] = load_contender(key, base_dir=fixture.base_dir, hub_dir=fixture.hub_dir,
+                                         export_dir=export_dirs.get(key), tasks=fixture.tasks, chain=chain,
+                                         device=dev, fp16=fp16, threads=threads, router=loaded.get("b"))
+            status[key].update(available=True, reason=None)
+        except Exception as exc:  # noqa: BLE001 - a contender that cannot load is reported, not fatal
+            logger.warning("contender %s not available: %s", key, exc)
+            status[key].update(available=False, reason=f"{type(exc).__name__}: {exc}")
+    bar.update()
+
+    text = fixture.texts[CHAIN_TOKENS]
+    agreement = _agreement(loaded, text)
+
+    phase("per-task latency")
+    per_task: dict[str, dict] = {k: {} for k in loaded}
+    slow = {k: (opts["slow_runs"] if k == "a2" else opts["runs"]) for k in loaded}
+    for n in LENGTHS:
+        for task in fixture.chain_tasks:
+            fns = {k: _predict_one(c, task, fixture.texts[n]) for k, c in loaded.items()}
+            times = interleaved(fns, slow, opts["warmup"])
+            for k, t in times.items():
+                per_task[k].setdefault(task, {})[str(n)] = summary(t)
+    bar.update()
+
+    phase("chain")
+    chain_times = interleaved({k: _ask(c, text) for k, c in loaded.items()}, opts["runs"], opts["warmup"])
+    chain_stats = {k: summary(t) for k, t in chain_times.items()}
+    bar.update()
+
+    phase("throughput")
+    items = [(fixture.chain_tasks[i % len(fixture.chain_tasks)], fixture.texts[THROUGHPUT_TOKENS])
+             for i in range(THROUGHPUT_BATCH)]
+    tp_times = interleaved({k: _mixed(c, items) for k, c in loaded.items()}, opts["throughput_runs"],
+                           min(opts["warmup"], 2))
+    throughput = {k: {"samples_per_s": round(THROUGHPUT_BATCH / (summary(t)["p50_ms"] / 1000), 2),
+                      "batch": summary(t)} for k, t in tp_times.items()}
+    set_adapter = None
+    if "b" in loaded:
+        set_adapter = _set_adapter_cost(loaded["b"], fixture.chain_tasks)
+    for c in loaded.values():
+        c.close()
+    loaded.clear()
+    bar.update()
+
+    phase("fresh processes")
+    fresh = _fresh(fixture, exports, export_dirs, status, device, opts["cold_runs"], text)
+    bar.update()
+
+    phase("training")
+    from .training import training_throughput
+
+    training = training_throughput(fixture.base_dir, steps=opts["train_steps"], warmup=2, device=dev)
+    bar.update()
+    bar.close()
+    background = dict(monitor.report(TIMED_PHASES), loadavg_start=loadavg_start)
+
+    results = {
+        "schema": 1,
+        "size": size,
+        "device": device,
+        "settings": dict(opts, threads=threads, lengths=list(LENGTHS), chain_tokens=CHAIN_TOKENS,
+                         throughput_batch=THROUGHPUT_BATCH, throughput_tokens=THROUGHPUT_TOKENS,
+                         set_adapter_calls=SET_ADAPTER_CALLS),
+        "environment": environment(threads, device),
+        "tasks": list(fixture.tasks),
+        "chain_tasks": list(fixture.chain_tasks),
+        "chain": chain.to_dict(),
+        "texts": {str(k): v for k, v in fixture.texts.items()},
+        "contenders": status,
+        "exports": {k: {f: v for f, v in e.items() if f != "manifest"} for k, e in exports.items()},
+        "agreement": agreement,
+        "per_task_latency": per_task,
+        "chain_latency": chain_stats,
+        "throughput": throughput,
+        "set_adapter": set_adapter,
+        "fresh_process": fresh,
+        "training": training,
+        "background_load": background,
+        "notes": NOTES,
+    }
+    results["ratios"] = ratios(results)
+    results["goals"] = goals(results)
+    results["duration_s"] = round(time.perf_counter() - started, 1)
+    return results
+
+
+NOTES = [
+    "Random weights (bert-base-chinese's shape for size=base); LoRA r16 on query/value with non-zero B.",
+    "The chain is question_classifier -> question_type_classifier -> file_name_pick with every label "
+    "routed onward, so each ask runs 3 steps on a 16-token question; question_answer is loaded (memory) "
+    "but not timed: its cost depends on the knowledge base, not on the contender.",
+    "(c) answers ask() by running all 3 chain tasks in one mixed batch of 3, then walking the chain.",
+    "Throughput: 32 requests of 32 tokens spread over the 3 chain tasks; (c) runs them in one pass, "
+    "the others group them by task (one batch per task).",
+    "Memory and cold start: each contender in a fresh process; RSS after the chain ran 4 times; "
+    "cold start from before the process starts to its first answer (models in the page cache).",
+    "(a2) never holds all tasks: its RSS is the process after the chain ran (one task loaded at a time).",
+    "ONNX cold start includes OnnxRouter's default sha256 check of every file it loads.",
+    "Latency figures are medians of interleaved rounds (p50); ratios use p50.",
+]
+
+
+def _predict_one(c: Contender, task: str, text: str):
+    return lambda: c.predict_batch(task, [text])
+
+
+def _ask(c: Contender, text: str):
+    return lambda: c.ask(text)
+
+
+def _mixed(c: Contender, items):
+    return lambda: c.mixed(items)
+
+
+def _exports(fixture, work: Path, keys, status: dict, progress: bool) -> tuple[dict, dict]:
+    """One export (merged and shared, fp32 and int8) for every ONNX contender; a reason where it failed."""
+    from .onnx import export_for_bench, folder_mb
+
+    exports: dict[str, dict] = {}
+    dirs: dict[str, Path] = {}
+    if not any(k in ONNX_KEYS for k in keys):
+        return exports, dirs
+    full = export_for_bench(fixture.base_dir, fixture.hub_dir, work / "onnx", tasks=list(fixture.tasks),
+                            quantize="int8", layout="both", progress=progress)
+    exports["all"] = full
+    for key in ONNX_KEYS:
+        if key in keys:
+            if "error" in full:
+                status[key]["reason"] = f"export failed: {full['error']}"
+            else:
+                dirs[key] = Path(full["dir"])
+    if "dir" in full:
+        full["size_mb"] = folder_mb(full["dir"])
+        full["files_mb"] = _export_files_mb(Path(full["dir"]))
+    return exports, dirs
+
+
+def _export_files_mb(folder: Path) -> dict:
+    """Sizes of the model files of an export, by name relative to the folder."""
+    return {str(p.relative_to(folder)): round(p.stat().st_size / 2**20, 1)
+            for p in sorted(folder.rglob("*")) if p.is_file() and p.suffix in (".onnx", ".onnx_adapter", ".data")}
+
+
+def _agreement(loaded: dict[str, Contender], text: str) -> dict:
+    """Whether each contender's chain answer has (b)'s route and labels, and how far its confidences are."""
+    answers = {}
+    for k, c in loaded.items():
+        try:
+            answers[k] = c.ask(text)
+        except Exception as exc:  # noqa: BLE001
+            answers[k] = {"error": f"{type(exc).__name__}: {exc}"}
+    ref = answers.get("b") or next(iter(answers.values()), None)
+    out = {}
+    for k, a in answers.items():
+        if "error" in a or ref is None or "error" in ref:
+            out[k] = {"error": a.get("error") or "no reference"}
+            continue
+        labels = [s["result"].get("predicted_label") for s in a["steps"]]
+        ref_labels = [s["result"].get("predicted_label") for s in ref["steps"]]
+        pairs = zip(a["steps"], ref["steps"], strict=False)  # a different route may have other steps
+        diffs = [abs(s["result"]["confidence"] - r["result"]["confidence"])
+                 for s, r in pairs if "confidence" in s["result"] and "confidence" in r["result"]]
+        out[k] = {"route": a["route"], "same_as_b": a["route"] == ref["route"] and labels == ref_labels,
+                  "max_confidence_diff": round(max(diffs), 6) if diffs else None}
+    return out
+
+
+def _set_adapter_cost(router_contender, tasks) -> dict:
+    import time as _t
+
+    times = []
+    for i in range(SET_ADAPTER_CALLS + 20):
+        task = tasks[i % len(tasks)]
+        t0 = _t.perf_counter()
+        router_contender.set_adapter(task)
+        if i >= 20:
+            times.append(_t.perf_counter() - t0)
+    return summary(times)
+
+
+def _fresh(fixture, exports: dict, dirs: dict, status: dict, device: dict, rounds: int, text: str) -> dict:
+    """Fresh-process cold start and memory of every available contender, plus reference processes."""
+    from .fresh import fresh_rounds
+
+    common = {"base_dir": str(fixture.base_dir), "hub_dir": str(fixture.hub_dir), "tasks": list(fixture.tasks),
+              "chain_tasks": list(fixture.chain_tasks), "text": text, "device": device["used"],
+              "fp16": device["fp16"], "threads": device["threads"], "repeats": 3}
+    specs: dict[str, dict] = {}
+    for key in CONTENDERS:
+        if status[key]["available"]:
+            specs[key] = dict(common, key=key, export_dir=str(dirs[key]) if key in dirs else None)
+    if status["e"]["available"]:
+        specs["one_int8"] = dict(common, key="e", mode="predict", export_dir=str(dirs["e"]),
+                                 tasks=[fixture.chain_tasks[0]])
+    if any(k in specs for k in TORCH_KEYS):
+        specs["import_torch"] = dict(common, key=None, mode="import_torch")
+    if any(k in specs for k in ONNX_KEYS):
+        specs["import_onnx"] = dict(common, key=None, mode="import_onnx")
+    return fresh_rounds(specs, rounds)
+
+
+__all__ = ["ONNX_VARIANTS", "measure_all"]

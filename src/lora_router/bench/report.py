@@ -1,0 +1,188 @@
+"""results.md (markdown tables) and chart.png (chain latency and memory per contender)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .contenders import CONTENDERS
+
+
+def _f(value, digits: int = 1, suffix: str = "") -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        return f"{value:,.{digits}f}{suffix}"
+    return f"{value}{suffix}"
+
+
+def _table(header: list[str], rows: list[list]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return lines + [""]
+
+
+def markdown(results: dict) -> str:
+    """The results as a markdown report."""
+    env = results["environment"]
+    dev = results["device"]
+    s = results["settings"]
+    status = results["contenders"]
+    keys = [k for k in CONTENDERS if status[k]["available"]]
+    lines = [f"# lora-router bench: size {results['size']}, device {dev['used']}", ""]
+    cpu = env["cpu"]
+    lines += [
+        f"{env['date']} · {cpu['model']} · {env['cores']} cores · {_f(env['memory_total_mb'], 0)} MB RAM"
+        + (f" · GPU {env['gpu']['name']}" if env.get("gpu") else ""),
+        "",
+        f"CPU flags: {', '.join(cpu['flags']) or 'unknown'}. Threads: torch {env['threads']['torch_intra_op']}, "
+        f"onnxruntime {env['threads']['onnxruntime_intra_op']}. "
+        + ", ".join(f"{k} {v}" for k, v in env["versions"].items()) + ".",
+        "",
+    ]
+    if dev.get("note"):
+        lines += [f"**Device:** {dev['requested']} was asked for: {dev['note']}.", ""]
+    lines += [f"Runs: {s['runs']} timed after {s['warmup']} warm-up, contenders interleaved in rounds "
+              f"((a2) per-task: {s['slow_runs']}; batch 32: {s['throughput_runs']}; fresh processes: "
+              f"{s['cold_runs']} each; training: {s['train_steps']} steps per mode).", ""]
+
+    bg = results.get("background_load") or {}
+    if bg:
+        share = bg.get("max_other_cpu_share", 0.0)
+        steal = max((p.get("steal_share", 0.0) for p in bg.get("phases", {}).values()), default=0.0)
+        line = (f"Other processes used up to {share:.0%} of the CPUs during a timed phase (hypervisor steal up "
+                f"to {steal:.0%}); load average {bg['loadavg_start'][0]:.2f} at the start.")
+        phases = bg.get("phases", {})
+        timed = bg.get("timed") or [p for p in phases if p not in ("models", "onnx export", "loading")]
+        busy = [f"{name} ({phases[name]['other_cpu_share']:.0%})" for name in timed
+                if phases.get(name, {}).get("other_cpu_share", 0.0) > 0.10]
+        if bg.get("busy"):
+            line = ("**The machine was busy with other work during some phases; their timings are disturbed: "
+                    + ", ".join(busy) + ".** " + line)
+        lines += [line, ""]
+
+    missing = [k for k in CONTENDERS if not status[k]["available"]]
+    if missing:
+        lines += ["**Not available:**", ""]
+        lines += [f"- {CONTENDERS[k]}: {status[k]['reason']}" for k in missing] + [""]
+
+    lines += ["## The chain (ask, 16-token question, 3 steps)", ""]
+    rows = []
+    for k in keys:
+        c = results["chain_latency"].get(k, {})
+        fr = results["fresh_process"].get(k, {})
+        ra = results["ratios"].get(k, {})
+        rows.append([CONTENDERS[k], _f(c.get("p50_ms")), _f(c.get("p90_ms")), _f(c.get("p99_ms")),
+                     _f(fr.get("rss_mb"), 0), _f(fr.get("cold_start_s"), 2),
+                     _f(ra.get("chain_speedup_vs_a1"), 2, "×"), _f(ra.get("chain_speedup_vs_b"), 2, "×"),
+                     _f(ra.get("memory_vs_a1"), 2), _f(ra.get("memory_vs_b"), 2)])
+    lines += _table(["contender", "p50 ms", "p90 ms", "p99 ms", "RSS MB", "cold start s", "speed vs a1",
+                     "speed vs b", "memory / a1", "memory / b"], rows)
+
+    lines += ["## Per-task latency, batch 1 (p50 ms)", ""]
+    rows = []
+    for k in keys:
+        for task, by_len in results["per_task_latency"].get(k, {}).items():
+            rows.append([CONTENDERS[k], task] + [_f(by_len.get(str(n), {}).get("p50_ms")) for n in s["lengths"]])
+    lines += _table(["contender", "task"] + [f"{n} tokens" for n in s["lengths"]], rows)
+    rows = [[CONTENDERS[k], _f(results["ratios"][k].get("task16_speedup_vs_a1"), 2, "×"),
+             _f(results["ratios"][k].get("task16_speedup_vs_b"), 2, "×")] for k in keys if k in results["ratios"]]
+    lines += ["Mean over the three tasks at 16 tokens, as a speed-up:", ""]
+    lines += _table(["contender", "vs a1", "vs b"], rows)
+
+    lines += [f"## Throughput, {s['throughput_batch']} mixed requests of {s['throughput_tokens']} tokens", ""]
+    rows = [[CONTENDERS[k], _f(results["throughput"][k]["samples_per_s"]), _f(results["throughput"][k]["batch"]
+             .get("p50_ms"))] for k in keys if k in results["throughput"]]
+    lines += _table(["contender", "samples/s", "batch p50 ms"], rows)
+
+    fresh = results["fresh_process"]
+    lines += ["## Fresh processes (medians)", ""]
+    rows = []
+    for k, v in fresh.items():
+        name = CONTENDERS.get(k, {"one_int8": "one int8 model, one task (reference)",
+                                  "import_torch": "import torch + transformers + peft only",
+                                  "import_onnx": "import onnxruntime + tokenizers + numpy only"}.get(k, k))
+        if "error" in v:
+            rows.append([name, "failed: " + v["error"], "", "", ""])
+        else:
+            rows.append([name, _f(v.get("rss_mb"), 0), _f(v.get("peak_rss_mb"), 0),
+                         _f(v.get("cold_start_s", v.get("wall_s")), 2), "yes" if v.get("torch_imported") else "no"])
+    lines += _table(["process", "RSS MB", "peak RSS MB", "to first answer s", "torch imported"], rows)
+
+    if results.get("set_adapter"):
+        sa = results["set_adapter"]
+        lines += [f"`set_adapter` (Router, {sa['n']} calls): p50 {sa['p50_ms']:.3f} ms, p90 {sa['p90_ms']:.3f} ms.", ""]
+
+    t = results["training"]
+    lines += [f"## Training ({t['task']}, batch {t['batch_size']}, LoRA r{t['lora']['r']}, {t['device']})", ""]
+    dt = t["data_tokens"]
+    lines += [f"Bundled data: {dt['n']} examples, tokens mean {dt['mean']}, p50 {dt['p50']:.0f}, p90 {dt['p90']:.0f}, "
+              f"max {dt['max']}.", ""]
+    rows = [[mode, _f(t[mode]["samples_per_s"]), _f(t[mode]["step"].get("p50_ms")), _f(t[mode]["mean_width"])]
+            for mode in ("dynamic", "padded")]
+    lines += _table(["padding", "samples/s", "step p50 ms", "mean padded width"], rows)
+    if t.get("dynamic_speedup"):
+        lines += [f"Dynamic padding: {t['dynamic_speedup']}× the samples/s of padding to {t['max_length']}.", ""]
+
+    lines += ["## Goals (stated for size base on a 2-core CPU)", ""]
+    rows = [[g["goal"], g["target"], _f(g["value"], 2), {True: "met", False: "missed", None: g.get("note", "–")}
+             [g["met"]]] for g in results["goals"]]
+    lines += _table(["goal", "target", "reached", ""], rows)
+
+    agree = results.get("agreement") or {}
+    if agree:
+        lines += ["## Same answers?", ""]
+        rows = [[CONTENDERS.get(k, k), v.get("route", v.get("error")), v.get("same_as_b", "–"),
+                 _f(v.get("max_confidence_diff"), 6)] for k, v in agree.items()]
+        lines += _table(["contender", "route", "route + labels as (b)", "max confidence diff"], rows)
+
+    exports = results.get("exports") or {}
+    if exports:
+        lines += ["## Exports", ""]
+        for name, e in exports.items():
+            lines.append(f"- {name}: " + (f"failed: {e['error']}" if "error" in e else
+                                           f"{e.get('size_mb')} MB in {e.get('seconds')} s, parity {e.get('parity')}"))
+        lines.append("")
+    lines += ["## Notes", ""] + [f"- {n}" for n in results["notes"]]
+    lines += ["", f"Total run time: {results['duration_s']} s.", ""]
+    return "\n".join(lines)
+
+
+def write_markdown(results: dict, path: str | Path) -> None:
+    Path(path).write_text(markdown(results), "utf-8")
+
+
+def write_chart(results: dict, path: str | Path) -> None:
+    """Two bar charts: chain p50 (whiskers to p90) and fresh-process RSS, per contender."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = [k for k in CONTENDERS if results["contenders"][k]["available"]]
+    chain = [results["chain_latency"].get(k, {}) for k in keys]
+    p50 = [c.get("p50_ms") or 0.0 for c in chain]
+    p90 = [c.get("p90_ms") or 0.0 for c in chain]
+    rss = [results["fresh_process"].get(k, {}).get("rss_mb") or 0.0 for k in keys]
+    labels = [k for k in keys]
+    colors = ["#9e9e9e" if k in ("a1", "a2") else "#ef8a17" if k in ("b", "c") else "#2b83ba" for k in keys]
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
+    ax1.bar(labels, p50, color=colors, yerr=[[0] * len(p50), [b - a for a, b in zip(p50, p90, strict=True)]], capsize=3)
+    ax1.set_yscale("log")
+    ax1.set_ylabel("ms (log), bar p50, whisker p90")
+    ax1.set_title(f"ask chain, {results['settings']['chain_tokens']}-token question")
+    for i, v in enumerate(p50):
+        ax1.text(i, v, f"{v:.0f}" if v >= 10 else f"{v:.1f}", ha="center", va="bottom", fontsize=8)
+    ax2.bar(labels, rss, color=colors)
+    ax2.set_ylabel("MB")
+    ax2.set_title("resident memory, fresh process, all tasks loaded")
+    for i, v in enumerate(rss):
+        ax2.text(i, v, f"{v:.0f}", ha="center", va="bottom", fontsize=8)
+    env = results["environment"]
+    fig.suptitle(f"lora-router bench · size {results['size']} · {results['device']['used']} · "
+                 f"{env['cpu']['model']} · {env['cores']} cores · {env['date'][:10]}", fontsize=10)
+    fig.text(0.5, 0.01, "  ".join(f"{k}: {CONTENDERS[k][len(k) + 3:]}" for k in keys), ha="center", fontsize=6.5,
+             wrap=True)
+    fig.tight_layout(rect=(0, 0.05, 1, 0.95))
+    fig.savefig(str(path), dpi=110)
+    plt.close(fig)

@@ -1,0 +1,115 @@
+"""lora_router.bench: the three files and their structure (no timing asserts)."""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import pytest
+
+from lora_router.bench import run_bench
+from lora_router.bench.contenders import CONTENDERS
+from lora_router.bench.fixture import bench_chain
+from lora_router.bench.timing import interleaved, summary
+from lora_router.errors import ConfigError
+from lora_router.router.chain import Chain, run_chain
+from lora_router.tasks import get_task
+
+TOP_KEYS = {"schema", "size", "device", "settings", "environment", "contenders", "per_task_latency", "chain_latency",
+            "throughput", "set_adapter", "fresh_process", "training", "ratios", "goals", "background_load", "notes"}
+
+
+def test_interleaved_rotates_and_honours_per_key_runs():
+    calls: list[str] = []
+    times = interleaved({k: (lambda k=k: calls.append(k)) for k in "abc"}, {"a": 3, "b": 3, "c": 1}, warmup=1)
+    assert {k: len(v) for k, v in times.items()} == {"a": 3, "b": 3, "c": 1}
+    assert calls[:3] == ["a", "b", "c"]  # warm-up
+    assert calls[3:6] == ["a", "b", "c"] and calls[6:8] == ["b", "a"]  # round 2 starts at b, c sits out
+    stats = summary(times["a"])
+    assert stats["n"] == 3 and stats["p50_ms"] <= stats["p99_ms"]
+    assert summary([]) == {"n": 0}
+
+
+def test_bench_chain_runs_every_step_whatever_the_labels():
+    tasks = ("question_classifier", "question_type_classifier", "file_name_pick")
+    chain = Chain.from_dict(bench_chain({t: get_task(t) for t in tasks}, tasks))
+
+    def predict(task, texts):
+        spec = get_task(task)
+        if spec.labels:
+            return [{"predicted_label": spec.labels[-1], "confidence": 0.01} for _ in texts]
+        return [{"file_names": [], "spans": []} for _ in texts]
+
+    out = run_chain(chain, ["问题"], predict, set(tasks))[0]
+    assert [s["task"] for s in out["steps"]] == list(tasks) and out["route"] == "task"
+
+
+def test_bad_size_device_or_contender_is_refused(tmp_path):
+    with pytest.raises(ConfigError, match="unknown size"):
+        run_bench("huge", out_dir=tmp_path)
+    with pytest.raises(ConfigError, match="unknown device"):
+        run_bench("tiny", "tpu", out_dir=tmp_path)
+    with pytest.raises(ConfigError, match="unknown contender"):
+        run_bench("tiny", out_dir=tmp_path, contenders=("z",))
+
+
+def test_cuda_without_gpu_warns_and_falls_back():
+    torch = pytest.importorskip("torch")
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is here")
+    from lora_router.bench.run import GpuUnavailableWarning, _device_info
+
+    with pytest.warns(GpuUnavailableWarning):
+        info = _device_info("cuda")
+    assert info["requested"] == "cuda" and info["used"] == "cpu" and info["note"]
+
+
+@pytest.mark.slow
+def test_tiny_bench_writes_three_files(tmp_path):
+    out = tmp_path / "out"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        results = run_bench("tiny", "cpu", out, runs=2, warmup=1, slow_runs=1, throughput_runs=1, cold_runs=1,
+                            train_steps=1, work_dir=tmp_path / "work", progress=False)
+
+    data = json.loads((out / "results.json").read_text("utf-8"))
+    assert data == json.loads(json.dumps(results))
+    assert TOP_KEYS <= set(data)
+    assert data["size"] == "tiny" and data["device"]["used"] == "cpu"
+    env = data["environment"]
+    assert env["cores"] >= 1 and env["cpu"]["model"] and "torch" in env["versions"]
+    assert env["threads"]["torch_intra_op"] == data["settings"]["threads"]
+
+    assert set(data["contenders"]) == set(CONTENDERS)
+    available = [k for k, v in data["contenders"].items() if v["available"]]
+    assert {"a1", "a2", "b", "c"} <= set(available)
+    for key, status in data["contenders"].items():
+        if not status["available"]:
+            assert status["reason"], key  # a missing contender says why
+            continue
+        assert data["chain_latency"][key]["n"] == 2
+        assert {"p50_ms", "p90_ms", "p99_ms"} <= set(data["chain_latency"][key])
+        per_task = data["per_task_latency"][key]
+        assert set(per_task) == set(data["chain_tasks"])
+        assert all(set(v) == {"16", "32", "64"} for v in per_task.values())
+        assert data["throughput"][key]["samples_per_s"] > 0
+        fresh = data["fresh_process"][key]
+        assert fresh["rss_mb"] > 0 and fresh["cold_start_s"] > 0, fresh
+        assert {"chain_speedup_vs_a1", "chain_speedup_vs_b", "memory_vs_a1", "memory_vs_b"} <= set(data["ratios"][key])
+        # torch contenders compute the same numbers; int8 may move a confidence on a random model
+        assert data["agreement"][key]["same_as_b"] is True or key in ("e", "f")
+    for key in ("d", "e", "f"):
+        if data["contenders"][key]["available"]:
+            assert data["fresh_process"][key]["torch_imported"] is False  # the ONNX runtime runs without torch
+    assert data["ratios"]["a1"]["chain_speedup_vs_a1"] == 1.0
+    assert data["set_adapter"]["n"] > 0
+    training = data["training"]
+    assert training["dynamic"]["samples_per_s"] > 0 and training["padded"]["samples_per_s"] > 0
+    assert training["padded"]["mean_width"] == 128
+    assert [g["target"] for g in data["goals"]] == [">= 8", ">= 8", "< 0.2", "< 1 s", "< 1.5"]
+
+    md = (out / "results.md").read_text("utf-8")
+    for heading in ("# lora-router bench: size tiny", "## The chain", "## Per-task latency", "## Throughput",
+                    "## Fresh processes", "## Training", "## Goals"):
+        assert heading in md
+    assert (out / "chart.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
