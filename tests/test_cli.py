@@ -107,7 +107,8 @@ def test_train_hub_eval_ask_through_the_cli(run, tmp_path, tiny_base, scene_file
 
 def test_new_task_trained_from_a_data_file(run, tmp_path, tiny_base):
     data = tmp_path / "sentiment.jsonl"
-    rows = [("报表做得真好", "正面"), ("又失败了，烦死了", "负面"), ("这个平台太好用了", "正面"), ("数据全错了", "负面"),
+    rows = [("报表做得真好", "正面"), ("又失败了，烦死了", "负面"), ("这个平台太好用了", "正面"),
+            ("数据全错了", "负面"),
             ("速度很快，赞", "正面"), ("页面一直卡", "负面")]
     data.write_text("".join(json.dumps({"instruction": "情感分类", "input": q, "output": a}, ensure_ascii=False) + "\n"
                             for q, a in rows), "utf-8")

@@ -184,7 +184,8 @@ def test_thresholds_are_configurable_and_checked():
 def test_a_new_task_plugs_in_through_the_chain_spec(tmp_path):
     spec = Chain.load().to_dict()
     spec["steps"][0]["on"]["通用问题"] = "sentiment"
-    spec["steps"].append({"task": "sentiment", "threshold": 0.5, "on": {"正面": "route:general", "负面": "route:general"}})
+    spec["steps"].append({"task": "sentiment", "threshold": 0.5,
+                          "on": {"正面": "route:general", "负面": "route:general"}})
     path = tmp_path / "chain.json"
     import json
 

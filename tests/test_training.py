@@ -85,7 +85,8 @@ def test_new_classification_task_from_a_data_file(tmp_path, tiny_base):
     from lora_router.data import infer_task_spec
 
     rows = [{"instruction": "情感分类", "input": q, "output": a} for q, a in [
-        ("报表做得真好", "正面"), ("又失败了，烦死了", "负面"), ("这个平台太好用了", "正面"), ("数据全错了，气人", "负面")]]
+        ("报表做得真好", "正面"), ("又失败了，烦死了", "负面"),
+        ("这个平台太好用了", "正面"), ("数据全错了，气人", "负面")]]
     data = write_jsonl(tmp_path / "sentiment.jsonl", rows)
     spec = infer_task_spec("sentiment", data)
     hub = AdapterHub(tmp_path / "hub")

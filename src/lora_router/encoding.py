@@ -85,7 +85,9 @@ class TextEncoder:
         enc = self.tokenizer.encode(text, pair) if pair is not None else self.tokenizer.encode(text)
         return self._wrap(enc, text, warn)
 
-    def encode_batch(self, texts: Sequence[str], pairs: Sequence[str] | None = None, *, warn: bool = True) -> list[Encoded]:
+    def encode_batch(
+        self, texts: Sequence[str], pairs: Sequence[str] | None = None, *, warn: bool = True
+    ) -> list[Encoded]:
         """Encode many texts (or text pairs) at once in the tokenizer's native code."""
         items = list(zip(texts, pairs)) if pairs is not None else list(texts)
         return [self._wrap(e, t, warn) for e, t in zip(self.tokenizer.encode_batch(items), texts)]

@@ -97,7 +97,7 @@ def train(
     torch = require("torch")
     from transformers import get_linear_schedule_with_warmup
 
-    from ..modeling.base import fingerprint, load_base
+    from ..modeling.base import fingerprint, is_random, load_base
     from ..modeling.heads import init_head
     from .loop import add_lora, evaluate_examples, forward, loss_fn
 
@@ -184,8 +184,8 @@ def train(
     manifest = {
         "format": 1,
         "task": spec.to_dict(),
-        "base_model": {"name": base_model, "fingerprint": base_fp,
-                       "hidden_size": base.config.hidden_size, "random": bool(getattr(base.config, "lora_router_random_init", False))},
+        "base_model": {"name": base_model, "fingerprint": base_fp, "hidden_size": base.config.hidden_size,
+                       "random": is_random(base.config)},
         "lora": lora.to_dict(),
         "training": settings.to_dict(),
         "data": {"source": split.source, "train_hash": data_hash(split.train), "test_hash": data_hash(split.test),
