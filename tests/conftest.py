@@ -91,3 +91,23 @@ def trained_hub(tmp_path_factory, tiny_base, scene_file, file_file):
     train(get_task("file_name_pick"), base_model=tiny_base, hub=hub, data=file_file, test_data=file_file,
           settings=TrainSettings(epochs=60, **FAST), progress=False)
     return hub
+
+
+@pytest.fixture(scope="session")
+def exported(tmp_path_factory, tiny_base, trained_hub):
+    """A four-task hub exported once: both layouts, fp32 and int8 (see test_export_support)."""
+    from test_export_support import four_task_export
+
+    return four_task_export(tmp_path_factory, tiny_base, trained_hub)
+
+
+@pytest.fixture(scope="session")
+def torch_router(exported):
+    """The PyTorch router over the exported hub, to compare the runtime against."""
+    import warnings
+
+    from lora_router.router import Router
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return Router(exported.base, exported.hub)

@@ -9,23 +9,9 @@ import numpy as np
 import pytest
 
 from lora_router.errors import AdapterNotFoundError, ExportError
-from test_export_support import copy_export, four_task_export, read_manifest
+from test_export_support import copy_export, read_manifest
 
 TASKS = ["file_name_pick", "question_answer", "question_classifier", "question_type_classifier"]
-
-
-@pytest.fixture(scope="module")
-def exported(tmp_path_factory, tiny_base, trained_hub):
-    return four_task_export(tmp_path_factory, tiny_base, trained_hub)
-
-
-@pytest.fixture(scope="module")
-def torch_router(exported):
-    from lora_router.router import Router
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return Router(exported.base, exported.hub)
 
 
 def test_manifest_describes_the_export(exported):

@@ -13,24 +13,10 @@ import numpy as np
 import pytest
 
 from lora_router.errors import ConfigError, DeviceError, ExportFormatError, InputError
-from test_export_support import ASK, copy_export, four_task_export
+from test_export_support import ASK, copy_export
 
 HOSTILE = ["😀🔥💯", "\x00\x01\x02数据", "\u200b\u200c\u200d", "\u202e表据数", "ＳＱＬ全角", "a\tb\nc", "x" * 100_000]
 BANNED = ("torch", "transformers", "peft", "optimum", "sklearn")
-
-
-@pytest.fixture(scope="module")
-def exported(tmp_path_factory, tiny_base, trained_hub):
-    return four_task_export(tmp_path_factory, tiny_base, trained_hub)
-
-
-@pytest.fixture(scope="module")
-def torch_router(exported):
-    from lora_router.router import Router
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return Router(exported.base, exported.hub)
 
 
 @pytest.fixture(scope="module")

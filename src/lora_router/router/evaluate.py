@@ -16,7 +16,7 @@ def evaluate(router, task: str, records: Sequence[Record], batch_size: int = 32)
     if spec.kind == PAIR_RANKING:
         from ..training.ranking import score_results
 
-        answerer = router._answerer(task)
+        answerer = router.answerer(task)
         by_answer = answerer.knowledge_base.by_answer()
         gold = [by_answer[r.output].id if r.output in by_answer else None for r in records]
         results = router.predict_batch(task, [r.input for r in records])

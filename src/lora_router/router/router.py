@@ -17,17 +17,17 @@ from pathlib import Path
 import numpy as np
 
 from ..adapters import AdapterHub
-from ..config import PAIR_RANKING, SPAN_EXTRACTION, TaskSpec
-from ..encoding import Encoded, TextEncoder, check_text
-from ..errors import ConfigError, require
+from ..config import TaskSpec
+from ..encoding import Encoded, TextEncoder
+from ..errors import require
 from ..modeling.base import DEFAULT_BASE_MODEL
-from ..results import classification_result, extraction_result
-from .chain import Chain, run_chain
+from .chain import Chain
+from .predictor import TaskPredictor
 
 logger = logging.getLogger(__name__)
 
 
-class Router:
+class Router(TaskPredictor):
     """Answer every task of a hub with one base model.
 
     >>> router = Router("bert-base-chinese", "~/.lora-router/hub")
@@ -83,29 +83,18 @@ class Router:
         if thresholds:
             self.chain.with_thresholds(thresholds)
         self.knowledge_base = knowledge_base
-        self._answerers: dict[str, object] = {}
+        self.source = f"hub {self.hub.root}"
+        self._init_predictor()
         self._lock = threading.RLock()
         self._active: str | None = None
         logger.info("router: base %s, tasks %s", self.base_model, ", ".join(self.specs) or "none")
-
-    @property
-    def tasks(self) -> list[str]:
-        return list(self.specs)
-
-    def _spec(self, task: str) -> TaskSpec:
-        try:
-            return self.specs[task]
-        except KeyError:
-            raise ConfigError(
-                f"task {task!r} is not loaded; loaded: {', '.join(self.specs) or 'none'} "
-                f"(hub {self.hub.root})"
-            ) from None
 
     # ------------------------------------------------------------ forward passes
     def logits(self, task: str, encoded: Sequence[Encoded]) -> np.ndarray:
         """Head logits for encoded inputs, with ``task``'s adapter active."""
         import torch
 
+        self._spec(task)
         arrays = self.encoders[task].pad(encoded)
         inputs = {k: torch.from_numpy(v).to(self.device) for k, v in arrays.items()}
         with self._lock, torch.inference_mode():
@@ -127,52 +116,10 @@ class Router:
             self.model.set_adapter(task)
             self._active = task
 
-    def score_pairs(self, task: str, pairs: Sequence[tuple[str, str]]) -> np.ndarray:
-        """Relevance logits of (question, candidate) pairs for a pair-ranking task."""
-        if not pairs:
-            return np.zeros((0,), dtype=np.float32)
-        enc = self.encoders[task].encode_batch([p[0] for p in pairs], [p[1] for p in pairs], warn=False)
-        return self.logits(task, enc).reshape(-1)
-
-    # ------------------------------------------------------------ predictions
-    def predict(self, task: str, text: str) -> dict:
-        """One task's result for one text (see ``lora_router.results``)."""
-        return self.predict_batch(task, [text])[0]
-
-    def predict_batch(self, task: str, texts: Sequence[str]) -> list[dict]:
-        """One task's results for many texts, in one padded forward pass."""
-        spec = self._spec(task)
-        texts = [check_text(t) for t in texts]
-        if not texts:
-            return []
-        if spec.kind == PAIR_RANKING:
-            answerer = self._answerer(task)
-            return [answerer.answer(t, lambda pairs: self.score_pairs(task, pairs)) for t in texts]
-        encoded = self.encoders[task].encode_batch(texts)
-        logits = self.logits(task, encoded)
-        if spec.kind == SPAN_EXTRACTION:
-            return [extraction_result(t, e, lg) for t, e, lg in zip(texts, encoded, logits)]
-        return [classification_result(lg, spec.labels) for lg in logits]
-
-    def _answerer(self, task: str):
+    def _answerer_for(self, task: str):
         from ..kb import Answerer
 
-        with self._lock:
-            if task not in self._answerers:
-                self._answerers[task] = Answerer.from_manifest(
-                    self.manifests[task], self.hub.task_dir(task), self.knowledge_base
-                )
-            return self._answerers[task]
-
-    # ------------------------------------------------------------ the chain
-    def ask(self, text: str) -> dict:
-        """Run the chain on one question: every step, the route, file names, the answer."""
-        return self.ask_batch([text])[0]
-
-    def ask_batch(self, texts: Sequence[str]) -> list[dict]:
-        """Run the chain on many questions, batching each step across them."""
-        texts = [check_text(t) for t in texts]
-        return run_chain(self.chain, texts, self.predict_batch, set(self.specs))
+        return Answerer.from_manifest(self.manifests[task], self.hub.task_dir(task), self.knowledge_base)
 
 
 def _check_device(device: str) -> str:

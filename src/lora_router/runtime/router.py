@@ -9,28 +9,23 @@ results of the same shape, and the export's parity gate checks the numbers.
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-from ..config import PAIR_RANKING, SPAN_EXTRACTION, TaskSpec
-from ..encoding import Encoded, TextEncoder, check_text
+from ..config import TaskSpec
+from ..encoding import Encoded, TextEncoder
 from ..errors import ConfigError, ExportFormatError
-from ..results import classification_result, extraction_result
-from ..router.chain import Chain, run_chain
+from ..router.chain import Chain
+from ..router.predictor import TaskPredictor
 from . import layout as fmt
 from .models import MergedTaskModel, SharedTaskModel
 from .sessions import open_session, session_options
 
 logger = logging.getLogger(__name__)
 
-# Inputs of one forward pass; bounds memory on long batches (128 tokens x 64 x bert-base: ~25 MB per layer).
-BATCH_SIZE = 64
-
-
-class OnnxRouter:
+class OnnxRouter(TaskPredictor):
     """Answer every exported task with onnxruntime.
 
     >>> router = OnnxRouter("./export")              # shared layout, int8 when exported
@@ -95,8 +90,8 @@ class OnnxRouter:
         if thresholds:
             self.chain.with_thresholds(thresholds)
         self.knowledge_base = knowledge_base
-        self._answerers: dict[str, object] = {}
-        self._lock = threading.Lock()
+        self.source = f"export {self.export_dir}"
+        self._init_predictor()
         logger.info("onnx router: %s, %s %s, tasks %s", self.export_dir, self.layout, self.precision,
                     ", ".join(self.specs) or "none")
 
@@ -122,80 +117,18 @@ class OnnxRouter:
         return SharedTaskModel(self._encoder_session, self.export_dir / shared["adapter"],
                                self.export_dir / shared["head"], shared["reads"])
 
-    @property
-    def tasks(self) -> list[str]:
-        return list(self.specs)
-
-    def _spec(self, task: str) -> TaskSpec:
-        try:
-            return self.specs[task]
-        except KeyError:
-            raise ConfigError(
-                f"task {task!r} is not loaded; loaded: {', '.join(self.specs) or 'none'} (export {self.export_dir})"
-            ) from None
-
     # ------------------------------------------------------------ forward passes
     def logits(self, task: str, encoded: Sequence[Encoded]) -> np.ndarray:
         """Head logits for encoded inputs (one padded batch), like ``Router.logits``."""
         self._spec(task)
         return self.models[task].logits(self.encoders[task].pad(encoded))
 
-    def score_pairs(self, task: str, pairs: Sequence[tuple[str, str]]) -> np.ndarray:
-        """Relevance logits of (question, candidate) pairs for a pair-ranking task."""
-        if not pairs:
-            return np.zeros((0,), dtype=np.float32)
-        enc = self.encoders[task].encode_batch([p[0] for p in pairs], [p[1] for p in pairs], warn=False)
-        return np.concatenate([self.logits(task, enc[i : i + BATCH_SIZE]).reshape(-1)
-                               for i in range(0, len(enc), BATCH_SIZE)])
-
-    # ------------------------------------------------------------ predictions
-    def predict(self, task: str, text: str) -> dict:
-        """One task's result for one text (see ``lora_router.results``)."""
-        return self.predict_batch(task, [text])[0]
-
-    def predict_batch(self, task: str, texts: Sequence[str]) -> list[dict]:
-        """One task's results for many texts."""
-        spec = self._spec(task)
-        texts = [check_text(t) for t in texts]
-        if not texts:
-            return []
-        if spec.kind == PAIR_RANKING:
-            answerer = self.answerer(task)
-            return [answerer.answer(t, lambda pairs: self.score_pairs(task, pairs)) for t in texts]
-        out: list[dict] = []
-        for i in range(0, len(texts), BATCH_SIZE):
-            chunk = texts[i : i + BATCH_SIZE]
-            encoded = self.encoders[task].encode_batch(chunk)
-            logits = self.logits(task, encoded)
-            if spec.kind == SPAN_EXTRACTION:
-                out += [extraction_result(t, e, lg) for t, e, lg in zip(chunk, encoded, logits)]
-            else:
-                out += [classification_result(lg, spec.labels) for lg in logits]
-        return out
-
-    def answerer(self, task: str):
-        """The knowledge-base ``Answerer`` of a pair-ranking task (the exported knowledge base by default)."""
+    def _answerer_for(self, task: str):
         from ..kb import Answerer
 
-        self._spec(task)
-        with self._lock:
-            if task not in self._answerers:
-                info = self.manifest["tasks"][task]
-                kb = self.knowledge_base or (self.export_dir / info["knowledge_base"]
-                                             if info.get("knowledge_base") else None)
-                task_dir = self.export_dir / fmt.task_dir(task)
-                self._answerers[task] = Answerer.from_manifest(self.manifests[task], task_dir, kb)
-            return self._answerers[task]
-
-    # ------------------------------------------------------------ the chain
-    def ask(self, text: str) -> dict:
-        """Run the chain on one question: every step, the route, file names, the answer."""
-        return self.ask_batch([text])[0]
-
-    def ask_batch(self, texts: Sequence[str]) -> list[dict]:
-        """Run the chain on many questions, batching each step across them."""
-        texts = [check_text(t) for t in texts]
-        return run_chain(self.chain, texts, self.predict_batch, set(self.specs))
+        info = self.manifest["tasks"][task]
+        kb = self.knowledge_base or (self.export_dir / info["knowledge_base"] if info.get("knowledge_base") else None)
+        return Answerer.from_manifest(self.manifests[task], self.export_dir / fmt.task_dir(task), kb)
 
 
 def _pick(asked: str | None, available: Sequence[str], preference: Sequence[str], what: str, folder: Path) -> str:
