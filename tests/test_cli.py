@@ -88,6 +88,10 @@ def test_train_hub_eval_ask_through_the_cli(run, tmp_path, tiny_base, scene_file
 
     asked = json.loads(run("ask", "数据清洗流程是什么？", "--base-model", tiny_base, "--hub", hub, "--json").stdout)
     assert asked["steps"][0]["task"] == "question_classifier"
+    one = json.loads(run("ask", "--task", "question_classifier", "数据清洗流程是什么？", "--base-model", tiny_base,
+                         "--hub", hub, "--json").stdout)
+    assert [s["task"] for s in one["steps"]] == ["question_classifier"]
+    assert one["steps"][0]["result"] == asked["steps"][0]["result"]
     table = run("ask", "数据清洗流程是什么？", "--base-model", tiny_base, "--hub", hub).output
     assert "route:" in table and "question_classifier" in table
 

@@ -54,3 +54,15 @@ def test_hostile_unicode_encodes(encoder):
         for text in ["😀😀", "\x00\x01", "\u200b\u200b数据", "\u202eمرحبا", "a" * 100_000]:
             enc = encoder.encode(text)
             assert 2 <= len(enc.input_ids) <= 64
+
+
+def test_a_span_without_an_extension_is_not_a_file(encoder):
+    from lora_router.results import extraction_result
+
+    text = "把sales_2024.csv导入到ODS层"
+    enc = encoder.encode(text)
+    labels = bio_labels(enc, char_spans(text, ["sales_2024.csv", "ODS层"]))
+    logits = np.full((len(labels), len(BIO_LABELS)), -5.0)
+    for t, label in enumerate(labels):
+        logits[t, label if label >= 0 else 0] = 5.0
+    assert extraction_result(text, enc, logits)["file_names"] == ["sales_2024.csv"]

@@ -11,6 +11,7 @@ import functools
 import json
 import os
 import sys
+import time
 import warnings
 from pathlib import Path
 
@@ -552,7 +553,8 @@ def _print_answer(out: dict) -> None:
     click.secho(out["question"], bold=True)
     if rows:
         _table(rows, ["step", "result", "confidence", "ms"])
-    click.echo(f"route: {click.style(out['route'], fg='cyan', bold=True)}")
+    if out["route"]:
+        click.echo(f"route: {click.style(out['route'], fg='cyan', bold=True)}")
     if out.get("file_names"):
         click.echo(f"files: {', '.join(out['file_names'])}")
     if out.get("answer"):
@@ -563,10 +565,11 @@ def _print_answer(out: dict) -> None:
 
 @main.command("ask")
 @click.argument("question")
+@click.option("--task", "only_task", default=None, help="Run one task's adapter instead of the chain.")
 @router_options
 @json_option
 @handle_errors
-def ask_cmd(question, base_model, hub, onnx, knowledge_base, thresholds, device, as_json) -> None:
+def ask_cmd(question, only_task, base_model, hub, onnx, knowledge_base, thresholds, device, as_json) -> None:
     """Run the chain on QUESTION and print each step and the decision.
 
     QUESTION `-` reads one question per line from stdin and writes one JSON
@@ -576,23 +579,35 @@ def ask_cmd(question, base_model, hub, onnx, knowledge_base, thresholds, device,
     lora-router ask "帮我把sales_2024.csv导入到ODS层"
     lora-router ask --json "ODS层和DWD层有什么区别？"
     lora-router ask --onnx ./export - < questions.txt
+    lora-router ask --task file_name_pick "把a.csv和b.xlsx合并"
     """
     if question != "-" and not question.strip():
         raise InputError("the question is empty; ask something, e.g. lora-router ask \"数据清洗流程是什么？\"")
     router = _router(base_model, hub, onnx, knowledge_base, thresholds, device)
+    ask = (lambda text: _one_task(router, only_task, text)) if only_task else router.ask
     if question == "-":
-        _ask_stream(router)
+        _ask_stream(ask)
         return
-    out = router.ask(question)
+    out = ask(question)
     _dump(out) if as_json else _print_answer(out)
 
 
-def _ask_stream(router) -> None:
+def _one_task(router, task: str, text: str) -> dict:
+    """One task's result in the shape of a one-step chain, so it prints and streams the same way."""
+    t0 = time.perf_counter()
+    result = router.predict(task, text)
+    out = {"question": text, "steps": [{"task": task, "result": result,
+                                        "ms": round((time.perf_counter() - t0) * 1000, 3)}],
+           "route": None, "file_names": result.get("file_names", []), "answer": result.get("answer") or None}
+    return out
+
+
+def _ask_stream(ask) -> None:
     stream = click.get_text_stream("stdin", errors="replace")
     for n, line in enumerate(stream, start=1):
         text = line.rstrip("\n").rstrip("\r")
         try:
-            out = router.ask(text)
+            out = ask(text)
         except InputError as exc:
             out = {"line": n, "question": text, "error": str(exc)}
         click.echo(json.dumps(out, ensure_ascii=False))
@@ -711,5 +726,8 @@ def demo_cmd(base_model, folder, epochs, quiet) -> None:
 
 
 def run() -> None:  # pragma: no cover - console entry
+    import logging
+
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     main()

@@ -11,6 +11,7 @@ Extraction::
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 import numpy as np
@@ -28,9 +29,14 @@ def classification_result(logits: np.ndarray, labels: Sequence[str]) -> dict:
     }
 
 
+# TASKS.md: "A file reference has an extension". A span without one (a table
+# name, "ODS层") is not a file, whatever the model says.
+_HAS_EXTENSION = re.compile(r"\.[A-Za-z0-9]{1,10}")
+
+
 def extraction_result(text: str, enc: Encoded, logits: np.ndarray) -> dict:
     probs = softmax(np.asarray(logits[: len(enc.input_ids)], dtype=np.float64))
-    spans = decode_spans(text, enc, probs)
+    spans = [s for s in decode_spans(text, enc, probs) if _HAS_EXTENSION.search(s["text"])]
     return {"file_names": [s["text"] for s in spans], "spans": spans}
 
 
