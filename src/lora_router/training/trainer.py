@@ -16,8 +16,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
 from .. import __version__
 from ..adapters import AdapterHub
 from ..config import PAIR_RANKING, LoraSettings, TaskSpec, TrainSettings
@@ -176,6 +174,10 @@ def train(
             logger.info("epoch %d: %s", epoch, score)
             if best is None or score > best["score"]:
                 best = {"epoch": epoch, "score": score, "metrics": metrics, "state": _snapshot(model, head)}
+    except BaseException as exc:
+        log.write(event="failed", error=f"{type(exc).__name__}: {exc}")
+        log.close()
+        raise
     finally:
         bar.close()
 
@@ -226,7 +228,3 @@ def _restore(model, head, state: dict) -> None:
     set_peft_model_state_dict(model, state["lora"])
     head.load_state_dict(state["head"])
 
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
