@@ -65,6 +65,22 @@ def _span_problem(text: str, spans: tuple[str, ...]) -> str | None:
     return None
 
 
+def json_objects(lines: Iterable[str], problems: list[tuple[int, str]]) -> Iterator[tuple[int, dict]]:
+    """Non-blank JSONL lines as ``(line number, object)``; invalid JSON and non-objects go to ``problems``."""
+    for n, raw in enumerate(lines, start=1):
+        if not raw.strip():
+            continue
+        try:
+            obj = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            problems.append((n, f"invalid JSON ({exc.msg} at column {exc.colno})"))
+            continue
+        if not isinstance(obj, dict):
+            problems.append((n, f"expected a JSON object, got {type(obj).__name__}"))
+            continue
+        yield n, obj
+
+
 def check_lines(
     lines: Iterable[str],
     *,
@@ -78,17 +94,7 @@ def check_lines(
     records: list[Record] = []
     problems: list[tuple[int, str]] = []
     seen: dict[tuple[str, str], tuple[int, object]] = {}
-    for n, raw in enumerate(lines, start=1):
-        if not raw.strip():
-            continue
-        try:
-            obj = json.loads(raw)
-        except json.JSONDecodeError as exc:
-            problems.append((n, f"invalid JSON ({exc.msg} at column {exc.colno})"))
-            continue
-        if not isinstance(obj, dict):
-            problems.append((n, f"expected a JSON object, got {type(obj).__name__}"))
-            continue
+    for n, obj in json_objects(lines, problems):
         missing = [f for f in FIELDS if f not in obj]
         if missing:
             problems.append((n, f"missing field(s): {', '.join(missing)}"))
@@ -155,15 +161,8 @@ def infer_task_spec(name: str, path: str | Path, description: str = "") -> TaskS
     problems: list[tuple[int, str]] = []
     instructions: dict[str, int] = {}
     labels: list[str] = []
-    for n, raw in enumerate(_read_lines(path), start=1):
-        if not raw.strip():
-            continue
-        try:
-            obj = json.loads(raw)
-        except json.JSONDecodeError as exc:
-            problems.append((n, f"invalid JSON ({exc.msg} at column {exc.colno})"))
-            continue
-        if not isinstance(obj, dict) or not all(isinstance(obj.get(f), str) for f in FIELDS):
+    for n, obj in json_objects(_read_lines(path), problems):
+        if not all(isinstance(obj.get(f), str) for f in FIELDS):
             problems.append((n, "needs string fields instruction, input and output"))
             continue
         instructions.setdefault(obj["instruction"], n)

@@ -8,11 +8,11 @@ phrasings of the same question. Validation names every bad line, like
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..data.records import json_objects
 from ..errors import DataError
 from .index import normalize_text
 
@@ -77,17 +77,7 @@ def check_kb_lines(lines: Iterable[str]) -> tuple[list[Entry], list[tuple[int, s
     problems: list[tuple[int, str]] = []
     ids: dict[str, int] = {}
     phrasings: dict[str, tuple[int, str]] = {}  # normalised phrasing -> (line, entry id)
-    for n, raw in enumerate(lines, start=1):
-        if not raw.strip():
-            continue
-        try:
-            obj = json.loads(raw)
-        except json.JSONDecodeError as exc:
-            problems.append((n, f"invalid JSON ({exc.msg} at column {exc.colno})"))
-            continue
-        if not isinstance(obj, dict):
-            problems.append((n, f"expected a JSON object, got {type(obj).__name__}"))
-            continue
+    for n, obj in json_objects(lines, problems):
         missing = [f for f in ("id", "answer") if f not in obj]
         if missing:
             problems.append((n, f"missing field(s): {', '.join(missing)}"))
