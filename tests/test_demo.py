@@ -1,0 +1,14 @@
+"""The offline main job of README's first command, end to end (one epoch, so it stays quick)."""
+
+from lora_router.demo import SAMPLE_QUESTIONS, run_demo
+
+
+def test_demo_trains_every_task_and_answers_the_sample_questions(tmp_path):
+    seen = []
+    summary = run_demo(tmp_path / "demo", epochs=1, progress=False, report=lambda event, payload: seen.append(event))
+    assert seen.count("trained") == 4 and seen.count("answer") == len(SAMPLE_QUESTIONS)
+    assert sorted(p.name for p in (tmp_path / "demo" / "hub").iterdir() if p.name != "logs") == [
+        "file_name_pick", "question_answer", "question_classifier", "question_type_classifier"]
+    for out in summary["answers"]:
+        assert out["route"] in {"answer", "task", "general", "out_of_scope", "uncertain"}
+        assert out["steps"][0]["task"] == "question_classifier"
