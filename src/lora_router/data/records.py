@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -81,6 +81,17 @@ def json_objects(lines: Iterable[str], problems: list[tuple[int, str]]) -> Itera
         yield n, obj
 
 
+def field_problem(obj: dict, required: Sequence[str], strings: Sequence[str]) -> str | None:
+    """What is wrong with an object's fields: a missing one, or one in ``strings`` that is not a string."""
+    missing = [f for f in required if f not in obj]
+    if missing:
+        return f"missing field(s): {', '.join(missing)}"
+    bad = [f for f in strings if not isinstance(obj[f], str)]
+    if bad:
+        return f"field '{bad[0]}' must be a string, got {type(obj[bad[0]]).__name__}"
+    return None
+
+
 def check_lines(
     lines: Iterable[str],
     *,
@@ -95,13 +106,9 @@ def check_lines(
     problems: list[tuple[int, str]] = []
     seen: dict[tuple[str, str], tuple[int, object]] = {}
     for n, obj in json_objects(lines, problems):
-        missing = [f for f in FIELDS if f not in obj]
-        if missing:
-            problems.append((n, f"missing field(s): {', '.join(missing)}"))
-            continue
-        bad = [f for f in ("instruction", "input") if not isinstance(obj[f], str)]
-        if bad:
-            problems.append((n, f"field '{bad[0]}' must be a string, got {type(obj[bad[0]]).__name__}"))
+        problem = field_problem(obj, FIELDS, strings=("instruction", "input"))
+        if problem:
+            problems.append((n, problem))
             continue
         instruction, text = obj["instruction"], obj["input"]
         if not text.strip():

@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..data.records import json_objects
+from ..data.records import field_problem, json_objects
 from ..errors import DataError
 from .index import normalize_text
 
@@ -78,13 +78,9 @@ def check_kb_lines(lines: Iterable[str]) -> tuple[list[Entry], list[tuple[int, s
     ids: dict[str, int] = {}
     phrasings: dict[str, tuple[int, str]] = {}  # normalised phrasing -> (line, entry id)
     for n, obj in json_objects(lines, problems):
-        missing = [f for f in ("id", "answer") if f not in obj]
-        if missing:
-            problems.append((n, f"missing field(s): {', '.join(missing)}"))
-            continue
-        bad = [f for f in ("id", "answer") if not isinstance(obj[f], str)]
-        if bad:
-            problems.append((n, f"field '{bad[0]}' must be a string, got {type(obj[bad[0]]).__name__}"))
+        problem = field_problem(obj, ("id", "answer"), strings=("id", "answer"))
+        if problem:
+            problems.append((n, problem))
             continue
         entry_id, answer = obj["id"].strip(), obj["answer"]
         if not entry_id:
