@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..config import SPAN_EXTRACTION, TaskSpec
-from ..router.chain import Chain, run_chain
+from ..core.chain import Chain, run_chain
 
 # key -> what the table calls it; the order of the tables and the chart.
 CONTENDERS = {

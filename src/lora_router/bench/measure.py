@@ -7,7 +7,7 @@ import os
 import time
 from pathlib import Path
 
-from ..router.chain import Chain
+from ..core.chain import Chain
 from .contenders import CONTENDERS, ONNX_KEYS, ONNX_VARIANTS, TORCH_KEYS, Contender, load_contender
 from .fixture import LENGTHS, bench_chain, build_fixture
 from .load import CpuMonitor

@@ -46,7 +46,7 @@ def measure(spec: dict, t0: float) -> dict:
 
         return _done(t0, spec)
 
-    from ..router.chain import Chain
+    from ..core.chain import Chain
     from ..tasks import get_task
     from .contenders import TORCH_KEYS, load_contender
     from .fixture import bench_chain

@@ -22,7 +22,7 @@ from ..adapters import AdapterHub
 from ..config import PAIR_RANKING, TaskSpec
 from ..data import Record
 from ..errors import ExportError, require
-from ..router.chain import Chain
+from ..core.chain import Chain
 from ..runtime import layout as fmt
 
 logger = logging.getLogger(__name__)

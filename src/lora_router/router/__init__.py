@@ -1,10 +1,11 @@
-"""The router: one loaded base + all adapters; set_adapter; task heads; the chain.
+"""The PyTorch backend: one loaded base + all adapters; set_adapter; task heads.
 
-``chain`` is torch-free (the ONNX runtime uses it too); ``Router`` imports
-torch when it is first used.
+The chain and the predictor it shares with the ONNX runtime live in
+``lora_router.core`` (re-exported here); ``Router`` imports torch when it is
+first used.
 """
 
-from .chain import DEFAULT_CHAIN, Chain, run_chain
+from ..core.chain import DEFAULT_CHAIN, Chain, run_chain
 
 __all__ = ["DEFAULT_CHAIN", "Chain", "Router", "PeftLoraInference", "run_chain"]
 

@@ -21,8 +21,8 @@ from ..config import TaskSpec
 from ..encoding import Encoded, TextEncoder
 from ..errors import require
 from ..modeling.base import DEFAULT_BASE_MODEL
-from .chain import Chain
-from .predictor import TaskPredictor
+from ..core.chain import Chain
+from ..core.predictor import TaskPredictor
 
 logger = logging.getLogger(__name__)
 

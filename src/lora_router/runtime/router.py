@@ -2,7 +2,7 @@
 
 onnxruntime, tokenizers and numpy only. Tokenising, decoding, result dicts,
 the chain and the knowledge-base answerer are the very modules the PyTorch
-router uses (``encoding``, ``results``, ``router.chain``, ``kb``), so both give
+router uses (``encoding``, ``results``, ``core``, ``kb``), so both give
 results of the same shape, and the export's parity gate checks the numbers.
 """
 
@@ -17,8 +17,8 @@ import numpy as np
 from ..config import TaskSpec
 from ..encoding import Encoded, TextEncoder
 from ..errors import ConfigError, ExportFormatError
-from ..router.chain import Chain
-from ..router.predictor import TaskPredictor
+from ..core.chain import Chain
+from ..core.predictor import TaskPredictor
 from . import layout as fmt
 from .models import MergedTaskModel, SharedTaskModel
 from .sessions import open_session, session_options

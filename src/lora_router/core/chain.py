@@ -69,7 +69,7 @@ class Chain:
             chain = cls(data.get("start") or data["steps"][0]["task"], steps)
         except (KeyError, TypeError, ValueError, IndexError) as exc:
             raise ConfigError(
-                f"chain spec is not valid ({exc!r}); see lora_router.router.chain.DEFAULT_CHAIN"
+                f"chain spec is not valid ({exc!r}); see lora_router.core.chain.DEFAULT_CHAIN"
             ) from None
         chain.validate()
         return chain
