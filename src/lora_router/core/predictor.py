@@ -84,6 +84,22 @@ class TaskPredictor:
                 out += [classification_result(lg, spec.labels) for lg in logits]
         return out
 
+    def predict_mixed(self, items: Sequence[tuple[str, str]]) -> list[dict]:
+        """Results for ``(task, text)`` pairs of several tasks, in order.
+
+        The service's batcher gathers one chain step's requests across tasks and
+        calls this. Here each task's texts run as one batch; a backend that can
+        run several tasks in one forward pass overrides it.
+        """
+        by_task: dict[str, list[int]] = {}
+        for i, (task, _) in enumerate(items):
+            by_task.setdefault(task, []).append(i)
+        out: list[dict | None] = [None] * len(items)
+        for task, idx in by_task.items():
+            for i, result in zip(idx, self.predict_batch(task, [items[i][1] for i in idx])):
+                out[i] = result
+        return out  # type: ignore[return-value]
+
     def answerer(self, task: str):
         """The knowledge-base ``Answerer`` of a pair-ranking task, made on first use."""
         self._spec(task)
