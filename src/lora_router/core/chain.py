@@ -129,7 +129,7 @@ def run_chain(chain: Chain, texts: Sequence[str], predict_batch: PredictBatch, a
     ``available`` are the tasks that have a model. A step whose task has no
     model ends the chain at its route with a note instead of an answer.
     """
-    outs = [{"question": t, "steps": [], "route": None, "file_names": [], "answer": None} for t in texts]
+    outs = [new_answer(t) for t in texts]
     pending = {i: chain.start for i in range(len(texts))}
     while pending:
         by_task: dict[str, list[int]] = {}
@@ -140,20 +140,30 @@ def run_chain(chain: Chain, texts: Sequence[str], predict_batch: PredictBatch, a
             step = chain.steps[task]
             if task not in available:
                 for i in idx:
-                    _finish_missing(outs[i], step)
+                    finish_missing(outs[i], step)
                 continue
             t0 = time.perf_counter()
             results = predict_batch(task, [texts[i] for i in idx])
             ms = round((time.perf_counter() - t0) * 1000 / len(idx), 3)
             for i, result in zip(idx, results):
                 outs[i]["steps"].append({"task": task, "result": result, "ms": ms})
-                nxt = _next(outs[i], step, result)
+                nxt = apply_step(outs[i], step, result)
                 if nxt:
                     pending[i] = nxt
     return outs
 
 
-def _next(out: dict, step: Step, result: dict) -> str | None:
+def new_answer(text: str) -> dict:
+    """The empty answer of one question, which ``apply_step`` fills step by step."""
+    return {"question": text, "steps": [], "route": None, "file_names": [], "answer": None}
+
+
+def apply_step(out: dict, step: Step, result: dict) -> str | None:
+    """Apply one step's ``result`` to ``out``: the next step's task, or None when the route is decided.
+
+    ``run_chain`` and the service's per-request runner both go through here,
+    so the chain's rules live in one place. The caller appends the step entry.
+    """
     if not step.on:
         out["route"] = step.route
         if "file_names" in result:
@@ -182,6 +192,7 @@ def _next(out: dict, step: Step, result: dict) -> str | None:
     return target
 
 
-def _finish_missing(out: dict, step: Step) -> None:
+def finish_missing(out: dict, step: Step) -> None:
+    """End ``out`` at a step whose task has no model."""
     out["route"] = step.route or "uncertain"
     out["note"] = f"{step.task} is not trained, so this step gives no result (lora-router train --task {step.task})"
