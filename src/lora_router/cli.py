@@ -730,4 +730,5 @@ def run() -> None:  # pragma: no cover - console entry
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    logging.getLogger("lora_router.progress").setLevel(logging.INFO)  # where no bar is drawn: a line per epoch
     main()

@@ -25,8 +25,8 @@ TIMED_PHASES = ("per-task latency", "chain", "throughput", "fresh processes", "t
 def measure_all(size: str, device: dict, work: Path, keys: tuple[str, ...], opts: dict, progress: bool) -> dict:
     """Build, export, load, time, measure fresh processes and training; results as a dict."""
     import torch
-    from tqdm.auto import tqdm
 
+    from ..progress import progress as progress_bar
     from ..tasks import get_task
     from .environment import environment
     from .ratios import goals, ratios
@@ -35,7 +35,7 @@ def measure_all(size: str, device: dict, work: Path, keys: tuple[str, ...], opts
     threads = device["threads"]
     torch.set_num_threads(threads)
     dev, fp16 = device["used"], device["fp16"]
-    bar = tqdm(total=8, desc=f"bench {size}", disable=not progress, unit="phase")
+    bar = progress_bar(8, f"bench {size}", enabled=progress, unit="phase")
 
     monitor = CpuMonitor()
     loadavg_start = list(os.getloadavg())

@@ -137,10 +137,10 @@ class _Export:
 
     # ------------------------------------------------------------ models
     def write(self, chain: Chain) -> dict:
-        from tqdm.auto import tqdm
         from transformers import AutoTokenizer
 
         from ..modeling.base import fingerprint, load_base, tokenizer_files_dir
+        from ..progress import progress
         from .merged import export_onnx, load_adapter, merged_model, optimum_task
         from .quantize import cpu_target, quantization_config, quantize_folder
         from .shared import lora_matrices
@@ -159,7 +159,7 @@ class _Export:
         tasks_info: dict[str, dict] = {}
         loras: dict[str, dict] = {}
         steps = len(self.names) + ("shared" in self.layouts)
-        bar = tqdm(total=steps, desc="export", unit="model", disable=not self.progress)
+        bar = progress(steps, "export", enabled=self.progress, unit="model")
         try:
             for t in self.names:
                 bar.set_postfix_str(t)
@@ -262,8 +262,7 @@ class _Export:
 
     # ------------------------------------------------------------ parity
     def parity(self, records: dict[str, Sequence[Record]] | None) -> dict:
-        from tqdm.auto import tqdm
-
+        from ..progress import progress
         from ..router import Router
         from ..runtime import OnnxRouter
         from .parity import parity_records, task_parity
@@ -272,7 +271,8 @@ class _Export:
         torch_router = Router(self.base_model, self.hub, tasks=self.names, knowledge_base=self.knowledge_base)
         report: dict[str, dict] = {t: {} for t in self.names}
         combos = [(lay, prec) for lay in self.layouts for prec in self.precisions]
-        bar = tqdm(total=len(combos) * len(self.names), desc="parity", unit="check", disable=not self.progress)
+        bar = progress(len(combos) * len(self.names), "parity", enabled=self.progress, unit="check",
+                       log_every=len(self.names))
         try:
             for lay, prec in combos:
                 onnx_router = OnnxRouter(self.root, layout=lay, precision=prec, tasks=self.names, verify=False)

@@ -130,8 +130,7 @@ def train(
     scheduler = get_linear_schedule_with_warmup(optimizer, min(settings.warmup_steps, total // 2), total)
     pad_to = None if settings.dynamic_padding else settings.max_length
 
-    from tqdm.auto import tqdm
-
+    from ..progress import progress as progress_bar
     from .examples import collate
 
     log = RunLog(hub, spec.name)
@@ -142,7 +141,7 @@ def train(
     step = 0
     seen = 0
     train_seconds = 0.0
-    bar = tqdm(total=total, desc=f"train {spec.name}", disable=not progress, unit="step")
+    bar = progress_bar(total, f"train {spec.name}", enabled=progress, unit="step", log_every=steps_per_epoch)
     try:
         for epoch in range(1, settings.epochs + 1):
             model.train()
