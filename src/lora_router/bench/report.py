@@ -152,37 +152,70 @@ def write_markdown(results: dict, path: str | Path) -> None:
 
 
 def write_chart(results: dict, path: str | Path) -> None:
-    """Two bar charts: chain p50 (whiskers to p90) and fresh-process RSS, per contender."""
+    """chart.png: ``chart_figure`` saved."""
+    import matplotlib.pyplot as plt
+
+    fig = chart_figure(results)
+    fig.savefig(str(path), dpi=110)
+    plt.close(fig)
+
+
+def chart_figure(results: dict):
+    """Two bar charts: chain p50 (whiskers to p90) and fresh-process RSS, per contender (a matplotlib Figure).
+
+    Each value sits above its bar's whisker cap, clear of the whisker; the texts
+    are drawn in a font that has their glyphs (lora_router.plotting).
+    """
+    import math
+
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from ..plotting import drawable_text
+
     keys = [k for k in CONTENDERS if results["contenders"][k]["available"]]
     chain = [results["chain_latency"].get(k, {}) for k in keys]
     p50 = [c.get("p50_ms") or 0.0 for c in chain]
-    p90 = [c.get("p90_ms") or 0.0 for c in chain]
+    p90 = [max(c.get("p90_ms") or 0.0, a) for c, a in zip(chain, p50, strict=True)]
     rss = [results["fresh_process"].get(k, {}).get("rss_mb") or 0.0 for k in keys]
     labels = [k for k in keys]
     colors = ["#9e9e9e" if k in ("a1", "a2") else "#ef8a17" if k in ("b", "c") else "#2b83ba" for k in keys]
+    env = results["environment"]
+    title, title_font = drawable_text(f"lora-router bench · size {results['size']} · {results['device']['used']} · "
+                                      f"{env['cpu']['model']} · {env['cores']} cores · {env['date'][:10]}")
+    footer, footer_font = drawable_text("  ".join(f"{k}: {CONTENDERS[k][len(k) + 3:]}" for k in keys))
 
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
-    ax1.bar(labels, p50, color=colors, yerr=[[0] * len(p50), [b - a for a, b in zip(p50, p90, strict=True)]], capsize=3)
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.4))
+    ax1.bar(labels, p50, color=colors, yerr=[[0] * len(p50), [b - a for a, b in zip(p50, p90, strict=True)]],
+            capsize=3, error_kw={"ecolor": "#333333", "elinewidth": 1})
     ax1.set_yscale("log")
+    shown = [v for v in p50 if v > 0]
+    if shown:  # bars start a decade below the fastest, so short bars still read as bars; room above for labels
+        ax1.set_ylim(10 ** math.floor(math.log10(min(shown)) - 0.3), max(p90) * 2.2)
     ax1.set_ylabel("ms (log), bar p50, whisker p90")
-    ax1.set_title(f"ask chain, {results['settings']['chain_tokens']}-token question")
-    for i, v in enumerate(p50):
-        ax1.text(i, v, f"{v:.0f}" if v >= 10 else f"{v:.1f}", ha="center", va="bottom", fontsize=8)
+    ax1.set_title(f"ask chain, {results['settings']['chain_tokens']}-token question (label: p50)")
+    for i, (v, top) in enumerate(zip(p50, p90, strict=True)):
+        ax1.annotate(f"{v:.0f}" if v >= 10 else f"{v:.1f}", (i, top), xytext=(0, 4), textcoords="offset points",
+                     ha="center", va="bottom", fontsize=8)
     ax2.bar(labels, rss, color=colors)
+    ax2.set_ylim(0, max(rss, default=0) * 1.12 or 1)
     ax2.set_ylabel("MB")
     ax2.set_title("resident memory, fresh process, all tasks loaded")
     for i, v in enumerate(rss):
-        ax2.text(i, v, f"{v:.0f}", ha="center", va="bottom", fontsize=8)
-    env = results["environment"]
-    fig.suptitle(f"lora-router bench · size {results['size']} · {results['device']['used']} · "
-                 f"{env['cpu']['model']} · {env['cores']} cores · {env['date'][:10]}", fontsize=10)
-    fig.text(0.5, 0.01, "  ".join(f"{k}: {CONTENDERS[k][len(k) + 3:]}" for k in keys), ha="center", fontsize=6.5,
-             wrap=True)
+        ax2.annotate(f"{v:.0f}", (i, v), xytext=(0, 3), textcoords="offset points", ha="center", va="bottom",
+                     fontsize=8)
+    fig.suptitle(title, fontproperties=title_font, fontsize=10)
+    fig.text(0.5, 0.01, footer, fontproperties=footer_font, ha="center", fontsize=6.5, wrap=True)
     fig.tight_layout(rect=(0, 0.05, 1, 0.95))
-    fig.savefig(str(path), dpi=110)
-    plt.close(fig)
+    return fig
+
+
+def redraw_chart(folder: str | Path) -> Path:
+    """Draw ``folder``/chart.png again from ``folder``/results.json (no benchmark is run)."""
+    import json
+
+    folder = Path(folder)
+    write_chart(json.loads((folder / "results.json").read_text("utf-8")), folder / "chart.png")
+    return folder / "chart.png"
