@@ -1,0 +1,159 @@
+"""Dynamic batching: concurrent requests' chain steps gathered into one forward pass.
+
+Each request submits ``(task, text)`` for the step it is at; the batcher
+gathers items from every request in flight into a batch bounded by rows,
+padded tokens (rows x longest) and a short wait, and runs it on an inference
+thread with ``predictor.predict_mixed`` (onnxruntime releases the GIL, so the
+event loop keeps accepting). It waits only while other requests are in
+flight that could still join: a lone client pays no wait. A question that
+leaves the chain at step 1 simply submits nothing more. If a batch fails,
+its items are retried one by one, so one bad item cannot fail the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+from concurrent.futures import Executor
+from dataclasses import dataclass
+
+logger = logging.getLogger(__name__)
+
+PredictMixed = Callable[[Sequence[tuple[str, str]]], list]
+
+
+@dataclass
+class _Item:
+    task: str
+    text: str
+    tokens: int
+    future: asyncio.Future
+
+
+class Batcher:
+    """Gather ``submit(task, text)`` calls into batches for ``predict_mixed``.
+
+    ``tokens(task, text)`` estimates an item's length in tokens (an upper
+    bound is fine); ``in_flight()`` says how many questions are between
+    their first and last step, so the batcher knows whether waiting can
+    gather anything.
+    """
+
+    def __init__(self, predict_mixed: PredictMixed, *, executor: Executor, tokens: Callable[[str, str], int],
+                 max_batch_tokens: int, max_batch_requests: int, max_wait_ms: float,
+                 in_flight: Callable[[], int] = lambda: 0, metrics=None):
+        self.predict_mixed = predict_mixed
+        self.executor = executor
+        self.tokens = tokens
+        self.max_batch_tokens = max_batch_tokens
+        self.max_batch_requests = max_batch_requests
+        self.max_wait_s = max_wait_ms / 1000.0
+        self.in_flight = in_flight
+        self.metrics = metrics
+        self._queue: asyncio.Queue[_Item | None] = asyncio.Queue()
+        self._carry: _Item | None = None
+        self._task: asyncio.Task | None = None
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="lora-router-batcher")
+
+    @property
+    def depth(self) -> int:
+        """Items waiting for a batch."""
+        return self._queue.qsize() + (self._carry is not None)
+
+    async def submit(self, task: str, text: str) -> dict:
+        """The result of ``task`` for ``text``, computed in some batch."""
+        self.start()
+        future = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait(_Item(task, text, self.tokens(task, text), future))
+        self._observe_depth()
+        return await future
+
+    async def close(self) -> None:
+        """Answer what is queued, then stop."""
+        if self._task is not None:
+            self._queue.put_nowait(None)
+            await self._task
+            self._task = None
+
+    # ------------------------------------------------------------ the loop
+    async def _run(self) -> None:
+        while True:
+            first = self._carry or await self._queue.get()
+            self._carry = None
+            if first is None:
+                return
+            batch, stop = await self._gather(first)
+            self._observe_depth()
+            await self._run_batch(batch)
+            if stop:
+                return
+
+    async def _gather(self, first: _Item) -> tuple[list[_Item], bool]:
+        batch, longest = [first], first.tokens
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.max_wait_s
+        while len(batch) < self.max_batch_requests:
+            try:
+                item = self._queue.get_nowait()
+            except asyncio.QueueEmpty:
+                remaining = deadline - loop.time()
+                # Waiting only helps when other questions are in flight that may still submit.
+                if remaining <= 0 or self.in_flight() <= len(batch):
+                    break
+                try:
+                    item = await asyncio.wait_for(self._queue.get(), remaining)
+                except asyncio.TimeoutError:  # noqa: UP041 - distinct from TimeoutError on Python 3.10
+                    break
+            if item is None:
+                return batch, True
+            if (len(batch) + 1) * max(longest, item.tokens) > self.max_batch_tokens:
+                self._carry = item
+                break
+            batch.append(item)
+            longest = max(longest, item.tokens)
+        return batch, False
+
+    async def _run_batch(self, batch: list[_Item]) -> None:
+        live = [item for item in batch if not item.future.done()]  # a client that left cancels its future
+        if not live:
+            return
+        loop = asyncio.get_running_loop()
+        if self.metrics is not None:
+            self.metrics.batch_size.observe(len(live))
+            self.metrics.batch_tokens.observe(len(live) * max(i.tokens for i in live))
+        try:
+            results = await loop.run_in_executor(self.executor, self.predict_mixed,
+                                                 [(i.task, i.text) for i in live])
+        except Exception:  # noqa: BLE001 - retried one by one below
+            if len(live) == 1:
+                _settle(live[0], error=_current_exception())
+                return
+            logger.warning("a batch of %d failed; answering its items one by one", len(live), exc_info=True)
+            for item in live:
+                await self._run_batch([item])
+            return
+        for item, result in zip(live, results):
+            _settle(item, result=result)
+
+    def _observe_depth(self) -> None:
+        if self.metrics is not None:
+            self.metrics.queue_depth.set(self.depth)
+
+
+def _current_exception() -> BaseException:
+    import sys
+
+    return sys.exc_info()[1]  # type: ignore[return-value]
+
+
+def _settle(item: _Item, *, result=None, error: BaseException | None = None) -> None:
+    if item.future.done():
+        return
+    if error is not None:
+        item.future.set_exception(error)
+    else:
+        item.future.set_result(result)

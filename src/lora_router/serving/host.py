@@ -1,0 +1,87 @@
+"""Run the app on uvicorn: one process, or ``--workers N`` processes on one port.
+
+SIGTERM (or Ctrl-C) stops accepting, answers what is in flight, and exits 0;
+SIGHUP reloads the models (``Service.reload``). Logs go to stderr as text or
+one JSON object per line (``--log-format json``), access lines included.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import sys
+import time
+
+from ..errors import require
+from .settings import ModelSource, ServeSettings
+
+SOURCE_ENV = "LORA_ROUTER_SERVE_SOURCE"
+SETTINGS_ENV = "LORA_ROUTER_SERVE_SETTINGS"
+GRACEFUL_SHUTDOWN_S = 30
+
+logger = logging.getLogger(__name__)
+
+
+class JsonLogFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message, the access fields, the traceback."""
+
+    FIELDS = ("request_id", "method", "path", "endpoint", "status", "latency_ms", "routes")
+
+    def format(self, record: logging.LogRecord) -> str:
+        out = {"time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
+               "level": record.levelname.lower(), "logger": record.name, "message": record.getMessage()}
+        for key in self.FIELDS:
+            if hasattr(record, key):
+                out[key] = getattr(record, key)
+        if record.exc_info:
+            out["traceback"] = self.formatException(record.exc_info)
+        return json.dumps(out, ensure_ascii=False)
+
+
+def configure_logging(log_format: str = "text", level: str = "info") -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if log_format == "json":
+        handler.setFormatter(JsonLogFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+
+
+def serve(source: ModelSource, settings: ServeSettings, *, host: str = "127.0.0.1", port: int = 8080,
+          workers: int = 1, log_level: str = "info") -> int:
+    """Serve until stopped; the exit code (1 when the models never loaded)."""
+    uvicorn = require("uvicorn", "serve")
+    require("fastapi", "serve")
+    configure_logging(settings.log_format, log_level)
+    common = dict(host=host, port=port, log_config=None, access_log=False, lifespan="on",
+                  timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S, log_level=log_level)
+    # uvicorn re-raises SIGTERM/SIGINT after its graceful shutdown; with a handler of our own
+    # in place, that re-raise is a no-op and the process exits 0 as a stopped service should.
+    signal.signal(signal.SIGTERM, lambda *_: None)
+    if workers > 1:
+        os.environ[SOURCE_ENV] = source.to_json()
+        os.environ[SETTINGS_ENV] = settings.to_json()
+        logger.info("serving %s %s on http://%s:%d with %d workers", source.kind, source.path, host, port, workers)
+        uvicorn.run("lora_router.serving.host:app_from_env", factory=True, workers=workers, **common)
+        return 0
+    from .app import create_app
+
+    app = create_app(source, settings)
+    server = uvicorn.Server(uvicorn.Config(app, **common))
+    app.state.on_load_failure = lambda: setattr(server, "should_exit", True)
+    logger.info("serving %s %s on http://%s:%d (docs: /docs)", source.kind, source.path, host, port)
+    server.run()
+    return 1 if app.state.service.load_error else 0
+
+
+def app_from_env():
+    """The app of one uvicorn worker, from the settings ``serve`` put in the environment."""
+    from .app import create_app
+
+    settings = ServeSettings.from_json(os.environ[SETTINGS_ENV])
+    configure_logging(settings.log_format)
+    return create_app(ModelSource.from_json(os.environ[SOURCE_ENV]), settings)

@@ -1,0 +1,250 @@
+"""The service behind the HTTP app: loaded models, the chain over the batcher, reloads.
+
+``Service`` holds the current models (a predictor and its batcher) as one
+``Loaded`` generation. Each request takes the generation current when it
+starts and keeps it to the end, so a reload (SIGHUP) never changes models in
+the middle of a chain. A new generation is loaded and checked beside the old
+one and swapped in only when every task answers; a damaged export is refused
+and the old one keeps serving. An old generation's batcher closes when its
+last request is answered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from ..config import PAIR_RANKING
+from ..core.chain import apply_step, finish_missing, new_answer
+from ..errors import ConfigError, LoraRouterError
+from .batcher import Batcher
+from .metrics import ServiceMetrics
+from .settings import ModelSource, ServeSettings
+
+logger = logging.getLogger(__name__)
+
+# Asked of every task before a generation is served: loads lazy parts, fails fast on a broken model.
+WARM_UP_TEXT = "帮我把sales_2024.csv导入到ODS层"
+
+
+class NotReadyError(LoraRouterError):
+    """Models are still loading (or failed to load)."""
+
+
+class UnknownServedTaskError(LoraRouterError):
+    """A task the served models do not have; ``tasks`` lists those they have."""
+
+    def __init__(self, task: str, tasks: list[str]):
+        self.task, self.tasks = task, tasks
+        super().__init__(f"unknown task {task!r}; this service has: {', '.join(tasks) or 'none'}")
+
+
+class InputTooLongError(LoraRouterError):
+    """A text over the model's length with truncation turned off by the client."""
+
+
+@dataclass
+class Loaded:
+    """One generation of models: a predictor, its batcher, and who is using it."""
+
+    predictor: object
+    batcher: Batcher
+    generation: int
+    loaded_at: float
+    users: int = 0
+    retired: bool = False
+
+
+class Service:
+    """Answer questions with the current models, batched; reload them on request."""
+
+    def __init__(self, source: ModelSource | None, settings: ServeSettings, metrics: ServiceMetrics | None = None,
+                 *, predictor=None):
+        if source is None and predictor is None:
+            raise ConfigError("Service needs a ModelSource or a loaded predictor")
+        self.source = source
+        self.settings = settings
+        self.metrics = metrics or ServiceMetrics()
+        self._given = predictor
+        self._loaded: Loaded | None = None
+        self._generation = 0
+        self._questions_in_flight = 0
+        self._executor = ThreadPoolExecutor(settings.inference_threads, thread_name_prefix="lora-router-infer")
+        self._reload_lock = asyncio.Lock()
+        self.load_error: str | None = None
+
+    # ------------------------------------------------------------ lifecycle
+    @property
+    def ready(self) -> bool:
+        return self._loaded is not None
+
+    async def start(self) -> None:
+        """Load and warm the models (on a thread: ``/health`` answers meanwhile)."""
+        try:
+            predictor = self._given or await asyncio.to_thread(self._load)
+            await asyncio.to_thread(self._check, predictor)
+        except Exception as exc:
+            self.load_error = str(exc)
+            logger.error("models failed to load: %s", exc, exc_info=not isinstance(exc, LoraRouterError))
+            raise
+        self._swap(predictor)
+        logger.info("ready: %s", self._describe_source())
+
+    async def reload(self) -> bool:
+        """Load the source again beside the current models and swap when every task answers."""
+        if self.source is None:
+            logger.warning("reload asked, but this service was given a predictor, not a source; nothing to reload")
+            return False
+        async with self._reload_lock:
+            t0 = time.perf_counter()
+            try:
+                predictor = await asyncio.to_thread(self._load)
+                await asyncio.to_thread(self._check, predictor)
+            except Exception as exc:  # noqa: BLE001 - any failure keeps the old models
+                self.metrics.reloads.labels("refused").inc()
+                logger.error("reload refused, the models loaded before keep serving: %s", exc,
+                             exc_info=not isinstance(exc, LoraRouterError))
+                return False
+            self._swap(predictor)
+            self.metrics.reloads.labels("ok").inc()
+            logger.info("reloaded %s in %.2f s (generation %d)", self._describe_source(), time.perf_counter() - t0,
+                        self._generation)
+            return True
+
+    async def stop(self) -> None:
+        """Answer what is queued, then release the inference threads."""
+        if self._loaded is not None:
+            await self._loaded.batcher.close()
+        self._executor.shutdown(wait=True)
+
+    def _load(self):
+        return self.source.load()
+
+    def _check(self, predictor) -> None:
+        tasks = list(predictor.specs)
+        if not tasks:
+            raise ConfigError(f"{self._describe_source()} has no task to serve")
+        predictor.predict_mixed([(task, WARM_UP_TEXT) for task in tasks])
+
+    def _swap(self, predictor) -> None:
+        self._generation += 1
+        batcher = Batcher(predictor.predict_mixed, executor=self._executor, tokens=_token_estimate(predictor),
+                          max_batch_tokens=self.settings.max_batch_tokens,
+                          max_batch_requests=self.settings.max_batch_requests,
+                          max_wait_ms=self.settings.max_wait_ms, in_flight=lambda: self._questions_in_flight,
+                          metrics=self.metrics)
+        old, self._loaded = self._loaded, Loaded(predictor, batcher, self._generation, time.time())
+        self.metrics.ready.set(1)
+        if old is not None:
+            old.retired = True
+            if old.users == 0:
+                asyncio.get_running_loop().create_task(old.batcher.close())
+
+    @contextlib.asynccontextmanager
+    async def _use(self, questions: int):
+        loaded = self._loaded
+        if loaded is None:
+            raise NotReadyError(f"models are not loaded yet{': ' + self.load_error if self.load_error else ''}")
+        loaded.users += 1
+        self._questions_in_flight += questions
+        try:
+            yield loaded
+        finally:
+            loaded.users -= 1
+            self._questions_in_flight -= questions
+            if loaded.retired and loaded.users == 0:
+                await loaded.batcher.close()
+
+    # ------------------------------------------------------------ answering
+    async def ask(self, questions: list[str]) -> list[dict]:
+        """The chain's answer to each question, same shape as ``ask --json``, batched with other requests."""
+        async with self._use(len(questions)) as loaded:
+            return list(await asyncio.gather(*(self._ask_one(loaded, q) for q in questions)))
+
+    async def _ask_one(self, loaded: Loaded, text: str) -> dict:
+        predictor = loaded.predictor
+        chain = predictor.chain
+        out = new_answer(text)
+        warnings = _truncation(predictor, chain.start, text)
+        task = chain.start
+        while task is not None:
+            step = chain.steps[task]
+            if task not in predictor.specs:
+                finish_missing(out, step)
+                break
+            t0 = time.perf_counter()
+            result = await loaded.batcher.submit(task, text)
+            elapsed = time.perf_counter() - t0
+            out["steps"].append({"task": task, "result": result, "ms": round(elapsed * 1000, 3)})
+            self.metrics.step_latency.labels(task).observe(elapsed)
+            task = apply_step(out, step, result)
+        if warnings:
+            out["warnings"] = warnings
+            self.metrics.truncated.inc()
+        self.metrics.routes.labels(out["route"] or "none").inc()
+        return out
+
+    async def predict(self, task: str, texts: list[str], *, truncate: bool = True) -> tuple[list[dict], list, str]:
+        """One task's results for ``texts``, per text the warnings (truncation) it got, and the task's kind."""
+        async with self._use(len(texts)) as loaded:
+            predictor = loaded.predictor
+            if task not in predictor.specs:
+                raise UnknownServedTaskError(task, list(predictor.specs))
+            warnings = [_truncation(predictor, task, t) for t in texts]
+            if not truncate and any(warnings):
+                n = next(i for i, w in enumerate(warnings) if w)
+                raise InputTooLongError(f"inputs[{n}] is longer than the model takes "
+                                        f"({predictor.encoders[task].max_length} tokens) and truncate is false")
+            results = await asyncio.gather(*(loaded.batcher.submit(task, t) for t in texts))
+            return list(results), warnings, predictor.specs[task].kind
+
+    def describe(self) -> dict:
+        """Tasks, labels, the chain and its thresholds, where the models come from and their parity figures."""
+        loaded = self._loaded
+        if loaded is None:
+            raise NotReadyError("models are not loaded yet")
+        predictor = loaded.predictor
+        tasks = []
+        for name, spec in predictor.specs.items():
+            entry = {"name": name, "kind": spec.kind, "instruction": spec.instruction, "labels": list(spec.labels),
+                     "max_length": predictor.encoders[name].max_length}
+            tasks.append(entry)
+        chain = predictor.chain
+        manifest = getattr(predictor, "manifest", None) or {}
+        source = {"kind": self.source.kind if self.source else "predictor",
+                  "path": self.source.path if self.source else getattr(predictor, "source", ""),
+                  "generation": loaded.generation, "loaded_at": loaded.loaded_at}
+        for key in ("layout", "precision", "device"):
+            if hasattr(predictor, key):
+                source[key] = getattr(predictor, key)
+        return {"tasks": tasks, "chain": chain.to_dict(),
+                "thresholds": {s.task: s.threshold for s in chain.steps.values() if s.on},
+                "source": source, "parity": manifest.get("parity")}
+
+    def _describe_source(self) -> str:
+        return f"{self.source.kind} {self.source.path}" if self.source else "a predictor given in code"
+
+
+def _truncation(predictor, task: str, text: str) -> list[str]:
+    encoder = predictor.encoders.get(task)
+    if encoder is None or len(text) + 2 <= encoder.max_length:  # no more tokens than characters: surely fits
+        return []
+    if encoder.encode(text, warn=False).truncated:
+        return [f"the question is longer than {task} takes; only its first {encoder.max_length} tokens were read"]
+    return []
+
+
+def _token_estimate(predictor):
+    """Tokens an item will take, an upper bound: bert-base-chinese never makes more tokens than characters."""
+    lengths = {task: enc.max_length for task, enc in predictor.encoders.items()}
+    pair = {task for task, spec in predictor.specs.items() if spec.kind == PAIR_RANKING}
+
+    def tokens(task: str, text: str) -> int:
+        limit = lengths.get(task, 512)
+        return limit if task in pair else min(len(text) + 2, limit)
+
+    return tokens

@@ -1,0 +1,107 @@
+"""What the service serves (``ModelSource``) and how (``ServeSettings``): dataclasses that check themselves.
+
+Both travel as JSON (to uvicorn workers and Ray replicas), so they hold only
+plain values.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import ConfigError
+
+API_KEY_ENV = "LORA_ROUTER_API_KEY"
+LOG_FORMATS = ("text", "json")
+
+
+@dataclass
+class ServeSettings:
+    """Limits, batching and security of the service (``lora-router serve --help`` has the same names)."""
+
+    max_batch_tokens: int = field(default=8192, metadata={"help": "padded tokens (rows x longest) in one forward pass"})
+    max_batch_requests: int = field(default=32, metadata={"help": "rows in one forward pass; 1: no batching"})
+    max_wait_ms: float = field(default=2.0, metadata={"help": "how long a batch waits for more questions"})
+    max_concurrent_requests: int = field(default=512, metadata={"help": "requests in flight before 429"})
+    max_body_bytes: int = field(default=1 << 20, metadata={"help": "largest request body (413 above)"})
+    max_question_chars: int = field(default=10_000, metadata={"help": "longest question accepted (413 above)"})
+    max_client_batch: int = field(default=64, metadata={"help": "questions or inputs in one request (413 above)"})
+    inference_threads: int = field(default=1, metadata={"help": "threads that run forward passes"})
+    api_key: str | None = field(default=None, metadata={"help": "Bearer key every endpoint but /health needs"})
+    cors_origins: list[str] = field(default_factory=list, metadata={"help": "origins allowed by CORS; none by default"})
+    log_format: str = field(default="text", metadata={"help": "text or json access and error logs"})
+    retry_after_s: int = field(default=1, metadata={"help": "Retry-After of a 429"})
+
+    def __post_init__(self) -> None:
+        for name in ("max_batch_tokens", "max_batch_requests", "max_concurrent_requests", "max_body_bytes",
+                     "max_question_chars", "max_client_batch", "inference_threads", "retry_after_s"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigError(f"{name} must be a whole number >= 1, got {value!r}")
+        if not isinstance(self.max_wait_ms, (int, float)) or not 0 <= self.max_wait_ms <= 1000:
+            raise ConfigError(f"max_wait_ms must be between 0 and 1000, got {self.max_wait_ms!r}")
+        if self.log_format not in LOG_FORMATS:
+            raise ConfigError(f"log_format must be one of {', '.join(LOG_FORMATS)}, got {self.log_format!r}")
+        if self.api_key is not None and not self.api_key.strip():
+            raise ConfigError("api_key is empty; give a key or leave it unset")
+        self.cors_origins = list(self.cors_origins)
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> ServeSettings:
+        return cls(**json.loads(text))
+
+
+@dataclass
+class ModelSource:
+    """Where the models come from: an export folder (``onnx``) or, for development, a hub and a base."""
+
+    onnx: str | None = None
+    hub: str | None = None
+    base_model: str | None = None
+    knowledge_base: str | None = None
+    thresholds: dict[str, float] = field(default_factory=dict)
+    device: str = "cpu"
+    threads: int | None = None
+
+    def __post_init__(self) -> None:
+        if (self.onnx is None) == (self.hub is None):
+            raise ConfigError("serve needs exactly one model source: --onnx DIR (an export) or --hub DIR "
+                              "(a hub, with the PyTorch router, for development)")
+        for name in ("onnx", "hub", "knowledge_base"):
+            value = getattr(self, name)
+            if value is not None:
+                setattr(self, name, str(Path(value).expanduser()))
+
+    @property
+    def kind(self) -> str:
+        return "onnx" if self.onnx else "hub"
+
+    @property
+    def path(self) -> str:
+        return self.onnx or self.hub or ""
+
+    def load(self):
+        """A fresh predictor from this source (``OnnxRouter`` or ``Router``); raises the library's errors."""
+        if self.onnx:
+            from ..runtime import OnnxRouter
+
+            return OnnxRouter(self.onnx, device=self.device, threads=self.threads,
+                              knowledge_base=self.knowledge_base, thresholds=self.thresholds or None)
+        from ..modeling.base import DEFAULT_BASE_MODEL
+        from ..router import Router
+
+        return Router(self.base_model or os.environ.get("LORA_ROUTER_BASE_MODEL", DEFAULT_BASE_MODEL), self.hub,
+                      knowledge_base=self.knowledge_base, thresholds=self.thresholds or None, device=self.device)
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> ModelSource:
+        return cls(**json.loads(text))
