@@ -19,7 +19,7 @@ def test_manifest_describes_the_export(exported):
     assert m == exported.manifest
     assert m["kind"] == "lora-router-export" and m["format"] == 1
     assert sorted(m["tasks"]) == TASKS
-    assert m["layouts"] == ["merged", "shared"] and m["precisions"] == ["fp32", "int8"]
+    assert m["layouts"] == ["merged", "shared", "multi"] and m["precisions"] == ["fp32", "int8"]
     assert m["opset"] >= 17
     assert m["base_model"]["fingerprint"] == exported.hub.manifest("question_classifier")["base_model"]["fingerprint"]
     assert m["tasks"]["question_classifier"]["labels"] == ["数据平台相关问题", "通用问题", "无关问题"]
@@ -162,7 +162,7 @@ def test_bad_arguments_are_refused_before_any_work(exported, tmp_path):
 
     with pytest.raises(ExportError, match="quantize 'int4' is not valid; valid: int8, none"):
         export_hub(exported.base, exported.hub, tmp_path / "a", quantize="int4")
-    with pytest.raises(ExportError, match="layout 'fused' is not valid; valid: merged, shared, both"):
+    with pytest.raises(ExportError, match="layout 'fused' is not valid; valid: merged, shared, multi, trunk, both"):
         export_hub(exported.base, exported.hub, tmp_path / "a", layout="fused")
     with pytest.raises(AdapterNotFoundError, match="no adapter for task 'nope'"):
         export_hub(exported.base, exported.hub, tmp_path / "a", tasks=["nope"])

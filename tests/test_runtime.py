@@ -24,7 +24,7 @@ def onnx_routers(exported):
     from lora_router.runtime import OnnxRouter
 
     return {(layout, precision): OnnxRouter(exported.export, layout=layout, precision=precision)
-            for layout in ("merged", "shared") for precision in ("fp32", "int8")}
+            for layout in ("merged", "shared", "multi") for precision in ("fp32", "int8")}
 
 
 # ---------------------------------------------------------------- no torch on this path
@@ -63,18 +63,18 @@ def test_runtime_imports_no_torch(exported, block):
 
 
 # ---------------------------------------------------------------- same results as PyTorch
-def test_defaults_are_shared_int8(exported, onnx_routers):
+def test_defaults_are_the_one_call_layout_in_int8(exported, onnx_routers):
     from lora_router.runtime import OnnxRouter
 
     router = OnnxRouter(exported.export, tasks=["question_classifier"])
-    assert (router.layout, router.precision, router.tasks) == ("shared", "int8", ["question_classifier"])
-    with pytest.raises(ConfigError, match="unknown layout 'fused'; valid: shared, merged"):
+    assert (router.layout, router.precision, router.tasks) == ("multi", "int8", ["question_classifier"])
+    with pytest.raises(ConfigError, match="unknown layout 'fused'; valid: trunk, multi, shared, merged"):
         OnnxRouter(exported.export, layout="fused")
     with pytest.raises(ConfigError, match="task\\(s\\) \\['nope'\\] are not in export"):
         OnnxRouter(exported.export, tasks=["nope"])
 
 
-@pytest.mark.parametrize("layout", ["merged", "shared"])
+@pytest.mark.parametrize("layout", ["merged", "shared", "multi"])
 def test_predictions_equal_the_pytorch_router(exported, torch_router, onnx_routers, layout):
     router = onnx_routers[(layout, "fp32")]
     texts = ASK + ["周末去哪儿吃火锅", "上传D:\\报表\\q1.xlsx到平台"]
@@ -93,8 +93,8 @@ def test_predictions_equal_the_pytorch_router(exported, torch_router, onnx_route
         assert ours["confidence"] == pytest.approx(ref["confidence"], abs=1e-5)
 
 
-@pytest.mark.parametrize("key", [("merged", "fp32"), ("shared", "fp32"), ("merged", "int8"), ("shared", "int8")],
-                         ids="-".join)
+@pytest.mark.parametrize("key", [("merged", "fp32"), ("shared", "fp32"), ("multi", "fp32"), ("merged", "int8"),
+                                 ("shared", "int8"), ("multi", "int8")], ids="-".join)
 def test_ask_gives_the_same_route_and_steps(torch_router, onnx_routers, key):
     router = onnx_routers[key]
     # int8 moves a probability by ~1e-3: keep to questions whose steps are clear of their thresholds.
@@ -160,10 +160,10 @@ def test_the_knowledge_base_can_grow_after_export(exported, tmp_path):
 def _damage(folder: Path, how: str) -> str:
     manifest = folder / "manifest.json"
     if how == "missing":
-        (folder / "shared/adapters/question_classifier.onnx_adapter").unlink()
-        return "question_classifier.onnx_adapter is missing"
+        (folder / "shared/heads/question_classifier.npz").unlink()
+        return "question_classifier.npz is missing"
     if how == "altered":
-        path = folder / "shared/encoder/model_quantized.onnx"
+        path = folder / "multi/encoder/model_quantized.onnx"
         data = bytearray(path.read_bytes())
         data[len(data) // 2] ^= 0xFF
         path.write_bytes(bytes(data))
@@ -224,10 +224,10 @@ def test_sessions_do_not_spin_and_use_physical_cores():
         session_options(0)
 
 
-def test_merged_and_shared_int8_agree_with_pytorch_labels(exported, torch_router, onnx_routers):
+def test_int8_layouts_agree_with_pytorch_labels(exported, torch_router, onnx_routers):
     texts = ASK + ["周末去哪儿吃火锅", "昨晚的球赛谁赢了", "Python怎么给列表排序"]
     ref = [r["predicted_label"] for r in torch_router.predict_batch("question_classifier", texts)]
-    for layout in ("merged", "shared"):
+    for layout in ("merged", "shared", "multi"):
         results = onnx_routers[(layout, "int8")].predict_batch("question_classifier", texts)
         ours = [r["predicted_label"] for r in results]
         assert np.mean([a == b for a, b in zip(ours, ref)]) >= 0.9

@@ -55,11 +55,16 @@ class LoraSettings(_JsonMixin):
     target_modules: tuple[str, ...] = field(
         default=("query", "value"), metadata={"help": "modules of the encoder that get LoRA"}
     )
+    layers: tuple[int, ...] = field(
+        default=(), metadata={"help": "encoder layers that get LoRA, e.g. 6-11 (empty: all); upper layers only "
+                                      "let an export run the lower layers once for every task (layout trunk)"}
+    )
 
     def __post_init__(self) -> None:
         if isinstance(self.target_modules, str):
             self.target_modules = tuple(m.strip() for m in self.target_modules.split(",") if m.strip())
         self.target_modules = tuple(self.target_modules)
+        self.layers = parse_layers(self.layers)
         if self.r < 1:
             raise ConfigError(f"lora r must be >= 1, got {self.r}")
         if self.alpha <= 0:
@@ -68,6 +73,30 @@ class LoraSettings(_JsonMixin):
             raise ConfigError(f"lora dropout must be in [0, 1), got {self.dropout}")
         if not self.target_modules:
             raise ConfigError("target modules must name at least one module, e.g. query,value")
+
+
+def parse_layers(value: str | int | tuple | list | None) -> tuple[int, ...]:
+    """``"6-11"``, ``"0,2,4"``, ``"all"``, a list of ints -> sorted layer indices (``()`` = all layers)."""
+    if value is None or (isinstance(value, str) and value.strip().lower() in ("", "all")):
+        return ()
+    parts = value.split(",") if isinstance(value, str) else [value] if isinstance(value, int) else list(value)
+    out: set[int] = set()
+    for part in parts:
+        text = str(part).strip()
+        try:
+            if isinstance(part, str) and "-" in text:
+                low, high = (int(x) for x in text.split("-", 1))
+                if low > high:
+                    raise ValueError
+                out.update(range(low, high + 1))
+            else:
+                out.add(int(text))
+        except ValueError:
+            raise ConfigError(f"lora layers {value!r} are not valid; give layer numbers like 6-11 or 0,2,4 "
+                              "(counted from 0), or all") from None
+    if any(i < 0 for i in out):
+        raise ConfigError(f"lora layers {value!r} are not valid: layers are counted from 0")
+    return tuple(sorted(out))
 
 
 @dataclass

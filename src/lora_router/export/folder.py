@@ -28,7 +28,9 @@ from ..runtime import layout as fmt
 logger = logging.getLogger(__name__)
 
 QUANTIZE = ("int8", "none")
-LAYOUT_CHOICES = ("merged", "shared", "both")
+LAYOUT_CHOICES = ("merged", "shared", "multi", "trunk", "both", "all")
+# "both" and "all" name several layouts; "trunk" is never implied: it needs adapters on upper layers only.
+LAYOUT_GROUPS = {"both": ("merged", "shared"), "all": ("merged", "shared", "multi")}
 
 
 def export_hub(
@@ -38,7 +40,7 @@ def export_hub(
     *,
     tasks: Sequence[str] | None = None,
     quantize: str = "int8",
-    layout: str = "both",
+    layout: str = "all",
     parity: bool = True,
     progress: bool = True,
     parity_records: dict[str, Sequence[Record]] | None = None,
@@ -53,14 +55,16 @@ def export_hub(
     ``BertFor...`` model, export with Optimum, and with ``quantize="int8"``
     quantise dynamically for this CPU (layout "merged"); and/or one base
     encoder with LoRA inputs plus a ``.onnx_adapter`` and a head per task
-    (layout "shared"). With ``parity`` every model is checked against the
+    (layout "shared"); and/or one graph that runs rows of every task in one
+    call (layout "multi"; "trunk" also runs the layers below every adapter
+    once per text). ``layout``: one of ``LAYOUT_CHOICES`` or a comma-separated
+    list ("merged,trunk"). With ``parity`` every model is checked against the
     PyTorch router on the task's held-out split (bundled test split, or
     ``parity_records``); a missed bound raises ``ExportError`` and writes nothing.
     """
     if quantize not in QUANTIZE:
         raise ExportError(f"quantize {quantize!r} is not valid; valid: {', '.join(QUANTIZE)}")
-    if layout not in LAYOUT_CHOICES:
-        raise ExportError(f"layout {layout!r} is not valid; valid: {', '.join(LAYOUT_CHOICES)}")
+    layouts = parse_layouts(layout)
     require("torch")
     require("optimum.exporters.onnx", "train")
     hub = hub if isinstance(hub, AdapterHub) else AdapterHub(hub)
@@ -73,7 +77,10 @@ def export_hub(
         run_chain.with_thresholds(thresholds)
     out_dir = Path(out_dir).expanduser().resolve()
     _check_target(out_dir)
-    layouts = ["merged", "shared"] if layout == "both" else [layout]
+    if "trunk" in layouts:
+        from .multi import check_trunk_hub
+
+        check_trunk_hub(hub, names)
     precisions = ["fp32", "int8"] if quantize == "int8" else ["fp32"]
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -95,6 +102,17 @@ def export_hub(
         raise
     logger.info("exported %s to %s", ", ".join(names), out_dir)
     return manifest
+
+
+def parse_layouts(layout: str) -> list[str]:
+    """``"all"``, ``"merged,trunk"``, ... as the list of layouts to write, in ``fmt.LAYOUTS`` order."""
+    asked: set[str] = set()
+    for part in (p.strip() for p in str(layout).split(",")):
+        if part not in LAYOUT_CHOICES:
+            raise ExportError(f"layout {part!r} is not valid; valid: {', '.join(LAYOUT_CHOICES)} "
+                              "(or several, comma-separated)")
+        asked.update(LAYOUT_GROUPS.get(part, (part,)))
+    return [lay for lay in fmt.LAYOUTS if lay in asked]
 
 
 def _check_target(out_dir: Path) -> None:
@@ -158,7 +176,8 @@ class _Export:
         target = cpu_target()
         tasks_info: dict[str, dict] = {}
         loras: dict[str, dict] = {}
-        steps = len(self.names) + ("shared" in self.layouts)
+        encoders = [lay for lay in ("shared", *fmt.ONE_CALL_LAYOUTS) if lay in self.layouts]
+        steps = len(self.names) + len(encoders)
         bar = progress(steps, "export", enabled=self.progress, unit="model")
         try:
             for t in self.names:
@@ -166,7 +185,7 @@ class _Export:
                 spec, task_dir = self.specs[t], self.hub.task_dir(t)
                 tasks_info[t] = self._task_info(t, spec)
                 peft_model = load_adapter(base, task_dir)
-                if "shared" in self.layouts:
+                if encoders:
                     loras[t] = lora_matrices(peft_model, t)
                 if "merged" in self.layouts:
                     folder = self.root / fmt.merged_dir(t)
@@ -185,6 +204,12 @@ class _Export:
                 bar.set_postfix_str("shared encoder")
                 shared = self._write_shared(base, loras, tasks_info, target)
                 bar.update(1)
+            one_call = {}
+            for lay in fmt.ONE_CALL_LAYOUTS:
+                if lay in self.layouts:
+                    bar.set_postfix_str(f"{lay} encoder")
+                    one_call[lay] = self._write_one_call(lay, base, loras, tasks_info, target)
+                    bar.update(1)
         finally:
             bar.close()
         manifest = {
@@ -194,17 +219,19 @@ class _Export:
             "base_model": {"name": self.base_model, "fingerprint": base_fp,
                            "hidden_size": base.config.hidden_size,
                            "random": bool(getattr(base.config, "lora_router_random_init", False))},
-            "opset": _opset(self.root, tasks_info, shared),
+            "opset": _opset(self.root, tasks_info, shared or next(iter(one_call.values()), None)),
             "layouts": self.layouts,
             "precisions": self.precisions,
             "quantization": ({"mode": "dynamic", "weights": "int8", "target": target, "per_channel": False,
-                              "tool": "optimum ORTQuantizer", "shared_lora": "float32 (LoRA nodes excluded)"}
+                              "tool": "optimum ORTQuantizer", "shared_lora": "float32 (LoRA nodes excluded)",
+                              **({"one_call_lora": "float32 (LoRA nodes excluded)"} if one_call else {})}
                              if "int8" in self.precisions else None),
             "tokenizer": fmt.TOKENIZER_FILE,
             "chain": fmt.CHAIN_FILE,
             "thresholds": {s.task: s.threshold for s in chain.steps.values() if s.on},
             "tasks": tasks_info,
             "shared": shared,
+            **one_call,
             "versions": _versions(),
         }
         manifest["files"] = fmt.file_entries(self.root, self.mutable)
@@ -260,12 +287,32 @@ class _Export:
                                        "reads": head_reads(self.specs[t])}
         return info
 
+    def _write_one_call(self, layout: str, base, loras: dict[str, dict], tasks_info: dict, target: str) -> dict:
+        from .multi import export_one_call, trunk_layers
+        from .quantize import quantization_config, quantize_folder
+        from .shared import head_reads, write_head
+
+        folder = self.root / fmt.encoder_dir(layout)
+        trunk = trunk_layers(loras, base.config.num_hidden_layers) if layout == "trunk" else 0
+        info = export_one_call(base, loras, folder / fmt.MODEL_FILE, trunk=trunk, opset=self.opset)
+        base.config.save_pretrained(folder)  # the quantiser reads it (and warns without it)
+        lora_nodes = info.pop("lora_nodes")
+        info["fp32"] = f"{fmt.encoder_dir(layout)}/{fmt.MODEL_FILE}"
+        if "int8" in self.precisions:
+            quantize_folder(folder, quantization_config(target, exclude=lora_nodes))
+            info["int8"] = f"{fmt.encoder_dir(layout)}/{fmt.QUANTIZED_FILE}"
+        for t in loras:
+            if not (self.root / fmt.head_file(t)).is_file():
+                write_head(self.root / fmt.head_file(t), self.hub.task_dir(t))
+            tasks_info[t][layout] = {"head": fmt.head_file(t), "reads": head_reads(self.specs[t])}
+        return info
+
     # ------------------------------------------------------------ parity
     def parity(self, records: dict[str, Sequence[Record]] | None) -> dict:
         from ..progress import progress
         from ..router import Router
         from ..runtime import OnnxRouter
-        from .parity import parity_records, task_parity
+        from .parity import one_call_parity, parity_records, task_parity
 
         held_out = {t: parity_records(t, self.specs[t].kind, records) for t in self.names}
         torch_router = Router(self.base_model, self.hub, tasks=self.names, knowledge_base=self.knowledge_base)
@@ -280,16 +327,22 @@ class _Export:
                     bar.set_postfix_str(f"{t} {lay} {prec}")
                     report[t].setdefault(lay, {})[prec] = task_parity(torch_router, onnx_router, t, held_out[t])
                     bar.update(1)
+                if lay in fmt.ONE_CALL_LAYOUTS:
+                    merged = (OnnxRouter(self.root, layout="merged", precision=prec, tasks=self.names, verify=False)
+                              if "merged" in self.layouts and prec == "fp32" else None)
+                    for t, figures in one_call_parity(onnx_router, merged, held_out).items():
+                        report[t][lay][prec].update(figures)
+                    del merged
                 del onnx_router
         finally:
             bar.close()
         return report
 
 
-def _opset(root: Path, tasks_info: dict, shared: dict | None) -> int | None:
+def _opset(root: Path, tasks_info: dict, encoder: dict | None) -> int | None:
     import onnx
 
-    path = shared["fp32"] if shared else next(iter(tasks_info.values()))["merged"]["fp32"]
+    path = encoder["fp32"] if encoder else next(iter(tasks_info.values()))["merged"]["fp32"]
     model = onnx.load(str(root / path), load_external_data=False)
     return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
 

@@ -6,6 +6,9 @@ Bounds (per task, per layout, per precision):
   chosen knowledge-base entry).
 * int8: >= 99% label / answer agreement; span extraction's exact-span F1
   against the gold spans within 1 point of PyTorch's.
+* one-call layouts (multi, trunk), fp32, also: max |delta logit| <= 1e-5
+  against the merged models (when exported), and rows of several tasks in one
+  call within 1e-5 of each task's own batch (``one_call_parity``).
 
 The ONNX side is ``lora_router.runtime.OnnxRouter`` itself, so the gate checks
 the code a deployment runs. (STYLE.md lists export above runtime; export
@@ -25,6 +28,9 @@ from ..errors import ExportError
 from ..results import extraction_result
 
 FP32_MAX_LOGIT_DIFF = 1e-4
+# One-call layouts (multi, trunk), fp32: against the merged models, and mixed-task rows against single-task batches.
+ONE_CALL_MAX_LOGIT_DIFF = 1e-5
+MIXED_ROWS_PER_TASK = 8
 INT8_MIN_AGREEMENT = 0.99
 INT8_MAX_F1_DROP_POINTS = 1.0
 BATCH = 32
@@ -105,6 +111,9 @@ def parity_problems(task: str, layout: str, precision: str, figures: dict) -> li
         for key in ("label_agreement", "answer_agreement", "span_agreement"):
             if key in figures and figures[key] < 1.0:
                 problems.append(f"{where}: {key.replace('_', ' ')} {figures[key]:.2%} < 100%")
+        for key in ("max_abs_logit_diff_vs_merged", "mixed_max_abs_logit_diff"):
+            if key in figures and figures[key] > ONE_CALL_MAX_LOGIT_DIFF:
+                problems.append(f"{where}: {key.replace('_', ' ')} {figures[key]:.3g} > {ONE_CALL_MAX_LOGIT_DIFF:g}")
     else:
         if agreement is not None and agreement < INT8_MIN_AGREEMENT:
             name = "label agreement" if "label_agreement" in figures else "answer agreement"
@@ -151,3 +160,52 @@ def parity_records(task: str, kind: str, given: dict[str, Sequence[Record]] | No
         f"parity gate: no held-out records for task {task!r} (it has no bundled test split); pass them "
         f"with parity_records={{{task!r}: records}}, or export with parity=False"
     )
+
+
+def one_call_parity(onnx_router, merged_router, held_out: dict[str, Sequence[Record]]) -> dict[str, dict]:
+    """What a one-call layout adds to ``task_parity``, per task.
+
+    ``max_abs_logit_diff_vs_merged``: against ``merged_router`` (the merged
+    models at the same precision; None skips it). ``mixed_max_abs_logit_diff``:
+    the first ``MIXED_ROWS_PER_TASK`` inputs of every task as rows of one call,
+    against the same inputs in each task's own batch.
+    """
+    rows: dict[str, list] = {}
+    out: dict[str, dict] = {t: {} for t in onnx_router.tasks}
+    for task in onnx_router.tasks:
+        encoded = _encoded_inputs(onnx_router, task, held_out[task])
+        rows[task] = encoded[:MIXED_ROWS_PER_TASK]
+        if merged_router is not None:
+            diff = 0.0
+            for i in range(0, len(encoded), BATCH):
+                chunk = encoded[i : i + BATCH]
+                diff = max(diff, _max_diff(onnx_router.logits(task, chunk), merged_router.logits(task, chunk), chunk))
+            out[task]["max_abs_logit_diff_vs_merged"] = float(f"{diff:.3g}")
+    mixed = [(t, rows[t][i]) for i in range(MIXED_ROWS_PER_TASK) for t in rows if i < len(rows[t])]
+    together = onnx_router.mixed_logits(mixed) if mixed else []
+    for (task, e), logits in zip(mixed, together):
+        alone = onnx_router.logits(task, [e])[0]
+        before = out[task].get("mixed_max_abs_logit_diff", 0.0)
+        out[task]["mixed_max_abs_logit_diff"] = float(f"{max(before, _max_diff([logits], [alone], [e])):.3g}")
+    return out
+
+
+def _encoded_inputs(router, task: str, records: Sequence[Record]) -> list:
+    """The model inputs of ``records``: the texts, or for pair ranking the (question, candidate) pairs."""
+    encoder = router.encoders[task]
+    if router.specs[task].kind != PAIR_RANKING:
+        return encoder.encode_batch([r.input for r in records], warn=False)
+    answerer = router.answerer(task)
+    pairs = [p for r in records for p in answerer.pairs(r.input, answerer.retrieve(r.input))]
+    return encoder.encode_batch([p[0] for p in pairs], [p[1] for p in pairs], warn=False) if pairs else []
+
+
+def _max_diff(a, b, encoded) -> float:
+    """Max |a - b| over the real (unpadded) positions of each row."""
+    diff = 0.0
+    for x, y, e in zip(a, b, encoded):
+        x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+        if x.ndim == 2:  # per-token logits
+            x, y = x[: len(e.input_ids)], y[: len(e.input_ids)]
+        diff = max(diff, float(np.abs(x - y).max()) if x.size else 0.0)
+    return diff

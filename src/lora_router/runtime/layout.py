@@ -12,7 +12,10 @@ Written by ``lora_router.export``, read by ``OnnxRouter``. No torch here::
     shared/encoder/model.onnx           the base encoder; LoRA matrices are inputs
     shared/encoder/model_quantized.onnx int8 encoder, LoRA path kept float
     shared/adapters/<task>.onnx_adapter one task's LoRA matrices (onnxruntime format)
-    shared/heads/<task>.npz             one task's head (classifier.weight, .bias)
+    shared/heads/<task>.npz             one task's head (classifier.weight, .bias); also read by multi and trunk
+    multi/encoder/model.onnx            every task in one graph: one row per (task, text), LoRA as constants
+    multi/encoder/model_quantized.onnx  the same, int8
+    trunk/encoder/model[_quantized].onnx  as multi, the layers below every adapter run once per text
 """
 
 from __future__ import annotations
@@ -27,7 +30,8 @@ from ..errors import ExportFormatError
 MANIFEST_FILE = "manifest.json"
 EXPORT_KIND = "lora-router-export"
 FORMAT_VERSION = 1
-LAYOUTS = ("merged", "shared")
+LAYOUTS = ("merged", "shared", "multi", "trunk")
+ONE_CALL_LAYOUTS = ("multi", "trunk")
 PRECISIONS = ("fp32", "int8")
 TOKENIZER_FILE = "tokenizer.json"
 CHAIN_FILE = "chain.json"
@@ -45,6 +49,11 @@ def merged_dir(task: str) -> str:
 
 
 SHARED_ENCODER_DIR = "shared/encoder"
+
+
+def encoder_dir(layout: str) -> str:
+    """The encoder folder of the shared and one-call layouts."""
+    return f"{layout}/encoder"
 
 
 def adapter_file(task: str) -> str:

@@ -15,30 +15,40 @@ from pathlib import Path
 import numpy as np
 
 from ..config import TaskSpec
-from ..encoding import Encoded, TextEncoder
-from ..errors import ConfigError, ExportFormatError
 from ..core.chain import Chain
 from ..core.predictor import TaskPredictor
+from ..encoding import Encoded, TextEncoder
+from ..errors import ConfigError, ExportFormatError
 from . import layout as fmt
-from .models import MergedTaskModel, SharedTaskModel
+from .models import Head, MergedTaskModel, OneCallModel, SharedTaskModel
+from .one_call import OneCallPredictor
 from .sessions import open_session, session_options
 
 logger = logging.getLogger(__name__)
 
-class OnnxRouter(TaskPredictor):
+# The layout used when none is asked for: the first one the export has.
+LAYOUT_PREFERENCE = ("trunk", "multi", "shared", "merged")
+
+
+class OnnxRouter(OneCallPredictor, TaskPredictor):
     """Answer every exported task with onnxruntime.
 
     >>> router = OnnxRouter("./export")              # shared layout, int8 when exported
     >>> router.predict("question_classifier", "数据清洗流程是什么？")["predicted_label"]
     >>> router.ask("帮我把sales_2024.csv导入到ODS层")["route"]
 
-    ``layout``: "shared" (one encoder + a LoRA adapter per task; the default when
-    exported) or "merged" (one model per task). ``precision``: "int8" (default
-    when exported) or "fp32". ``threads``: intra-op threads per session
-    (default: physical cores). ``verify``: check every file it loads against
-    the manifest's sha256. ``spinning``: let idle onnxruntime threads spin (off by
-    default: with several sessions in one process spinning threads steal the
-    cores; see ``runtime.sessions``).
+    ``layout``: "trunk" or "multi" (one graph for every task: rows of several
+    tasks in one onnxruntime call; trunk also runs the layers no adapter
+    touches once per text), "shared" (one encoder + a LoRA adapter per task)
+    or "merged" (one model per task); default: the first of these the export
+    has. ``precision``: "int8" (default when exported) or "fp32". ``threads``:
+    intra-op threads per session (default: physical cores). ``verify``: check
+    every file it loads against the manifest's sha256. ``spinning``: let idle
+    onnxruntime threads spin (off by default: with several sessions in one
+    process spinning threads steal the cores; see ``runtime.sessions``).
+    ``speculate`` (one-call layouts): ``ask`` runs every classification and
+    extraction step of the chain in one call, then applies the chain's rules
+    to those results; False runs the chain step by step.
     """
 
     def __init__(
@@ -55,10 +65,11 @@ class OnnxRouter(TaskPredictor):
         knowledge_base: str | Path | None = None,
         verify: bool = True,
         spinning: bool = False,
+        speculate: bool = True,
     ):
         self.export_dir = Path(export_dir).expanduser()
         self.manifest = fmt.read_manifest(self.export_dir)
-        self.layout = _pick(layout, self.manifest["layouts"], ("shared", "merged"), "layout", self.export_dir)
+        self.layout = _pick(layout, self.manifest["layouts"], LAYOUT_PREFERENCE, "layout", self.export_dir)
         self.precision = _pick(precision, self.manifest["precisions"], ("int8", "fp32"), "precision",
                                self.export_dir)
         self.device = device
@@ -77,14 +88,20 @@ class OnnxRouter(TaskPredictor):
         self.specs: dict[str, TaskSpec] = {}
         self.encoders: dict[str, TextEncoder] = {}
         self.manifests: dict[str, dict] = {}
-        self.models: dict[str, MergedTaskModel | SharedTaskModel] = {}
+        self.models: dict[str, object] = {}
         self._encoder_session = None
         for name in names:
             info = self.manifest["tasks"][name]
             self.specs[name] = TaskSpec.from_dict(info["spec"])
             self.encoders[name] = TextEncoder(tokenizer, int(info["max_length"]))
             self.manifests[name] = _read_json(self.export_dir / info["manifest"])
-            self.models[name] = self._open_model(name, info, options)
+            if self.layout not in fmt.ONE_CALL_LAYOUTS:
+                self.models[name] = self._open_model(name, info, options)
+        self.one_call: OneCallModel | None = None
+        if self.layout in fmt.ONE_CALL_LAYOUTS:
+            self.one_call = self._open_one_call(names, options)
+            self.models = {name: self.one_call.task(name) for name in names}
+        self.speculate = speculate
         self.tokenizer = tokenizer
         self.chain = chain if isinstance(chain, Chain) else Chain.load(chain or self.export_dir / fmt.CHAIN_FILE)
         if thresholds:
@@ -101,6 +118,8 @@ class OnnxRouter(TaskPredictor):
         files = [info["manifest"]]
         if self.layout == "merged":
             files.append(info["merged"][self.precision])
+        elif self.layout in fmt.ONE_CALL_LAYOUTS:
+            files += [self.manifest[self.layout][self.precision], info[self.layout]["head"]]
         else:
             files += [self.manifest["shared"][self.precision], info["shared"]["adapter"], info["shared"]["head"]]
         if info.get("knowledge_base"):
@@ -116,6 +135,15 @@ class OnnxRouter(TaskPredictor):
         shared = info["shared"]
         return SharedTaskModel(self._encoder_session, self.export_dir / shared["adapter"],
                                self.export_dir / shared["head"], shared["reads"])
+
+    def _open_one_call(self, names: Sequence[str], options) -> OneCallModel:
+        layout = self.manifest[self.layout]
+        session = open_session(self.export_dir / layout[self.precision], self.device, options)
+        heads = {}
+        for name in names:
+            info = self.manifest["tasks"][name][self.layout]
+            heads[name] = Head.load(self.export_dir / info["head"], info["reads"])
+        return OneCallModel(session, layout["tasks"], heads)
 
     # ------------------------------------------------------------ forward passes
     def logits(self, task: str, encoded: Sequence[Encoded]) -> np.ndarray:

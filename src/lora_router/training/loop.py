@@ -16,15 +16,23 @@ from .metrics import classification_metrics, span_metrics
 
 
 def add_lora(base, lora: LoraSettings):
-    """Wrap the base encoder with a fresh LoRA adapter named ``default``."""
+    """Wrap the base encoder with a fresh LoRA adapter named ``default`` (on ``lora.layers`` only, when given)."""
     from peft import LoraConfig, get_peft_model
 
+    from ..errors import ConfigError
+
+    n_layers = base.config.num_hidden_layers
+    if lora.layers and lora.layers[-1] >= n_layers:
+        raise ConfigError(f"lora layers {list(lora.layers)} go past the base's {n_layers} layers; "
+                          f"valid: 0-{n_layers - 1}")
     config = LoraConfig(
         r=lora.r,
         lora_alpha=lora.alpha,
         lora_dropout=lora.dropout,
         target_modules=list(lora.target_modules),
         bias="none",
+        layers_to_transform=list(lora.layers) or None,
+        layers_pattern="layer" if lora.layers else None,
     )
     return get_peft_model(base, config)
 

@@ -1,0 +1,256 @@
+"""One-call layouts: every task of an export in one encoder graph, one row per (task, text).
+
+The graph takes the texts once and says per row which text and which task it is::
+
+    input_ids, attention_mask, token_type_ids   [texts, seq]
+    row_text, row_task                          [rows]     (int64)
+    -> last_hidden_state [rows, seq, hidden], pooler_output [rows, hidden]
+
+Every LoRA'd linear layer carries all tasks' matrices side by side, as
+constants: ``A_all`` (in x T*R: task t's ``A`` in columns t*R..t*R+r) and
+``B_all`` (T*R x out, LoRA scaling folded in). A row's task picks its block
+with a 0/1 mask, so per row::
+
+    y = x @ W + b + ((x @ A_all) * mask[row_task]) @ B_all  ==  x @ W + b + (x @ A_t) @ B_t
+
+(the other tasks' blocks add exact zeros). Rows of different tasks therefore
+run in one ``session.run``. The LoRA matrices being constants, not inputs,
+nothing is copied per call and the int8 quantiser may treat them like any
+other weight. (The alternative, per-row LoRA matrices fed as a leading batch
+dimension of MatMul inputs, copies rows x 2 matrices per module and call and
+keeps the LoRA path float.)
+
+Layout ``multi`` gathers the rows right after the embeddings. Layout
+``trunk`` runs the layers below every task's lowest LoRA layer once per text
+(the trunk) and gathers the rows after it: a question going through three
+tasks pays for the trunk once. It needs every task's adapter to leave the
+lower layers alone (``train --layers 6-11``).
+
+The graph is traced from the base's own PyTorch modules (embeddings, layers,
+pooler), and the parity gate compares it with the PyTorch router, with the
+merged models, and mixed-task batches with single-task ones.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import re
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import ExportError
+from .shared import LoraMatrices
+
+ONE_CALL_LAYOUTS = ("multi", "trunk")
+INPUTS = ("input_ids", "attention_mask", "token_type_ids", "row_text", "row_task")
+OUTPUTS = ("last_hidden_state", "pooler_output")
+# LoRA nodes carry this in their names (the TorchScript exporter names nodes by module path).
+LORA_SCOPE = "multi_lora"
+DEFAULT_OPSET = 17
+_LAYER = re.compile(r"^encoder\.layer\.(\d+)\.")
+
+
+def lowest_layer(module: str) -> int:
+    """The encoder layer a module path is in; -1 before the layers (embeddings), a large number after."""
+    m = _LAYER.match(module)
+    if m:
+        return int(m.group(1))
+    return -1 if module.startswith("embeddings") else 1 << 30
+
+
+def trunk_layers(loras: dict[str, dict[str, LoraMatrices]], num_layers: int) -> int:
+    """How many lower layers no task adapts: the trunk. ``ExportError`` naming the tasks when none.
+
+    ``loras``: task -> module path -> matrices.
+    """
+    lowest = {t: min(lowest_layer(m) for m in mats) for t, mats in loras.items()}
+    offenders = [t for t, low in lowest.items() if low <= 0]
+    if offenders or not lowest:
+        listed = ", ".join(repr(t) for t in offenders)
+        raise ExportError(
+            f"the trunk layout needs every task to leave the lower layers alone, but task(s) {listed} put LoRA on "
+            f"layer 0 (or the embeddings) of {num_layers}; retrain with upper layers only (lora-router train "
+            f"--task {offenders[0] if offenders else 'TASK'} --layers {num_layers // 2}-{num_layers - 1}), "
+            "or export without layout 'trunk'"
+        )
+    return min(min(lowest.values()), num_layers)
+
+
+def check_trunk_hub(hub, names) -> None:
+    """Refuse the trunk layout before any work when a task's adapter puts LoRA on layer 0 (or on all layers)."""
+    import json
+
+    offenders = {}
+    for t in names:
+        try:
+            config = json.loads((hub.task_dir(t) / "adapter_config.json").read_text("utf-8"))
+        except (OSError, ValueError):
+            continue  # lora_matrices reads the adapter itself and trunk_layers checks again
+        layers = config.get("layers_to_transform")
+        layers = [layers] if isinstance(layers, int) else layers
+        if not layers:
+            offenders[t] = "all layers"
+        elif 0 in layers:
+            offenders[t] = "layers " + ",".join(str(i) for i in sorted(layers))
+    if offenders:
+        listed = ", ".join(f"{t!r} ({where})" for t, where in offenders.items())
+        raise ExportError(
+            f"the trunk layout needs every task to leave the lower layers alone, but task(s) {listed} put LoRA on "
+            f"layer 0; retrain with upper layers only (lora-router train --task {next(iter(offenders))} "
+            "--layers 6-11 on bert-base's 12 layers), or export without layout 'trunk'"
+        )
+
+
+def task_order(loras: dict[str, dict[str, LoraMatrices]]) -> list[str]:
+    """Row task ids are indices into this list."""
+    return list(loras)
+
+
+def build_module(base, loras: dict[str, dict[str, LoraMatrices]], trunk: int):
+    """The torch module traced into the one-call graph (``trunk`` = 0 for layout multi)."""
+    import torch
+
+    tasks = task_order(loras)
+    ranks: dict[str, int] = {}
+    for mats in loras.values():
+        for module, m in mats.items():
+            ranks[module] = max(ranks.get(module, 0), m.rank)
+    widths = sorted(set(ranks.values()))
+    model = copy.deepcopy(base).eval()
+    for module, rank in ranks.items():
+        if lowest_layer(module) < trunk:
+            raise ExportError(f"LoRA on {module!r} lies in the trunk (layers 0-{trunk - 1})")  # trunk_layers prevents
+        try:
+            linear = model.get_submodule(module)
+        except AttributeError:
+            raise ExportError(f"LoRA targets {module!r}, which the base model does not have") from None
+        if not isinstance(linear, torch.nn.Linear):
+            raise ExportError(f"LoRA on {module!r} ({type(linear).__name__}) is not on a linear layer; "
+                              "export with layout='merged'")
+        n_in, n_out = linear.in_features, linear.out_features
+        a_all = np.zeros((n_in, len(tasks) * rank), np.float32)
+        b_all = np.zeros((len(tasks) * rank, n_out), np.float32)
+        for i, t in enumerate(tasks):
+            m = loras[t].get(module)
+            if m is not None:
+                a_all[:, i * rank : i * rank + m.rank] = m.a
+                b_all[i * rank : i * rank + m.rank, :] = m.b
+        parent, _, child = module.rpartition(".")
+        setattr(model.get_submodule(parent) if parent else model, child,
+                _MultiLoraLinear(linear, a_all, b_all, widths.index(rank)))
+    masks = []
+    for rank in widths:
+        mask = np.zeros((len(tasks), len(tasks) * rank), np.float32)
+        for i in range(len(tasks)):
+            mask[i, i * rank : (i + 1) * rank] = 1.0
+        masks.append(mask)
+    return _OneCallEncoder(model, masks, trunk)
+
+
+@functools.cache
+def _modules():
+    """The torch classes, defined once on first use (torch is imported only at export)."""
+    import torch
+    from torch import nn
+
+    class MultiLoraLinear(nn.Module):
+        def __init__(self, base: nn.Linear, a_all: np.ndarray, b_all: np.ndarray, mask_index: int):
+            super().__init__()
+            self.base = base
+            self.multi_lora = Lora(a_all, b_all)
+            self.mask_index = mask_index
+            self.masks: list | None = None  # set by the encoder for each forward
+
+        def forward(self, x):
+            return self.base(x) + self.multi_lora(x, self.masks[self.mask_index])
+
+    class Lora(nn.Module):
+        def __init__(self, a_all: np.ndarray, b_all: np.ndarray):
+            super().__init__()
+            self.register_buffer("a", torch.from_numpy(a_all))
+            self.register_buffer("b", torch.from_numpy(b_all))
+
+        def forward(self, x, mask):
+            return torch.matmul(torch.matmul(x, self.a) * mask, self.b)
+
+    class OneCallEncoder(nn.Module):
+        def __init__(self, bert, masks: list[np.ndarray], trunk: int):
+            super().__init__()
+            self.bert = bert
+            self.trunk = trunk
+            for i, mask in enumerate(masks):
+                self.register_buffer(f"task_mask_{i}", torch.from_numpy(mask))
+            self.n_masks = len(masks)
+            self.lora_layers = [m for m in bert.modules() if isinstance(m, MultiLoraLinear)]
+
+        def forward(self, input_ids, attention_mask, token_type_ids, row_text, row_task):
+            masks = [getattr(self, f"task_mask_{i}").index_select(0, row_task).unsqueeze(1)
+                     for i in range(self.n_masks)]
+            for layer in self.lora_layers:
+                layer.masks = masks
+            bert = self.bert
+            hidden = bert.embeddings(input_ids=input_ids, token_type_ids=token_type_ids)
+            dtype = hidden.dtype
+            extended = (1.0 - attention_mask[:, None, None, :].to(dtype)) * torch.finfo(dtype).min
+            layers = bert.encoder.layer
+            for layer in layers[: self.trunk]:
+                hidden = layer(hidden, attention_mask=extended)[0]
+            hidden = hidden.index_select(0, row_text)
+            extended = extended.index_select(0, row_text)
+            for layer in layers[self.trunk :]:
+                hidden = layer(hidden, attention_mask=extended)[0]
+            return hidden, bert.pooler(hidden)
+
+    return MultiLoraLinear, Lora, OneCallEncoder
+
+
+def _MultiLoraLinear(*args):  # noqa: N802 - a class made on first use
+    return _modules()[0](*args)
+
+
+def _Lora(*args):  # noqa: N802
+    return _modules()[1](*args)
+
+
+def _OneCallEncoder(*args):  # noqa: N802
+    return _modules()[2](*args)
+
+
+def export_one_call(base, loras: dict[str, dict[str, LoraMatrices]], path: Path, *, trunk: int = 0,
+                    opset: int | None = None) -> dict:
+    """Trace the one-call encoder to ``path``; return what the manifest records about it.
+
+    ``{"tasks", "trunk_layers", "lora_modules", "lora_ranks", "lora_nodes"}``:
+    ``lora_nodes`` are the graph's LoRA node names (kept float by int8 quantisation).
+    """
+    import onnx
+    import torch
+
+    if getattr(base, "pooler", None) is None:
+        raise ExportError("the base model has no pooler; the one-call layouts need BertModel with its pooler")
+    module = build_module(base, loras, trunk)
+    ids = torch.tensor([[101, 2769, 4638, 102], [101, 2769, 102, 0]], dtype=torch.long)
+    mask = (ids != 0).long()
+    example = (ids, mask, torch.zeros_like(ids), torch.tensor([0, 1, 0], dtype=torch.long),
+               torch.tensor([0, 0, len(loras) - 1], dtype=torch.long))
+    dynamic = {"input_ids": {0: "texts", 1: "sequence"}, "attention_mask": {0: "texts", 1: "sequence"},
+               "token_type_ids": {0: "texts", 1: "sequence"}, "row_text": {0: "rows"}, "row_task": {0: "rows"},
+               "last_hidden_state": {0: "rows", 1: "sequence"}, "pooler_output": {0: "rows"}}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.filterwarnings("ignore", category=Warning, module=r"(torch|transformers)\.")
+        torch.onnx.export(module, example, str(path), input_names=list(INPUTS), output_names=list(OUTPUTS),
+                          dynamic_axes=dynamic, opset_version=opset or DEFAULT_OPSET, do_constant_folding=True,
+                          dynamo=False)
+    model = onnx.load(str(path))
+    onnx.checker.check_model(model)
+    lora_nodes = [n.name for n in model.graph.node if f"/{LORA_SCOPE}/" in n.name]
+    ranks: dict[str, int] = {}
+    for mats in loras.values():
+        for m, lm in mats.items():
+            ranks[m] = max(ranks.get(m, 0), lm.rank)
+    return {"tasks": task_order(loras), "trunk_layers": trunk, "lora_modules": sorted(ranks),
+            "lora_ranks": ranks, "lora_nodes": lora_nodes}
