@@ -3,23 +3,37 @@
 Shared by training, the PyTorch router and the torch-free ONNX runtime, so the
 three tokenise, pad and decode spans the same way. Offsets come from the fast
 tokenizer's offset mapping, so a span's ``text == input[start:end]`` exactly.
+
+The *encoding* of an adapter (``{"lowercase": bool}``) is how its text was
+normalised before the vocabulary saw it; it is recorded in ``task.json`` and
+in the export manifest, and every loader builds its ``TextEncoder`` from it.
+bert-base-chinese ships ``do_lower_case: false`` with a vocabulary that has no
+upper-case word at all, so without lower-casing "ODS", "CSV" and "Hive" all
+reach the model as ``[UNK]``. Lower-casing is a ``tokenizers`` normalizer, which
+keeps the alignment to the original text: offsets still index the user's text.
 """
 
 from __future__ import annotations
 
+import re
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from tokenizers import Tokenizer
+from tokenizers import Tokenizer, normalizers
 
 from .config import BIO_LABELS
-from .errors import InputError
+from .errors import ConfigError, InputError
 
 IGNORE_INDEX = -100
 TOKENIZER_FILE = "tokenizer.json"
+ENCODING_KEY = "encoding"
+# What an adapter saved without an "encoding" field was trained with.
+LEGACY_ENCODING = {"lowercase": False}
+_UPPER_WORD = re.compile(r"^(?:##)?[a-z]*[A-Z][A-Za-z]*$")
+_LOWER_WORD = re.compile(r"^(?:##)?[a-z]+$")
 
 
 class TruncationWarning(UserWarning):
@@ -40,6 +54,42 @@ def check_text(text: object) -> str:
     return text
 
 
+def needs_lowercase(tokenizer: Tokenizer) -> bool:
+    """Whether the vocabulary has lower-case words but no upper-case one (so upper case can only be ``[UNK]``).
+
+    bert-base-chinese: 2,261 lower-case words, none upper-case, yet
+    ``do_lower_case: false``. A cased vocabulary (bert-base-cased) has both and
+    is left as it is.
+    """
+    vocab = tokenizer.get_vocab()
+    upper = sum(1 for token in vocab if _UPPER_WORD.match(token))
+    lower = sum(1 for token in vocab if _LOWER_WORD.match(token))
+    return upper == 0 and lower > 0
+
+
+def default_encoding(tokenizer: Tokenizer) -> dict:
+    """The encoding a new adapter on this tokenizer is trained with."""
+    return {"lowercase": needs_lowercase(tokenizer)}
+
+
+def encoding_of(manifest: dict) -> dict:
+    """The encoding an adapter was trained with, from its ``task.json`` (or an export's task entry).
+
+    An adapter saved before the field existed keeps the encoding it was trained
+    with: no lower-casing.
+    """
+    encoding = manifest.get(ENCODING_KEY)
+    if encoding is None:
+        return dict(LEGACY_ENCODING)
+    unknown = sorted(set(encoding) - set(LEGACY_ENCODING))
+    if unknown or not isinstance(encoding.get("lowercase", False), bool):
+        raise ConfigError(
+            f"encoding {encoding!r} is not one this lora-router reads (valid: {{\"lowercase\": true|false}}); "
+            "upgrade lora-router or retrain the adapter"
+        )
+    return {**LEGACY_ENCODING, **encoding}
+
+
 @dataclass
 class Encoded:
     """One tokenised example (unpadded)."""
@@ -54,16 +104,34 @@ class Encoded:
 class TextEncoder:
     """Tokenise single texts or pairs with truncation, pad batches dynamically.
 
+    ``lowercase``: lower-case the text the model sees (a normalizer added after
+    the tokenizer's own); offsets still index the original text.
+
     Thread-safe: the tokenizer is configured once (its own copy, truncation on)
     and never changed afterwards.
     """
 
-    def __init__(self, tokenizer: Tokenizer, max_length: int = 128):
+    def __init__(self, tokenizer: Tokenizer, max_length: int = 128, *, lowercase: bool = False):
         self.max_length = max_length
+        self.lowercase = bool(lowercase)
         self.tokenizer = Tokenizer.from_str(tokenizer.to_str())
+        if self.lowercase:
+            own = self.tokenizer.normalizer
+            steps = [own, normalizers.Lowercase()] if own is not None else [normalizers.Lowercase()]
+            self.tokenizer.normalizer = normalizers.Sequence(steps)
         self.tokenizer.no_padding()
         self.tokenizer.enable_truncation(max_length, strategy="longest_first")
         self.pad_id = self.tokenizer.token_to_id("[PAD]") or 0
+
+    @classmethod
+    def for_adapter(cls, tokenizer: Tokenizer, max_length: int, manifest: dict) -> TextEncoder:
+        """The encoder an adapter was trained with, from its ``task.json`` (or an export's task entry)."""
+        return cls(tokenizer, max_length, **encoding_of(manifest))
+
+    @property
+    def encoding(self) -> dict:
+        """What to record with an adapter trained through this encoder."""
+        return {"lowercase": self.lowercase}
 
     def _wrap(self, enc, text: str, warn: bool) -> Encoded:
         truncated = bool(enc.overflowing)

@@ -11,12 +11,13 @@ Extraction::
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 
 import numpy as np
 
-from .encoding import Encoded, decode_spans, softmax
+from .config import BIO_LABELS
+from .encoding import Encoded, softmax
+from .tasks.filename_rules import find_file_names
 
 
 def classification_result(logits: np.ndarray, labels: Sequence[str]) -> dict:
@@ -29,14 +30,22 @@ def classification_result(logits: np.ndarray, labels: Sequence[str]) -> dict:
     }
 
 
-# TASKS.md: "A file reference has an extension". A span without one (a table
-# name, "ODS层") is not a file, whatever the model says.
-_HAS_EXTENSION = re.compile(r"\.[A-Za-z0-9]{1,10}")
-
-
 def extraction_result(text: str, enc: Encoded, logits: np.ndarray) -> dict:
+    """File names in ``text``: the model marks which, ``tasks.filename_rules`` cuts them at their edges.
+
+    A span's ``score`` is the mean probability, over its tokens, that the token is inside a name.
+    """
     probs = softmax(np.asarray(logits[: len(enc.input_ids)], dtype=np.float64))
-    spans = [s for s in decode_spans(text, enc, probs) if _HAS_EXTENSION.search(s["text"])]
+    inside = probs[:, BIO_LABELS.index("B")] + probs[:, BIO_LABELS.index("I")]
+    chars = [0.0] * len(text)
+    for p, (s, e), special in zip(inside, enc.offsets, enc.special):
+        if not special:
+            chars[s:e] = [float(p)] * (e - s)
+    spans = []
+    for start, end in find_file_names(text, chars):
+        tokens = [p for p, (s, e), sp in zip(inside, enc.offsets, enc.special) if not sp and s < end and e > start]
+        score = float(np.mean(tokens)) if tokens else 0.0
+        spans.append({"text": text[start:end], "start": start, "end": end, "score": round(score, 6)})
     return {"file_names": [s["text"] for s in spans], "spans": spans}
 
 

@@ -76,7 +76,7 @@ class Router(TaskPredictor):
             self.heads[name] = head.to(self.device).eval()
             self.specs[name] = spec
             self.manifests[name] = manifest
-            self.encoders[name] = TextEncoder(tokenizer, manifest["training"]["max_length"])
+            self.encoders[name] = TextEncoder.for_adapter(tokenizer, manifest["training"]["max_length"], manifest)
         self.model = (model if model is not None else base).to(self.device).eval()
         self.tokenizer = tokenizer
         self.chain = chain if isinstance(chain, Chain) else Chain.load(chain)

@@ -93,7 +93,7 @@ class OnnxRouter(OneCallPredictor, TaskPredictor):
         for name in names:
             info = self.manifest["tasks"][name]
             self.specs[name] = TaskSpec.from_dict(info["spec"])
-            self.encoders[name] = TextEncoder(tokenizer, int(info["max_length"]))
+            self.encoders[name] = TextEncoder.for_adapter(tokenizer, int(info["max_length"]), info)
             self.manifests[name] = _read_json(self.export_dir / info["manifest"])
             if self.layout not in fmt.ONE_CALL_LAYOUTS:
                 self.models[name] = self._open_model(name, info, options)
