@@ -84,12 +84,16 @@ def create_app(source: ModelSource | None = None, settings: ServeSettings | None
         results, warnings, kind = await service.predict(task, texts, truncate=body.truncate)
         headers = {}
         if kind == SEQUENCE_CLASSIFICATION:
-            shaped = [_tei_scores(r) for r in results]
+            top_k = body.parameters.top_k if body.parameters else None
+            shaped = [_tei_scores(r)[:top_k] for r in results]
             notes = [f"inputs[{i}]: {w}" if many else w for i, ws in enumerate(warnings) for w in ws]
             if notes:
                 headers["warning"] = '199 lora-router "' + "; ".join(notes).replace('"', "'") + '"'
         else:
             shaped = [dict(r, warnings=w) if w else r for r, w in zip(results, warnings)]
+        if kind == SEQUENCE_CLASSIFICATION and body.parameters is not None and not many:
+            # The Hugging Face inference clients (who send `parameters`) read a single input's scores as [[...]].
+            return JSONResponse(shaped, headers=headers)
         return JSONResponse(shaped if many else shaped[0], headers=headers)
 
     @app.get("/v1/tasks", tags=["info"], summary="Tasks, labels, the chain and its thresholds, parity figures")

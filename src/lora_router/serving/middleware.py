@@ -6,11 +6,13 @@ app's error shape ``{"error", "error_type"}``:
 
 - 401 without ``Authorization: Bearer <key>`` when a key is set (``/health`` is open);
 - 429 with ``Retry-After`` over ``max_concurrent_requests`` in flight (probes are exempt);
-- 413 for a body over ``max_body_bytes`` (read up to the limit, never further).
+- 413 for a body over ``max_body_bytes`` (read up to the limit, never further);
+- 408 for a body that does not arrive within ``BODY_TIMEOUT_S``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import logging
@@ -26,6 +28,8 @@ logger = logging.getLogger(__name__)
 
 OPEN_PATHS = frozenset({"/health"})
 PROBE_PATHS = frozenset({"/health", "/ready", "/metrics"})
+BODY_TIMEOUT_S = 30  # a client that never finishes its body must not hold a slot forever
+_GONE = b"<client disconnected>"
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 
 
@@ -68,19 +72,28 @@ class Gatekeeper:
             if refusal is not None:
                 await _respond(send_with_id, *refusal)
                 return
-            body, too_large = await self._read_body(scope, receive, headers)
-            if too_large:
-                await _respond(send_with_id, 413, error_body(
-                    f"request body is larger than {self.settings.max_body_bytes} bytes", "payload_too_large"))
-                return
-            if body is not None and "json" not in headers.get("content-type", ""):
-                # Every body this API takes is JSON: read it as JSON whatever the client said (curl -d says form).
-                scope["headers"] = [(k, v) for k, v in scope.get("headers", []) if k.lower() != b"content-type"]
-                scope["headers"].append((b"content-type", b"application/json"))
             if counted:
                 self.in_flight += 1
                 self.metrics.in_flight.set(self.in_flight)
             try:
+                try:
+                    body, too_large = await asyncio.wait_for(self._read_body(scope, receive, headers),
+                                                             BODY_TIMEOUT_S)
+                except asyncio.TimeoutError:  # noqa: UP041 - distinct from TimeoutError on Python 3.10
+                    await _respond(send_with_id, 408, error_body(
+                        f"the request body did not arrive within {BODY_TIMEOUT_S} s", "timeout"))
+                    return
+                if too_large:
+                    await _respond(send_with_id, 413, error_body(
+                        f"request body is larger than {self.settings.max_body_bytes} bytes", "payload_too_large"))
+                    return
+                if body is _GONE:
+                    status["code"] = 499  # the client left before sending its whole body
+                    return
+                if body is not None and "json" not in headers.get("content-type", ""):
+                    # Every body this API takes is JSON: read it as JSON whatever the client said (curl -d: form).
+                    scope["headers"] = [(k, v) for k, v in scope.get("headers", []) if k.lower() != b"content-type"]
+                    scope["headers"].append((b"content-type", b"application/json"))
                 await self.app(scope, _replay(body, receive), send_with_id)
             finally:
                 if counted:
@@ -118,7 +131,7 @@ class Gatekeeper:
         while True:
             message = await receive()
             if message["type"] == "http.disconnect":
-                return b"".join(chunks), False
+                return _GONE, False
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > limit:

@@ -35,6 +35,15 @@ class AskRequest(BaseModel):
         return ([self.question], "question") if self.question is not None else (list(self.questions), "questions")
 
 
+class ClassifyParameters(BaseModel):
+    """What ``huggingface_hub.InferenceClient.text_classification`` sends beside ``inputs``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    top_k: int | None = Field(None, ge=1, description="keep the k best labels")
+    function_to_apply: Literal["softmax"] | None = Field(None, description="only softmax (the default)")
+
+
 class PredictRequest(BaseModel):
     """One task's input (``inputs``: a string or a list); TEI's ``/predict`` body."""
 
@@ -44,6 +53,7 @@ class PredictRequest(BaseModel):
     truncate: bool = Field(True, description="cut inputs longer than the model takes (false: 413 instead)")
     raw_scores: bool = Field(False, description="TEI's field; only false is supported (scores are probabilities)")
     truncation_direction: Literal["right", "Right"] = Field("right", description="TEI's field; only right")
+    parameters: ClassifyParameters | None = Field(None, description="the Hugging Face inference clients' options")
 
     @model_validator(mode="after")
     def _supported(self) -> PredictRequest:

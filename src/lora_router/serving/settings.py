@@ -68,6 +68,8 @@ class ModelSource:
     thresholds: dict[str, float] = field(default_factory=dict)
     device: str = "cpu"
     threads: int | None = None
+    layout: str | None = None
+    precision: str | None = None
 
     def __post_init__(self) -> None:
         if (self.onnx is None) == (self.hub is None):
@@ -91,8 +93,9 @@ class ModelSource:
         if self.onnx:
             from ..runtime import OnnxRouter
 
-            return OnnxRouter(self.onnx, device=self.device, threads=self.threads,
-                              knowledge_base=self.knowledge_base, thresholds=self.thresholds or None)
+            return OnnxRouter(self.onnx, device=self.device, threads=self.threads, layout=self.layout,
+                              precision=self.precision, knowledge_base=self.knowledge_base,
+                              thresholds=self.thresholds or None)
         from ..modeling.base import DEFAULT_BASE_MODEL
         from ..router import Router
 

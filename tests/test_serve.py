@@ -1,0 +1,369 @@
+"""``lora-router serve``: a real server in a subprocess on 127.0.0.1, a real HTTP client.
+
+Every load loop is bounded in count and time; every server is stopped by the
+test that started it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import signal
+import socket
+import threading
+import time
+
+import httpx
+import pytest
+
+from serve_support import Server, same_answer
+
+pytest.importorskip("fastapi")
+pytestmark = pytest.mark.slow
+
+SAMPLES = ["帮我把sales_2024.csv导入到ODS层", "ODS层和DWD层有什么区别？", "Python怎么给列表排序", "今天天气怎么样",
+           "数据清洗流程是什么？", "把/data/raw/user_log.parquet和orders.csv合并"]
+ODD = ["含\x00空字符的问题", "表情😀🚀能导入吗", "مرحبا ODS層",
+       "零\u200b宽\u200d字符\u200e和\u202e反向", "   padded   "]
+
+
+def chain_questions(n: int) -> list[str]:
+    from lora_router.data.bundled import bundled_dir
+
+    lines = (bundled_dir() / "chain" / "test.jsonl").read_text("utf-8").splitlines()
+    return [json.loads(line)["question"] for line in lines[:n]]
+
+
+@pytest.fixture(scope="module")
+def server(exported, tmp_path_factory):
+    # fp32: its answers do not depend on what else is in a batch (int8's dynamic scales do, slightly).
+    with Server("--onnx", str(exported.export), "--precision", "fp32",
+                log_path=tmp_path_factory.mktemp("serve") / "server.log") as s:
+        yield s
+
+
+@pytest.fixture(scope="module")
+def onnx_router(exported):
+    from lora_router.runtime import OnnxRouter
+
+    return OnnxRouter(exported.export, precision="fp32")
+
+
+def test_every_endpoint_answers(server):
+    with server.client() as c:
+        assert c.get("/health").json() == {"status": "ok"}
+        assert c.get("/ready").json()["status"] == "ready"
+        tasks = c.get("/v1/tasks").json()
+        assert {t["name"] for t in tasks["tasks"]} == {"question_classifier", "question_type_classifier",
+                                                        "file_name_pick", "question_answer"}
+        assert tasks["chain"]["start"] == "question_classifier"
+        assert tasks["thresholds"]["question_classifier"] == pytest.approx(0.5)
+        assert tasks["parity"], "the export's parity figures are shown"
+        info = c.get("/info").json()
+        assert info["max_client_batch_size"] == 64 and "question_answer" in info["tasks"]
+        assert c.get("/openapi.json").json()["paths"]["/v1/ask"]["post"]
+        assert c.get("/docs").status_code == 200
+        assert c.post("/v1/ask", json={"question": SAMPLES[0]}).status_code == 200
+        assert c.post("/v1/tasks/question_classifier/predict", json={"inputs": SAMPLES[1]}).status_code == 200
+        assert c.get("/metrics").status_code == 200
+
+
+def test_ask_over_http_equals_onnx_router_ask(server, onnx_router):
+    questions = SAMPLES + chain_questions(40)
+    expected = [onnx_router.ask(q) for q in questions]
+    with server.client() as c:
+        one_by_one = [c.post("/v1/ask", json={"question": q}).json() for q in questions]
+        batched = c.post("/v1/ask", json={"questions": questions}).json()
+    assert same_answer(one_by_one, expected)
+    assert same_answer(batched, expected)
+    assert len({a["route"] for a in expected}) >= 2, "the questions cover several routes"
+
+
+def test_predict_follows_tei_shape_for_classification(server, onnx_router):
+    with server.client() as c:
+        one = c.post("/v1/tasks/question_classifier/predict", json={"inputs": SAMPLES[0]}).json()
+        many = c.post("/v1/tasks/question_classifier/predict", json={"inputs": SAMPLES[:3]}).json()
+        files = c.post("/v1/tasks/file_name_pick/predict", json={"inputs": SAMPLES[5]}).json()
+        unknown = c.post("/v1/tasks/question_clasifier/predict", json={"inputs": "x"})
+    expected = onnx_router.predict("question_classifier", SAMPLES[0])
+    assert one[0]["label"] == expected["predicted_label"]
+    assert [d["score"] for d in one] == sorted((d["score"] for d in one), reverse=True)
+    assert {d["label"] for d in one} == set(expected["probabilities"])
+    assert len(many) == 3 and all(isinstance(x, list) for x in many)
+    assert same_answer(files, onnx_router.predict("file_name_pick", SAMPLES[5]))
+    assert unknown.status_code == 404
+    assert "question_classifier" in unknown.json()["tasks"]
+
+
+def test_a_tei_client_works_by_changing_the_url(server):
+    hub = pytest.importorskip("huggingface_hub")
+    client = hub.InferenceClient(model=f"{server.url}/v1/tasks/question_classifier/predict")
+    out = client.text_classification(SAMPLES[3])
+    assert out and {o.label for o in out} <= {"数据平台相关问题", "通用问题", "无关问题"}
+
+
+def test_metrics_parse_with_prometheus_parser(server):
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with server.client() as c:
+        c.post("/v1/ask", json={"questions": SAMPLES})
+        text = c.get("/metrics").text
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    for name in ("lora_router_requests", "lora_router_request_duration_seconds", "lora_router_step_duration_seconds",
+                 "lora_router_batch_size", "lora_router_queue_depth", "lora_router_questions"):
+        assert name in families, name
+    steps = {s.labels.get("task") for s in families["lora_router_step_duration_seconds"].samples}
+    assert "question_classifier" in steps
+    routes = {s.labels["route"] for s in families["lora_router_questions"].samples if "route" in s.labels}
+    assert routes & {"task", "general", "out_of_scope", "answer", "uncertain"}
+    ask_ok = [s for s in families["lora_router_requests"].samples
+              if s.labels.get("endpoint") == "/v1/ask" and s.labels.get("status") == "200"
+              and s.name.endswith("_total")]
+    assert ask_ok and ask_ok[0].value >= 1
+
+
+@pytest.mark.parametrize(("body", "status", "field"), [
+    (b'{"question": "unterminated', 422, "body"),
+    (b'["a list"]', 422, "body"),
+    (b'{"question": 42}', 422, "question"),
+    (b'{"questions": "not a list"}', 422, "questions"),
+    (b'{"questions": ["ok", 3]}', 422, "questions[1]"),
+    (b'{"questoin": "typo"}', 422, "questoin"),
+    (b'{"question": "   "}', 422, "question"),
+    (b'{"questions": []}', 422, "questions"),
+    (b'{"question": "a", "questions": ["b"]}', 422, "exactly one"),
+    (json.dumps({"question": "长" * 100_000}).encode(), 413, "question"),
+    (json.dumps({"questions": ["问"] * 65}).encode(), 413, "questions"),
+    (b'{"question": "' + b"a" * (1 << 20) + b'"}', 413, "body"),
+])
+def test_bad_input_is_a_clear_4xx_naming_the_field(server, body, status, field):
+    with server.client() as c:
+        r = c.post("/v1/ask", content=body, headers={"content-type": "application/json"})
+        assert r.status_code == status, r.text
+        assert field in r.json()["error"]
+        assert r.json()["error_type"] in ("validation", "payload_too_large")
+        assert c.get("/health").status_code == 200
+
+
+def test_odd_text_is_answered_and_a_long_question_is_cut_with_a_warning(server):
+    with server.client() as c:
+        for text in ODD:
+            r = c.post("/v1/ask", json={"question": text})
+            assert r.status_code == 200, (text, r.text)
+            assert r.json()["question"] == text
+        long = c.post("/v1/ask", json={"question": "请问" + "数据" * 300 + "怎么导入"})
+    assert long.status_code == 200
+    assert "first 128 tokens" in long.json()["warnings"][0]
+
+
+def test_unknown_path_and_method_get_json_errors(server):
+    with server.client() as c:
+        assert c.get("/v2/ask").json()["error_type"] == "not_found"
+        r = c.get("/v1/ask")
+        assert r.status_code == 405 and r.json()["error_type"] == "method_not_allowed"
+
+
+def test_a_client_that_disconnects_mid_request_does_not_hurt_the_server(server):
+    body = json.dumps({"questions": SAMPLES * 10}).encode()
+    for cut in (len(body) // 2, len(body)):
+        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as s:
+            s.sendall(b"POST /v1/ask HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                      + f"Content-Length: {len(body)}\r\n\r\n".encode() + body[:cut])
+    with server.client() as c:
+        assert c.post("/v1/ask", json={"question": SAMPLES[0]}).status_code == 200
+    assert "Traceback" not in server.log()
+
+
+def test_2000_requests_from_32_clients_never_mix_up_answers(server):
+    questions = SAMPLES + ODD + chain_questions(60)
+    with server.client() as c:
+        alone = {q: c.post("/v1/ask", json={"question": q}).json() for q in questions}
+    failures, mismatches, done = [], [], []
+
+    async def client(k: int, n: int, http: httpx.AsyncClient) -> None:
+        for i in range(n):
+            q = questions[(k * 7 + i * 13) % len(questions)]
+            try:
+                r = await http.post("/v1/ask", json={"question": q})
+            except httpx.HTTPError as exc:
+                failures.append(repr(exc))
+                continue
+            if r.status_code != 200:
+                failures.append(r.status_code)
+            elif not same_answer(r.json(), alone[q]):
+                mismatches.append(q)
+            done.append(1)
+
+    async def main() -> None:
+        limits = httpx.Limits(max_connections=32)
+        async with httpx.AsyncClient(base_url=server.url, timeout=60, limits=limits) as http:
+            await asyncio.wait_for(asyncio.gather(*(client(k, 2000 // 32 + (k < 2000 % 32), http)
+                                                    for k in range(32))), timeout=300)
+
+    asyncio.run(main())
+    assert len(done) == 2000
+    assert failures == [] and mismatches == []
+    metrics = httpx.get(f"{server.url}/metrics").text
+    sizes = [line for line in metrics.splitlines() if line.startswith("lora_router_batch_size_bucket")]
+    one_row = float(next(line for line in sizes if 'le="1.0"' in line).split()[-1])
+    total = float(next(line for line in sizes if 'le="+Inf"' in line).split()[-1])
+    assert one_row < total, "concurrent questions were batched together"
+
+
+def test_more_requests_than_allowed_get_429_not_a_hang(exported, tmp_path):
+    with Server("--onnx", str(exported.export), "--max-concurrent-requests", "2", log_path=tmp_path / "log") as s:
+        body = json.dumps({"question": SAMPLES[0]}).encode()
+        held = []
+        for _ in range(2):  # two requests in flight: headers sent, body still coming
+            sock = socket.create_connection(("127.0.0.1", s.port), timeout=10)
+            sock.sendall(b"POST /v1/ask HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                         + f"Content-Length: {len(body)}\r\n\r\n".encode() + body[:5])
+            held.append(sock)
+        time.sleep(0.5)
+        refused = httpx.post(f"{s.url}/v1/ask", json={"question": SAMPLES[1]}, timeout=10)
+        assert refused.status_code == 429
+        assert int(refused.headers["retry-after"]) >= 1 and refused.json()["error_type"] == "overloaded"
+        assert httpx.get(f"{s.url}/health", timeout=10).status_code == 200, "probes are never refused"
+        held[0].sendall(body[5:])
+        assert b"200 OK" in held[0].recv(65536)
+        for sock in held:
+            sock.close()
+        time.sleep(0.5)
+        assert httpx.post(f"{s.url}/v1/ask", json={"question": SAMPLES[1]}, timeout=10).status_code == 200
+
+
+def test_api_key_guards_every_endpoint_but_health(exported, tmp_path):
+    s = Server("--onnx", str(exported.export), log_path=tmp_path / "log2", env={"LORA_ROUTER_API_KEY": "s3cret"})
+    try:
+        s.wait_ready(headers={"authorization": "Bearer s3cret"})
+        with s.client() as c:
+            assert c.get("/health").status_code == 200
+            for path in ("/ready", "/v1/tasks", "/metrics", "/info", "/openapi.json"):
+                r = c.get(path)
+                assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer", path
+            wrong = c.post("/v1/ask", json={"question": "x"}, headers={"authorization": "Bearer wrong"})
+            assert wrong.status_code == 401
+            ok = c.post("/v1/ask", json={"question": SAMPLES[0]}, headers={"authorization": "Bearer s3cret"})
+            assert ok.status_code == 200
+    finally:
+        s.stop()
+
+
+class Load:
+    """Clients asking in a loop on threads until stopped (bounded by ``limit`` requests each)."""
+
+    def __init__(self, url: str, clients: int = 8, limit: int = 400, retry_connect: bool = False):
+        self.url, self.limit, self.retry_connect = url, limit, retry_connect
+        self.codes: list[int] = []
+        self.errors: list[str] = []
+        self.stop_event = threading.Event()
+        self.threads = [threading.Thread(target=self._run, args=(k,), daemon=True) for k in range(clients)]
+
+    def _run(self, k: int) -> None:
+        with httpx.Client(base_url=self.url, timeout=60) as c:
+            for i in range(self.limit):
+                if self.stop_event.is_set():
+                    return
+                try:
+                    r = c.post("/v1/ask", json={"question": SAMPLES[(k + i) % len(SAMPLES)]})
+                    self.codes.append(r.status_code)
+                except httpx.HTTPError as exc:
+                    self.errors.append(repr(exc))
+                    return
+
+    def __enter__(self) -> Load:
+        for t in self.threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop_event.set()
+        for t in self.threads:
+            t.join(60)
+
+
+def test_sigterm_under_load_answers_in_flight_and_exits_0(exported, tmp_path):
+    s = Server("--onnx", str(exported.export), log_path=tmp_path / "log")
+    with s:
+        big = {"questions": chain_questions(64)}
+        results: list = []
+
+        def slow_request():
+            try:
+                results.append(httpx.post(f"{s.url}/v1/ask", json=big, timeout=60).status_code)
+            except httpx.HTTPError as exc:
+                results.append(repr(exc))
+
+        threads = [threading.Thread(target=slow_request) for _ in range(6)]
+        for t in threads:
+            t.start()
+        time.sleep(0.3)
+        s.signal(signal.SIGTERM)
+        for t in threads:
+            t.join(60)
+        assert s.wait(60) == 0, s.log()
+    assert results.count(200) == len(results) == 6, results
+    assert "Traceback" not in s.log()
+
+
+def test_sighup_reloads_under_load_and_a_damaged_export_is_refused(exported, tmp_path):
+    from test_export_support import copy_export
+
+    folder = copy_export(exported.export, tmp_path / "export")
+    with Server("--onnx", str(folder), log_path=tmp_path / "log") as s, Load(s.url) as load:
+        time.sleep(0.5)
+        s.signal(signal.SIGHUP)
+        _wait_for(lambda: 'lora_router_reloads_total{result="ok"} 1.0' in httpx.get(f"{s.url}/metrics").text)
+        assert httpx.get(f"{s.url}/ready").json()["generation"] == 2
+        (folder / "tokenizer.json").write_text("{}", "utf-8")  # every layout reads it
+        s.signal(signal.SIGHUP)
+        _wait_for(lambda: 'lora_router_reloads_total{result="refused"} 1.0' in httpx.get(f"{s.url}/metrics").text)
+        time.sleep(0.3)
+        assert httpx.post(f"{s.url}/v1/ask", json={"question": SAMPLES[0]}).status_code == 200
+        assert httpx.get(f"{s.url}/ready").json()["generation"] == 2
+    assert load.errors == [] and set(load.codes) == {200} and len(load.codes) > 10
+    assert "reload refused" in s.log() and "altered" in s.log()
+
+
+def test_a_knowledge_base_replaced_under_load_is_seen_by_the_next_request(exported, tmp_path):
+    kb = tmp_path / "kb.jsonl"
+    shutil.copy(exported.export / "tasks" / "question_answer" / "knowledge_base.jsonl", kb)
+    question = "新来的同事怎么申请数据平台的堡垒机账号"
+    with Server("--onnx", str(exported.export), "--kb", str(kb), log_path=tmp_path / "log") as s, Load(s.url):
+        before = httpx.post(f"{s.url}/v1/tasks/question_answer/predict", json={"inputs": question}).json()
+        assert before.get("kb_id") != "bastion-account"
+        entry = {"id": "bastion-account", "questions": [question], "answer": "在OA提交堡垒机账号申请，主管审批后开通。"}
+        tmp = tmp_path / "kb.new"
+        tmp.write_text(kb.read_text("utf-8") + json.dumps(entry, ensure_ascii=False) + "\n", "utf-8")
+        tmp.replace(kb)
+        after = httpx.post(f"{s.url}/v1/tasks/question_answer/predict", json={"inputs": question}).json()
+    assert "bastion-account" in [c["id"] for c in after["candidates"]]
+
+
+def test_json_logs_carry_request_id_and_latency(exported, tmp_path):
+    with Server("--onnx", str(exported.export), "--log-format", "json", log_path=tmp_path / "log") as s:
+        r = httpx.post(f"{s.url}/v1/ask", json={"question": SAMPLES[3]}, headers={"x-request-id": "abc-123"})
+        assert r.headers["x-request-id"] == "abc-123"
+        time.sleep(0.2)
+        lines = [json.loads(line) for line in s.log().splitlines() if line.startswith("{")]
+    access = [line for line in lines if line.get("request_id") == "abc-123"]
+    assert access and access[0]["status"] == 200 and access[0]["latency_ms"] > 0 and access[0]["routes"]
+
+
+def test_a_folder_that_is_not_an_export_fails_before_serving(tmp_path):
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", "from lora_router.cli import run; run()", "serve", "--onnx",
+                          str(tmp_path)], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 1 and "not a lora-router export" in out.stderr
+
+
+def _wait_for(check, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.2)
+    raise TimeoutError("condition not met in time")
