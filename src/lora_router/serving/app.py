@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+from collections.abc import Awaitable, Callable
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -43,23 +44,35 @@ class PayloadTooLargeError(InputError):
 
 
 def create_app(source: ModelSource | None = None, settings: ServeSettings | None = None, *, predictor=None,
-               service: Service | None = None, handle_sighup: bool = True) -> FastAPI:
-    """The ASGI app over a model source (or an already loaded predictor, or a ``Service``)."""
+               service: Service | None = None, handle_sighup: bool = True,
+               resolve: Callable[[Request], Awaitable[Service]] | None = None,
+               metrics: ServiceMetrics | None = None) -> FastAPI:
+    """The ASGI app over a model source (or an already loaded predictor, or a ``Service``).
+
+    ``resolve(request)`` picks the ``Service`` that answers a request, for a
+    host that serves several exports (Ray Serve's multiplexing); without it,
+    the one service made here answers every request.
+    """
     settings = settings or ServeSettings()
-    metrics = service.metrics if service is not None else ServiceMetrics()
-    service = service or Service(source, settings, metrics, predictor=predictor)
+    metrics = metrics or (service.metrics if service is not None else ServiceMetrics())
+    if resolve is None:
+        service = service or Service(source, settings, metrics, predictor=predictor)
+
+        async def resolve(request: Request) -> Service:
+            return service
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
-        loading = asyncio.create_task(_load(service, app))
-        if handle_sighup:
+        loading = asyncio.create_task(_load(service, app)) if service is not None else None
+        if handle_sighup and service is not None:
             _on_sighup(service)
         try:
             yield
         finally:
-            if not loading.done():
+            if loading is not None and not loading.done():
                 loading.cancel()
-            await service.stop()
+            if service is not None:
+                await service.stop()
 
     app = FastAPI(title="lora-router", version=__version__, description=DESCRIPTION, lifespan=lifespan)
     app.state.service = service
@@ -71,17 +84,17 @@ def create_app(source: ModelSource | None = None, settings: ServeSettings | None
         A list of those for `questions`. Concurrent requests are batched per chain step."""
         texts, field = body.texts()
         _check_texts(texts, field, settings)
-        answers = await service.ask(texts)
+        answers = await (await resolve(request)).ask(texts)
         request.state.chain_routes = [a["route"] or "none" for a in answers]
         return JSONResponse(answers[0] if field == "question" else answers)
 
     @app.post("/v1/tasks/{task}/predict", tags=["tasks"], summary="One task's result for one input or several")
-    async def predict(task: str, body: PredictRequest) -> Response:
+    async def predict(task: str, body: PredictRequest, request: Request) -> Response:
         """For a classification task, TEI's `/predict` shape: `[{"label", "score"}, ...]` sorted by score
         (a list of those for a list of inputs). For other tasks, the task's result object(s)."""
         texts, many = ([body.inputs], False) if isinstance(body.inputs, str) else (list(body.inputs), True)
         _check_texts(texts, "inputs", settings, indexed=many)
-        results, warnings, kind = await service.predict(task, texts, truncate=body.truncate)
+        results, warnings, kind = await (await resolve(request)).predict(task, texts, truncate=body.truncate)
         headers = {}
         if kind == SEQUENCE_CLASSIFICATION:
             top_k = body.parameters.top_k if body.parameters else None
@@ -97,12 +110,12 @@ def create_app(source: ModelSource | None = None, settings: ServeSettings | None
         return JSONResponse(shaped if many else shaped[0], headers=headers)
 
     @app.get("/v1/tasks", tags=["info"], summary="Tasks, labels, the chain and its thresholds, parity figures")
-    async def tasks() -> Response:
-        return JSONResponse(service.describe())
+    async def tasks(request: Request) -> Response:
+        return JSONResponse((await resolve(request)).describe())
 
     @app.get("/info", tags=["info"], summary="The served models and the service's limits (TEI's /info)")
-    async def info() -> Response:
-        described = service.describe()
+    async def info(request: Request) -> Response:
+        described = (await resolve(request)).describe()
         return JSONResponse({
             "version": __version__, "model_id": described["source"]["path"], "source": described["source"],
             "tasks": [t["name"] for t in described["tasks"]],
@@ -117,10 +130,11 @@ def create_app(source: ModelSource | None = None, settings: ServeSettings | None
         return JSONResponse({"status": "ok"})
 
     @app.get("/ready", tags=["operations"], summary="Models loaded and warmed (503 before)")
-    async def ready() -> Response:
-        if not service.ready:
-            raise NotReadyError(f"models are not loaded yet{': ' + service.load_error if service.load_error else ''}")
-        return JSONResponse({"status": "ready", "generation": service.describe()["source"]["generation"]})
+    async def ready(request: Request) -> Response:
+        served = await resolve(request)
+        if not served.ready:
+            raise NotReadyError(f"models are not loaded yet{': ' + served.load_error if served.load_error else ''}")
+        return JSONResponse({"status": "ready", "generation": served.describe()["source"]["generation"]})
 
     @app.get("/metrics", tags=["operations"], summary="Prometheus metrics")
     async def prometheus() -> Response:
