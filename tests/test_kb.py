@@ -1,4 +1,5 @@
-"""question_answer: the knowledge-base file, TF-IDF retrieval, the answerer, overfit -> save -> reload."""
+"""question_answer: the knowledge-base file, TF-IDF retrieval, the no-answer threshold, the answerer,
+overfit -> save -> reload."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ import pytest
 
 from lora_router.errors import DataError
 from lora_router.kb import Answerer, CharTfidfIndex, check_knowledge_base, normalize_text, read_knowledge_base
+from lora_router.kb.index import char_ngrams, sum_bags
+from lora_router.kb.threshold import fit_threshold
 
 KB = [
     {"id": "ods-vs-dwd", "questions": ["ODS层和DWD层有什么区别", "ods跟dwd有啥不一样", "贴源层和明细层的差别"],
@@ -111,6 +114,84 @@ def test_answerer_rebuilds_index_when_the_file_changes(tmp_path):
         assert answerer.answer(NEW_ENTRY["questions"][0], neutral)["kb_id"] == "lineage"
 
 
+
+def test_char_run_ngrams_neither_match_nor_join_across_punctuation():
+    grams = char_ngrams("ODS层，和 dwd_fin？", (1, 2), "char_run")
+    assert "层，" not in grams and "层和" not in grams and "s层" in grams
+    assert {"dwd", "fin"} & set(grams) == set() and "dw" in grams and "fi" in grams  # '_' cuts a run
+    assert all(g.strip() and "，" not in g and "?" not in g for g in grams)
+
+
+def test_leaving_a_phrasing_out_scores_as_an_index_built_without_it():
+    """``scores_with`` (training's leave-one-out) equals rebuilding the index, idf included."""
+    bag = CharTfidfIndex([], analyzer="char_run").bag
+    entries = [[bag(q) for q in e.get("questions", [e.get("question")])] + [bag(e["answer"])] for e in KB]
+    docs = [sum_bags(b) for b in entries]
+    for unknown in (True, False):
+        full = CharTfidfIndex.from_bags(docs, analyzer="char_run", unknown_query_ngrams=unknown)
+        for e, bags in enumerate(entries):
+            for i in range(len(bags) - 1):  # leave out each phrasing in turn (never the answer)
+                left = sum_bags(b for j, b in enumerate(bags) if j != i)
+                rebuilt = CharTfidfIndex.from_bags(docs[:e] + [left] + docs[e + 1 :], analyzer="char_run",
+                                                   unknown_query_ngrams=unknown)
+                query = (KB[e].get("questions") or [KB[e]["question"]])[i]
+                np.testing.assert_allclose(full.scores_with(query, {e: left}), rebuilt.scores(query), atol=1e-12)
+
+
+def test_unknown_ngrams_of_the_question_lower_its_score():
+    texts = ["怎么申请表的查询权限", "失败的调度任务怎么重跑"]
+    question = "周末怎么去爬山"  # shares only 怎么 with the knowledge base
+    plain = CharTfidfIndex(texts, analyzer="char_run").scores(question).max()
+    strict = CharTfidfIndex(texts, analyzer="char_run", unknown_query_ngrams=True).scores(question).max()
+    assert strict < plain / 2
+
+
+def test_entry_is_found_by_its_answer_text(tmp_path):
+    """A question worded like the answer, sharing nothing with the phrasings, finds the entry."""
+    path = tmp_path / "kb.jsonl"
+    _write_jsonl(path, KB)
+    neutral = lambda pairs: np.zeros(len(pairs))  # noqa: E731
+    question = "选中实例"  # words of rerun-task's answer, in no phrasing
+    assert Answerer(path).answer(question, neutral)["candidates"][0]["id"] == "rerun-task"
+    assert all(c.retrieval == 0.0 for c in Answerer(path, index_answers=False).retrieve(question))
+
+
+def test_leaving_out_the_question_itself_still_retrieves_its_entry(tmp_path):
+    path = tmp_path / "kb.jsonl"
+    _write_jsonl(path, KB)
+    answerer = Answerer(path, top_k=len(KB))
+    question = KB[0]["questions"][0]
+    candidates = answerer.retrieve(question, exclude={question})
+    own = next(c for c in candidates if c.entry.id == KB[0]["id"])
+    assert question not in own.phrasings and own.phrasings
+    assert own.retrieval < answerer.retrieve(question)[0].retrieval
+    # An entry whose only phrasing is left out has nothing to pair the question with: it is skipped.
+    single = KB[3]["question"]
+    assert "upload-limit" not in [c.entry.id for c in answerer.retrieve(single, exclude={single})]
+
+
+def test_fit_threshold_weighs_both_kinds_of_question_equally():
+    # 8 answerable questions, 2 without an answer; plain accuracy would answer everything.
+    confidences = [0.9, 0.8, 0.7, 0.6, 0.5, 0.45, 0.3, 0.2, 0.25, 0.1]
+    no_answer = [False] * 8 + [True] * 2
+    fit = fit_threshold(confidences, no_answer)
+    assert 0.2 < fit["threshold"] <= 0.25 or 0.25 < fit["threshold"] <= 0.3
+    assert fit["no_answer_recall"] == 1.0 and fit["answered"] == 0.875
+    assert fit["n_no_answer"] == 2 and fit["n_answerable"] == 8
+    assert fit_threshold([0.3, 0.4], [False, False]) is None
+
+
+def test_adapter_trained_before_answer_indexing_keeps_its_retrieval(tmp_path):
+    """A manifest without the newer settings means what it meant when that adapter was evaluated."""
+    path = tmp_path / "kb.jsonl"
+    _write_jsonl(path, KB)
+    old = {"knowledge_base": {"path": str(path), "threshold": 0.4, "top_k": 5, "pairs_per_entry": 2,
+                              "relevance_weight": 0.5, "analyzer": "char", "ngram_range": [1, 2],
+                              "sublinear_tf": True}}
+    settings = Answerer.from_manifest(old, tmp_path).settings
+    assert not settings.index_answers and not settings.unknown_query_ngrams and settings.analyzer == "char"
+    assert Answerer(path).settings.index_answers  # a new answerer indexes answers
+
 # ------------------------------------------------------------ overfit -> save -> reload
 
 
@@ -156,7 +237,10 @@ def test_manifest_records_the_knowledge_base(trained):
     info = trained["manifest"]["knowledge_base"]
     assert info["n_entries"] == len(KB)
     assert info["sha256"] == read_knowledge_base(trained["kb"]).sha256
-    assert info["threshold"] == 0.4 and info["ngram_range"] == [1, 2]
+    assert info["ngram_range"] == [1, 2] and info["index_answers"]
+    # The threshold was fitted on the training split: 10 phrasings left out one by one, 3 off-topic questions.
+    assert info["threshold"] == info["threshold_fit"]["threshold"]
+    assert info["threshold_fit"]["n_answerable"] == 10 and info["threshold_fit"]["n_no_answer"] == 3
     assert {"top1", "mrr", "no_answer_precision", "no_answer_recall"} <= set(trained["manifest"]["metrics"])
 
 
@@ -165,7 +249,7 @@ def test_reloaded_router_ranks_as_before_saving(trained, router):
     import torch
 
     from lora_router.data import read_records
-    from lora_router.encoding import TextEncoder
+    from lora_router.encoding import TextEncoder, encoding_of
     from lora_router.modeling.base import load_base
     from lora_router.tasks import get_task
     from lora_router.training.ranking import RankingTask
@@ -182,10 +266,12 @@ def test_reloaded_router_ranks_as_before_saving(trained, router):
     head = TaskHead(spec, base.config.hidden_size, 0.0).load(folder)
     test = read_records(trained["root"] / "test.jsonl")
     job = RankingTask(spec, trained["kb"], read_records(trained["root"] / "train.jsonl"), test,
-                      TextEncoder(tokenizer, 128), seed=0)
+                      TextEncoder(tokenizer, 128, **encoding_of(trained["manifest"])), seed=0)
     with torch.no_grad():
+        metrics = job.evaluate(model, head)  # fits the threshold on the training split first
         before = job.predict(model, head)
-    assert job.evaluate(model, head)["mrr"] == trained["manifest"]["metrics"]["mrr"]
+    assert metrics["mrr"] == trained["manifest"]["metrics"]["mrr"]
+    assert job.answerer.settings.threshold == trained["manifest"]["knowledge_base"]["threshold"]
     after = router.predict_batch("question_answer", [r.input for r in test])
     for b, a in zip(before, after, strict=True):
         assert [c["id"] for c in b["candidates"]] == [c["id"] for c in a["candidates"]]

@@ -22,8 +22,8 @@ import numpy as np
 
 from ..errors import ConfigError, DataError
 from .file import Entry, KnowledgeBase, file_sha256, read_knowledge_base
-from .index import CharTfidfIndex
-from .settings import AnswerSettings
+from .index import CharTfidfIndex, sum_bags
+from .settings import LEGACY_DEFAULTS, AnswerSettings
 
 logger = logging.getLogger(__name__)
 
@@ -40,14 +40,49 @@ class Candidate:
 
 
 class _Index:
-    """One knowledge base and its TF-IDF index over all phrasings."""
+    """One knowledge base and its TF-IDF index.
+
+    With ``index_answers`` each entry is one document: its phrasings and its
+    answer text together, so a question worded like the answer finds the entry
+    as well as one worded like a phrasing. Without it (adapters trained before
+    that setting) each phrasing is a document and an entry scores its best one.
+    """
 
     def __init__(self, kb: KnowledgeBase, settings: AnswerSettings):
         self.kb = kb
+        self.by_entry = settings.index_answers
+        options = {"analyzer": settings.analyzer, "ngram_range": settings.ngram_range,
+                   "sublinear_tf": settings.sublinear_tf, "unknown_query_ngrams": settings.unknown_query_ngrams}
+        bag = CharTfidfIndex([], **options).bag
+        self.phrasing_bags = [[bag(q) for q in e.questions] for e in kb.entries]
+        if self.by_entry:
+            self.answer_bags = [bag(e.answer) for e in kb.entries]
+            docs = [sum_bags([*qs, a]) for qs, a in zip(self.phrasing_bags, self.answer_bags, strict=True)]
+            self.owner = np.arange(len(kb.entries), dtype=np.int64)
+        else:
+            docs = [b for qs in self.phrasing_bags for b in qs]
+            self.owner = np.array([i for i, e in enumerate(kb.entries) for _ in e.questions], dtype=np.int64)
         self.phrasings = [q for e in kb.entries for q in e.questions]
-        self.owner = np.array([i for i, e in enumerate(kb.entries) for _ in e.questions], dtype=np.int64)
-        self.tfidf = CharTfidfIndex(self.phrasings, analyzer=settings.analyzer,
-                                    ngram_range=settings.ngram_range, sublinear_tf=settings.sublinear_tf)
+        self.tfidf = CharTfidfIndex.from_bags(docs, **options)
+
+    def entry_scores(self, question: str, exclude: Collection[str]) -> tuple[np.ndarray, dict[int, float]]:
+        """The retrieval score of every document (entry, or phrasing without ``index_answers``) and the query vector."""
+        query = self.tfidf.query_vector(question)
+        scores = self.tfidf.scores(query)
+        if not exclude:
+            return scores, query
+        if not self.by_entry:
+            for j, q in enumerate(self.phrasings):
+                if q in exclude:
+                    scores[j] = -1.0
+            return scores, query
+        # Score as an index built without the left-out phrasings would (their n-grams leave the idf too).
+        changed = {}
+        for e, entry in enumerate(self.kb.entries):
+            if any(q in exclude for q in entry.questions):
+                kept = [b for q, b in zip(entry.questions, self.phrasing_bags[e], strict=True) if q not in exclude]
+                changed[e] = sum_bags([*kept, self.answer_bags[e]])
+        return (self.tfidf.scores_with(question, changed) if changed else scores), query
 
 
 class Answerer:
@@ -74,7 +109,7 @@ class Answerer:
         """The answerer a trained adapter was evaluated with; ``knowledge_base`` overrides its file."""
         info = dict(manifest.get("knowledge_base") or {})
         known = {f.name for f in dataclasses.fields(AnswerSettings)}
-        settings = AnswerSettings.from_dict({k: v for k, v in info.items() if k in known})
+        settings = AnswerSettings.from_dict({**LEGACY_DEFAULTS, **{k: v for k, v in info.items() if k in known}})
         if knowledge_base is not None:
             path = Path(knowledge_base).expanduser()
             if not path.is_file():
@@ -137,16 +172,31 @@ class Answerer:
 
     # ------------------------------------------------------------ answering
     def retrieve(self, question: str, exclude: Collection[str] = ()) -> list[Candidate]:
-        """The ``top_k`` entries by TF-IDF (entry score = its best phrasing), best first.
+        """The ``top_k`` entries by TF-IDF, best first, each with the phrasings the cross-encoder scores.
 
-        ``exclude`` are phrasings to leave out (training leaves out the question itself).
+        ``exclude`` are phrasings to leave out, as if the knowledge base did not
+        have them (training leaves out the question itself).
         """
         index = self._refresh()
-        scores = index.tfidf.scores(question)
-        if exclude:
-            for j, q in enumerate(index.phrasings):
-                if q in exclude:
-                    scores[j] = -1.0
+        scores, query = index.entry_scores(question, exclude)
+        if not index.by_entry:
+            return self._retrieve_phrasings(index, scores)
+        out = []
+        for e in np.argsort(-scores, kind="stable"):
+            entry = index.kb.entries[int(e)]
+            kept = [(q, b) for q, b in zip(entry.questions, index.phrasing_bags[int(e)], strict=True)
+                    if q not in exclude]
+            if not kept:  # nothing for the cross-encoder to compare the question with
+                continue
+            best = sorted(range(len(kept)), key=lambda i: -index.tfidf.cosine(query, kept[i][1]))
+            phrasings = [kept[i][0] for i in best[: self.settings.pairs_per_entry]]
+            out.append(Candidate(entry, phrasings, float(max(scores[e], 0.0))))
+            if len(out) == self.settings.top_k:
+                break
+        return out
+
+    def _retrieve_phrasings(self, index: _Index, scores: np.ndarray) -> list[Candidate]:
+        """Retrieval by best phrasing (``index_answers`` off), as adapters trained before it was added had it."""
         order = np.argsort(-scores, kind="stable")
         picked: dict[int, list[int]] = {}
         for j in order:

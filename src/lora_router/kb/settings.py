@@ -8,12 +8,20 @@ from ..config import _JsonMixin
 from ..errors import ConfigError
 from .index import ANALYZERS
 
+# What a manifest written before a setting existed meant by leaving it out: such an
+# adapter keeps retrieving as it was evaluated (retrain it to get the newer defaults).
+LEGACY_DEFAULTS = {"index_answers": False, "unknown_query_ngrams": False}
+
 
 @dataclass
 class AnswerSettings(_JsonMixin):
-    """Retrieval, re-ranking and the no-answer threshold (defaults measured on the bundled data)."""
+    """Retrieval, re-ranking and the no-answer threshold (defaults measured on the bundled data).
 
-    threshold: float = field(default=0.4, metadata={"help": "confidence below which there is no answer"})
+    Training replaces ``threshold`` with the one fitted on its training split
+    (``training/ranking.py``); the default is what that fit gives on the bundled data.
+    """
+
+    threshold: float = field(default=0.25, metadata={"help": "confidence below which there is no answer"})
     top_k: int = field(default=5, metadata={"help": "entries retrieved by TF-IDF and re-ranked"})
     pairs_per_entry: int = field(
         default=2, metadata={"help": "phrasings per retrieved entry that the cross-encoder scores"}
@@ -22,9 +30,22 @@ class AnswerSettings(_JsonMixin):
         default=0.5,
         metadata={"help": "confidence = relevance**w * retrieval**(1-w); relevance = sigmoid(cross-encoder)"},
     )
-    analyzer: str = field(default="char", metadata={"help": "TF-IDF analyzer: char or char_wb"})
+    analyzer: str = field(
+        default="char_run",
+        metadata={"help": "TF-IDF analyzer: char, char_wb, or char_run (n-grams inside runs between "
+                          "spaces and punctuation)"},
+    )
     ngram_range: tuple[int, int] = field(default=(1, 2), metadata={"help": "character n-gram sizes"})
     sublinear_tf: bool = field(default=True, metadata={"help": "1 + log(tf) instead of tf"})
+    index_answers: bool = field(
+        default=True,
+        metadata={"help": "an entry is retrieved by its phrasings and its answer text together (one document "
+                          "per entry); False: by its best-matching phrasing alone"},
+    )
+    unknown_query_ngrams: bool = field(
+        default=True,
+        metadata={"help": "n-grams of the question that the knowledge base lacks lower its retrieval score"},
+    )
 
     def __post_init__(self) -> None:
         self.ngram_range = tuple(int(x) for x in self.ngram_range)  # type: ignore[assignment]

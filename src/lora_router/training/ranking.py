@@ -5,11 +5,14 @@ Positives pair a question with the other phrasings of its entry (and with
 itself, as an in-KB question is asked verbatim); hard negatives are the
 phrasings of other entries that TF-IDF retrieves first; a question with no
 answer makes every retrieved phrasing a negative. Evaluation runs the same
-``Answerer`` logic as inference.
+``Answerer`` logic as inference, with the no-answer threshold fitted first on
+the training split (each training question retrieved with its own phrasing
+left out of the knowledge base, as if it were new; ``kb/threshold.py``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import random
 from collections.abc import Sequence
@@ -20,6 +23,7 @@ from ..data import Record
 from ..encoding import TextEncoder
 from ..errors import DataError
 from ..kb import Answerer, AnswerSettings, Candidate
+from ..kb.threshold import fit_threshold
 from .examples import Example
 from .metrics import ranking_metrics
 
@@ -44,6 +48,9 @@ class RankingTask:
         self._gold_train = self._gold_ids(self.train, "training")
         self._gold_test = self._gold_ids(self.test, "test")
         self._eval: tuple[list[list[Candidate]], list[Example]] | None = None
+        self._fit: tuple[list[list[Candidate]], list[Example]] | None = None
+        self._scored_by: tuple | None = None  # the (model, head) the threshold was last fitted with
+        self.threshold_fit: dict | None = None
         logger.info("question_answer: %d entries in %s", len(kb.entries), kb.path)
 
     def _gold_ids(self, records: Sequence[Record], split: str) -> list[str | None]:
@@ -89,21 +96,17 @@ class RankingTask:
         return [Example(enc, target, record) for enc, (_, _, target, record) in zip(encoded, pairs, strict=True)]
 
     # ------------------------------------------------------------ evaluation
-    def _eval_inputs(self) -> tuple[list[list[Candidate]], list[Example]]:
-        """Candidates and encoded pairs of the test split (retrieval does not change while training)."""
-        if self._eval is None:
-            candidates = [self.answerer.retrieve(r.input) for r in self.test]
-            pairs = [p for r, c in zip(self.test, candidates, strict=True) for p in Answerer.pairs(r.input, c)]
-            encoded = (self.encoder.encode_batch([p[0] for p in pairs], [p[1] for p in pairs], warn=False)
-                       if pairs else [])
-            self._eval = (candidates, [Example(e, 0.0) for e in encoded])
-        return self._eval
+    def _inputs(self, records: Sequence[Record], leave_out_self: bool) -> tuple[list[list[Candidate]], list[Example]]:
+        """Retrieved candidates and encoded pairs of ``records`` (retrieval does not change while training)."""
+        candidates = [self.answerer.retrieve(r.input, exclude={r.input} if leave_out_self else ()) for r in records]
+        pairs = [p for r, c in zip(records, candidates, strict=True) for p in Answerer.pairs(r.input, c)]
+        encoded = self.encoder.encode_batch([p[0] for p in pairs], [p[1] for p in pairs], warn=False) if pairs else []
+        return candidates, [Example(e, 0.0) for e in encoded]
 
-    def predict(self, model, head) -> list[dict]:
-        """The answerer's result for every test record, with ``model`` as the cross-encoder."""
+    def _results(self, model, head, inputs: tuple[list[list[Candidate]], list[Example]]) -> list[dict]:
         from .loop import predict_logits
 
-        candidates, examples = self._eval_inputs()
+        candidates, examples = inputs
         logits = predict_logits(model, head, examples, self.encoder) if examples else []
         results, pos = [], 0
         for cands in candidates:
@@ -112,14 +115,56 @@ class RankingTask:
             pos += n
         return results
 
+    def fit_threshold(self, model, head) -> dict | None:
+        """Fit the no-answer threshold on the training split with ``model`` as the cross-encoder.
+
+        A training question that is a phrasing of the knowledge base is retrieved
+        with that phrasing left out, so it is scored as a new question would be.
+        The answerer keeps the fitted threshold; None (and the threshold unchanged)
+        when the training split lacks questions with, or without, an answer.
+        """
+        if self._fit is None:
+            self._fit = self._inputs(self.train, leave_out_self=True)
+        results = self._results(model, head, self._fit)
+        fit = fit_threshold([r["confidence"] for r in results], [g is None for g in self._gold_train])
+        self._scored_by = (model, head)
+        if fit is not None:
+            self.answerer.settings = dataclasses.replace(self.answerer.settings, threshold=fit["threshold"])
+            fit["fitted_on"] = "training split, each question's own phrasing left out"
+        else:
+            logger.warning("question_answer: the training split needs questions with and without an answer to "
+                           "fit the no-answer threshold; keeping %s", self.answerer.settings.threshold)
+        self.threshold_fit = fit
+        return fit
+
+    def predict(self, model, head) -> list[dict]:
+        """The answerer's result for every test record, with ``model`` as the cross-encoder."""
+        if self._eval is None:
+            self._eval = self._inputs(self.test, leave_out_self=False)
+        return self._results(model, head, self._eval)
+
     def evaluate(self, model, head) -> dict:
-        """Top-1, MRR, no-answer precision/recall and answer accuracy on the test split."""
+        """Top-1, MRR, no-answer precision/recall and answer accuracy on the test split.
+
+        The no-answer threshold is fitted on the training split first, so the
+        test split decides nothing.
+        """
+        self.fit_threshold(model, head)
         results = self.predict(model, head)
         return score_results(results, self._gold_test, self.answerer.settings.threshold)
 
     def manifest_info(self) -> dict:
-        """The knowledge base and answer settings, for ``Answerer.from_manifest``."""
-        return self.answerer.manifest_info()
+        """The knowledge base and answer settings, for ``Answerer.from_manifest``.
+
+        The threshold is refitted with the model as it is now (the trainer restores
+        the best epoch before asking), so the saved threshold is that epoch's.
+        """
+        if self._scored_by is not None:
+            self.fit_threshold(*self._scored_by)
+        info = self.answerer.manifest_info()
+        if self.threshold_fit is not None:
+            info["threshold_fit"] = self.threshold_fit
+        return info
 
 
 def score_results(results: Sequence[dict], gold: Sequence[str | None], threshold: float) -> dict:
