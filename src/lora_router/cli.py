@@ -309,39 +309,154 @@ def _print_metrics(task: str, m: dict, manifest: dict | None = None) -> None:
                    f"log {manifest['log']}")
 
 
+_BUNDLED_CHAIN = "<bundled>"
+
+
 @main.command("eval")
-@click.option("--task", "task_name", required=True, help="Trained task to score.")
+@click.option("--task", "task_name", default=None, help="Trained task to score.")
+@click.option("--chain", "chain_file", is_flag=False, flag_value=_BUNDLED_CHAIN, default=None, metavar="[FILE]",
+              help="Score the whole chain instead, on questions with their expected route, file names and "
+                   "knowledge-base id [FILE default: the bundled chain test set].")
 @click.option("--data", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
               help="Instruction-format JSONL [default: the bundled test split].")
 @click.option("--kb", "knowledge_base", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
               help="Knowledge base for question_answer.")
 @click.option("--plot", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Write a confusion-matrix picture (PNG).")
+              help="Write a confusion-matrix picture (PNG) and beside it a reliability diagram (NAME.reliability.png).")
+@click.option("--onnx", type=click.Path(file_okay=False, exists=True, path_type=Path), default=None,
+              help="Score an exported ONNX folder instead of base + hub.")
+@click.option("--threshold", "thresholds", multiple=True, metavar="TASK=P", help="Chain thresholds (with --chain).")
+@click.option("--no-baseline", is_flag=True, help="Do not fit and score the simple baseline.")
 @base_option
 @hub_option
 @json_option
 @handle_errors
-def eval_cmd(task_name, data, knowledge_base, plot, base_model, hub, as_json) -> None:
-    """Score a trained adapter on any file: report, confusion matrix, --json figures."""
-    from .data import load_bundled, read_records, records_for
-    from .router import Router
-    from .router.evaluate import evaluate, plot_confusion
+def eval_cmd(task_name, chain_file, data, knowledge_base, plot, onnx, thresholds, no_baseline, base_model, hub,
+             as_json) -> None:
+    """Score a trained adapter on any file, beside a simple baseline; or, with --chain, the whole chain.
 
-    store = _hub(hub)
-    spec = store.spec(task_name)
+    \b
+    lora-router eval --task question_classifier --plot cm.png   # + cm.reliability.png
+    lora-router eval --chain                                     # the bundled chain test set
+    lora-router eval --chain my_questions.jsonl --onnx ./export
+
+    Classification tasks also report the expected calibration error (ECE)
+    before and after the temperature fitted at training. The baseline is
+    fitted on the adapter's own training split: character n-gram TF-IDF +
+    logistic regression for classification, a regular expression for file
+    names, retrieval alone for knowledge-base answers.
+    """
+    if chain_file is not None:
+        if task_name or data or plot:
+            raise click.UsageError("--chain scores the whole chain; leave out --task, --data and --plot")
+        _eval_chain(chain_file, base_model, hub, onnx, knowledge_base, thresholds, as_json)
+        return
+    if not task_name:
+        raise click.UsageError("give --task TASK (one adapter) or --chain [FILE] (the whole chain)")
+    from .data import load_bundled, read_records, records_for
+    from .router.evaluate import baseline, evaluate, plot_confusion, plot_reliability, reliability_path
+
+    if onnx:
+        from .runtime import OnnxRouter
+
+        router = OnnxRouter(onnx, tasks=[task_name], knowledge_base=knowledge_base)
+    else:
+        from .router import Router
+
+        router = Router(base_model, _hub(hub), tasks=[task_name], knowledge_base=knowledge_base)
+    spec = router.specs[task_name]
     records = records_for(read_records(data, extra_tasks=[spec]), spec) if data else load_bundled(task_name, "test")
     if not records:
         raise DataError(str(data), [(0, f"no records with instruction {spec.instruction!r}")])
-    router = Router(base_model, store, tasks=[task_name], knowledge_base=knowledge_base)
     metrics = evaluate(router, task_name, records)
+    base = None if no_baseline else baseline(router, task_name, records)
+    pictures = []
     if plot and "confusion_matrix" in metrics:
         plot_confusion(metrics, str(plot), title=task_name)
+        pictures.append(f"confusion matrix: {plot}")
+        plot_reliability(metrics["calibration"], reliability_path(str(plot)), title=task_name)
+        pictures.append(f"reliability diagram: {reliability_path(str(plot))}")
     if as_json:
-        _dump({"task": task_name, **metrics})
-    else:
-        _print_metrics(task_name, metrics)
-        if plot:
-            click.echo(f"confusion matrix picture: {plot}")
+        _dump({"task": task_name, **metrics, **({"baseline": base} if base else {})})
+        return
+    _print_eval(task_name, metrics, base, "the bundled test split" if data is None else str(data))
+    for line in pictures:
+        click.echo(line)
+
+
+_EVAL_FIGURES = {  # (key, name) of the figures eval shows adapter vs baseline
+    "classification": [("accuracy", "accuracy"), ("macro_f1", "macro-F1")],
+    "span": [("precision", "exact-span precision"), ("recall", "exact-span recall"), ("f1", "exact-span F1"),
+             ("exact_match", "whole-record match")],
+    "ranking": [("top1", "top-1"), ("mrr", "MRR"), ("no_answer_precision", "no-answer precision"),
+                ("no_answer_recall", "no-answer recall"), ("answer_accuracy", "answer accuracy")],
+}
+
+
+def _print_eval(task: str, m: dict, base: dict | None, where: str) -> None:
+    kind = "classification" if "accuracy" in m else "ranking" if "top1" in m else "span"
+    b = (base or {}).get("metrics")
+    click.secho(f"{task} on {where} (n={m['n']})", bold=True)
+    rows = [[name, f"{m[key]:.4f}", f"{b[key]:.4f}" if b else "-"] for key, name in _EVAL_FIGURES[kind]]
+    cal = m.get("calibration")
+    if cal:
+        rows.append(["ECE (calibration error)", f"{cal['ece_after']:.4f}", f"{b['ece']:.4f}" if b else "-"])
+        rows.append(["ECE before temperature", f"{cal['ece_before']:.4f}", ""])
+    _table(rows, ["figure", "adapter", "baseline"])
+    if b:
+        click.echo(f"baseline: {base['name']}, fitted on {base['trained_on']}")
+    elif base is not None:
+        click.echo(f"baseline: none ({base.get('reason')})")
+    if cal:
+        if cal["fitted_on"]:
+            same = " (these same records: the ECE after it is optimistic)" if cal["fitted_on_this_data"] else ""
+            click.echo(f"confidence: temperature {cal['temperature']:.3g} fitted on the {cal['fitted_on']} at "
+                       f"training{same}")
+        else:
+            click.echo("confidence: no temperature (adapter trained before calibration; retrain to fit one)")
+    if kind == "classification":
+        rows = [[label, f"{v['precision']:.3f}", f"{v['recall']:.3f}", f"{v['f1']:.3f}", str(v["support"])]
+                for label, v in m["per_label"].items()]
+        _table(rows, ["label", "precision", "recall", "f1", "support"])
+        click.echo("confusion matrix (rows gold, columns predicted):")
+        _table([[lab, *map(str, row)] for lab, row in zip(m["labels"], m["confusion_matrix"])],
+               ["", *[str(i) for i in range(len(m["labels"]))]])
+
+
+def _eval_chain(chain_file, base_model, hub, onnx, knowledge_base, thresholds, as_json) -> None:
+    from .router.chain_eval import bundled_chain_cases, evaluate_chain, read_chain_cases
+
+    path = bundled_chain_cases() if chain_file == _BUNDLED_CHAIN else Path(chain_file)
+    cases = read_chain_cases(path)
+    router = _router(base_model, hub, onnx, knowledge_base, thresholds)
+    result = evaluate_chain(router, cases)
+    if as_json:
+        _dump({"file": str(path), "router": router.source, **result})
+        return
+    r = result
+    click.secho(f"chain on {path} ({router.source}), n={r['n']}", bold=True)
+    click.echo(f"route accuracy {r['route_accuracy']:.4f}   end to end (route, files, answer all right) "
+               f"{r['end_to_end_accuracy']:.4f}   uncertain {r['uncertain']}")
+    _table([[route, _fmt(v["precision"]), _fmt(v["recall"]), str(v["support"]), str(v["predicted"])]
+            for route, v in r["routes"].items()], ["route", "precision", "recall", "expected", "given"])
+    fn, an = r["file_names"], r["answers"]
+    click.echo(f"file names, exact set, on task questions routed to task: {_fmt(fn['exact_set_accuracy'])} "
+               f"(n={fn['n']})")
+    click.echo(f"answers, right entry or rightly none, on answer questions routed to answer: "
+               f"{_fmt(an['accuracy'])} (n={an['n']})")
+    click.echo("route confusion (rows expected, columns given):")
+    conf = r["route_confusion"]
+    _table([[g, *map(str, row)] for g, row in zip(conf["rows"], conf["matrix"])], ["", *conf["labels"]])
+    if r["wrong_at"]:
+        reasons = sorted({k for v in r["wrong_at"].values() for k in v})
+        click.echo("where the wrong ones went wrong (the first step that decided against the expected route, "
+                   "or the end step that gave the wrong files or answer):")
+        _table([[step, *[str(v.get(k, "")) for k in reasons]] for step, v in r["wrong_at"].items()],
+               ["step", *reasons])
+
+
+def _fmt(x) -> str:
+    return "-" if x is None else f"{x:.4f}"
 
 
 # ---------------------------------------------------------------- hub

@@ -54,6 +54,11 @@ class TaskPredictor:
                 f"task {task!r} is not loaded; loaded: {', '.join(self.specs) or 'none'} ({self.source})"
             ) from None
 
+    def temperature(self, task: str) -> float:
+        """The temperature a classification task's logits are divided by: fitted at training, 1.0 before that."""
+        calibration = (getattr(self, "manifests", {}).get(task) or {}).get("calibration") or {}
+        return float(calibration.get("temperature", 1.0))
+
     def score_pairs(self, task: str, pairs: Sequence[tuple[str, str]]) -> np.ndarray:
         """Relevance logits of (question, candidate) pairs for a pair-ranking task."""
         if not pairs:
@@ -81,7 +86,7 @@ class TaskPredictor:
             if spec.kind == SPAN_EXTRACTION:
                 out += [extraction_result(t, e, lg) for t, e, lg in zip(chunk, encoded, logits)]
             else:
-                out += [classification_result(lg, spec.labels) for lg in logits]
+                out += [classification_result(lg / self.temperature(task), spec.labels) for lg in logits]
         return out
 
     def predict_mixed(self, items: Sequence[tuple[str, str]]) -> list[dict]:

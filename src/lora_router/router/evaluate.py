@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
+
 from ..config import PAIR_RANKING, SEQUENCE_CLASSIFICATION
-from ..data import Record
+from ..data import Record, data_hash
 from ..encoding import char_spans
+from ..training.calibration import calibration_report
 from ..training.metrics import classification_metrics, span_metrics
 
 
@@ -21,16 +24,37 @@ def evaluate(router, task: str, records: Sequence[Record], batch_size: int = 32)
         gold = [by_answer[r.output].id if r.output in by_answer else None for r in records]
         results = router.predict_batch(task, [r.input for r in records])
         return score_results(results, gold, answerer.settings.threshold)
+    if spec.kind == SEQUENCE_CLASSIFICATION:
+        logits = task_logits(router, task, [r.input for r in records], batch_size)
+        gold = [spec.labels.index(r.output) for r in records]
+        # The label is the argmax, which the temperature does not change.
+        metrics = classification_metrics(gold, logits.argmax(-1).tolist(), spec.labels)
+        metrics["calibration"] = calibration_figures(router, task, logits, gold, records)
+        return metrics
     results = []
     for i in range(0, len(records), batch_size):
         results += router.predict_batch(task, [r.input for r in records[i : i + batch_size]])
-    if spec.kind == SEQUENCE_CLASSIFICATION:
-        gold = [spec.labels.index(r.output) for r in records]
-        pred = [spec.labels.index(res["predicted_label"]) for res in results]
-        return classification_metrics(gold, pred, spec.labels)
     gold_spans = [char_spans(r.input, r.output) for r in records]
     pred_spans = [[(s["start"], s["end"]) for s in res["spans"]] for res in results]
     return span_metrics(gold_spans, pred_spans)
+
+
+def task_logits(router, task: str, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
+    """Raw head logits (before the temperature) of a classification task, for any router."""
+    encoder = router.encoders[task]
+    return np.concatenate([np.asarray(router.logits(task, encoder.encode_batch(texts[i : i + batch_size])),
+                                      dtype=np.float64) for i in range(0, len(texts), batch_size)])
+
+
+def calibration_figures(router, task: str, logits: np.ndarray, gold: Sequence[int], records: Sequence[Record]) -> dict:
+    """ECE before and after the adapter's temperature on these records, and where it was fitted."""
+    manifest = (getattr(router, "manifests", {}) or {}).get(task) or {}
+    saved = manifest.get("calibration") or {}
+    figures = calibration_report(logits, gold, router.temperature(task))
+    figures["fitted_on"] = saved.get("fitted_on")  # None: trained before calibration, so T = 1
+    # Fitted on these very records: the ECE after is in-sample, and so optimistic.
+    figures["fitted_on_this_data"] = bool(saved) and data_hash(records) == manifest.get("data", {}).get("test_hash")
+    return figures
 
 
 def plot_confusion(metrics: dict, path: str, title: str = "") -> None:
@@ -74,3 +98,101 @@ def plot_confusion(metrics: dict, path: str, title: str = "") -> None:
     fig.tight_layout(rect=(0, bottom, 1, 1))
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def baseline(router, task: str, records: Sequence[Record]) -> dict:
+    """The task's simple baseline (training/baseline.py), fitted on the adapter's own training split.
+
+    ``{"name", "metrics", "trained_on"}``, or ``{"name": None, "reason"}`` when
+    there is none or the training split cannot be found again.
+    """
+    from ..training.baseline import baseline_for
+
+    spec = router.specs[task]
+    manifest = (getattr(router, "manifests", {}) or {}).get(task) or {}
+    train, where = training_split(spec, manifest)
+    if train is None:
+        return {"name": None, "reason": where}
+    answerer = router.answerer(task) if spec.kind == PAIR_RANKING else None
+    found = baseline_for(spec, train, records, answerer=answerer, seed=int(manifest.get("training", {}).get("seed", 0)))
+    if found is None:
+        return {"name": None, "reason": f"no simple baseline for a {spec.kind} task like {task}"}
+    return {**found, "trained_on": where}
+
+
+def training_split(spec, manifest: dict) -> tuple[list[Record] | None, str]:
+    """The records the adapter was trained on, found again from its manifest, and where they came from."""
+    from pathlib import Path
+
+    from ..data import load_bundled, read_records, records_for
+    from ..errors import LoraRouterError
+    from ..training.trainer import split_data
+
+    data = manifest.get("data") or {}
+    source, wanted = data.get("source"), data.get("train_hash")
+    if source == "bundled":
+        try:
+            train = load_bundled(spec.name, "train")
+        except LoraRouterError as exc:
+            return None, str(exc)
+        changed = " (changed since the adapter was trained)" if wanted and data_hash(train) != wanted else ""
+        return train, "bundled train split" + changed
+    if not source or not Path(source).is_file():
+        return None, f"the training data ({source or 'not recorded'}) is not there any more"
+    try:
+        everything = records_for(read_records(source, extra_tasks=[spec]), spec)
+        held_out = split_data(spec, source, None, int(manifest.get("training", {}).get("seed", 42))).train
+    except LoraRouterError as exc:
+        return None, f"the training data {source} no longer reads: {exc}"
+    for train, what in ((held_out, "training part of"), (everything, "all of")):
+        if data_hash(train) == wanted:
+            return train, f"{what} {source}"
+    return None, f"the training data {source} changed since the adapter was trained"
+
+
+def plot_reliability(calibration: dict, path: str, title: str = "") -> None:
+    """A reliability diagram: accuracy against confidence per bin, before and after the temperature."""
+    from ..errors import require
+
+    matplotlib = require("matplotlib", "train")
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    t = calibration["temperature"]
+    panels = [("before: raw softmax (T = 1)", calibration["bins_before"], calibration["ece_before"]),
+              (f"after: temperature T = {t:.3g}", calibration["bins_after"], calibration["ece_after"])]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.8), sharey=True)
+    for ax, (name, bins, ece) in zip(axes, panels):
+        width = bins[0]["high"] - bins[0]["low"]
+        filled = [b for b in bins if b["n"]]
+        centres = [b["low"] + width / 2 for b in filled]
+        ax.plot([0, 1], [0, 1], ls="--", color="grey", lw=1, label="perfectly calibrated")
+        acc = [b["accuracy"] for b in filled]
+        gap = [b["confidence"] - b["accuracy"] for b in filled]
+        ax.bar(centres, acc, width=width * 0.92, color="#4c72b0", edgecolor="white", label="accuracy in the bin")
+        ax.bar(centres, gap, bottom=acc, width=width * 0.92, color="#c44e52", alpha=0.35, hatch="//",
+               edgecolor="#c44e52", label="gap to the bin's mean confidence")
+        for c, b in zip(centres, filled):
+            top = max(b["accuracy"], b["confidence"])
+            ax.text(c, min(top + 0.015, 1.0), f"n={b['n']}", ha="center", va="bottom", fontsize=7)
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1.05)
+        ax.set_xlabel("confidence (top-label probability)")
+        ax.set_title(f"{name}\nECE {ece:.3f}", fontsize=10)
+    axes[0].set_ylabel("accuracy")
+    axes[0].legend(loc="upper left", fontsize=8)
+    note = f"{calibration['n']} examples, {len(calibration['bins_before'])} bins"
+    if calibration.get("fitted_on_this_data"):
+        note += "; T was fitted on these same examples, so 'after' is optimistic"
+    fig.suptitle((title + "  -  " if title else "") + "reliability diagram\n" + note, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def reliability_path(confusion_path: str) -> str:
+    """Where ``--plot cm.png`` puts the reliability diagram: ``cm.reliability.png``."""
+    from pathlib import Path
+
+    p = Path(confusion_path)
+    return str(p.with_name(f"{p.stem}.reliability{p.suffix or '.png'}"))

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from .. import __version__
 from ..adapters import AdapterHub
-from ..config import PAIR_RANKING, LoraSettings, TaskSpec, TrainSettings
+from ..config import PAIR_RANKING, SEQUENCE_CLASSIFICATION, LoraSettings, TaskSpec, TrainSettings
 from ..data import Record, data_hash, load_bundled, read_records, records_for, shuffle_records
 from ..data.bundled import bundled_knowledge_base
 from ..encoding import TextEncoder
@@ -182,6 +182,13 @@ def train(
 
     assert best is not None
     _restore(model, head, best["state"])
+    calibration = None
+    if job is None and spec.kind == SEQUENCE_CLASSIFICATION and test_examples:
+        calibration = _calibrate(model, head, test_examples, encoder, split)
+        log.write(event="calibration", **calibration)
+    from .baseline import baseline_for
+
+    baseline = baseline_for(spec, split.train, split.test, answerer=job.answerer if job else None, seed=settings.seed)
     manifest = {
         "format": 1,
         "task": spec.to_dict(),
@@ -201,6 +208,10 @@ def train(
     }
     if job is not None:
         manifest["knowledge_base"] = job.manifest_info()
+    if calibration is not None:
+        manifest["calibration"] = calibration
+    if baseline is not None:
+        manifest["baseline"] = baseline
 
     def write(folder: Path) -> None:
         model.save_pretrained(str(folder), safe_serialization=True)
@@ -212,6 +223,18 @@ def train(
               samples_per_second=manifest["train_samples_per_second"])
     log.close()
     return manifest
+
+
+def _calibrate(model, head, examples, encoder: TextEncoder, split: TrainData) -> dict:
+    """The temperature of a classification head, fitted on the held-out split (training/calibration.py)."""
+    import numpy as np
+
+    from .calibration import calibrate
+    from .loop import predict_logits
+
+    logits = np.stack(predict_logits(model, head, examples, encoder))
+    where = "bundled test split" if split.source == "bundled" else f"held-out split of {split.source}"
+    return calibrate(logits, [int(e.target) for e in examples], where)
 
 
 def _snapshot(model, head) -> dict:
