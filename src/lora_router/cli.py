@@ -573,9 +573,14 @@ def export_cmd(out, tasks, quantize, layout, no_parity, knowledge_base, threshol
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("bench-results"),
               show_default=True, help="Where results.json, results.md and chart.png go.")
 @click.option("--runs", type=int, default=None, help="Timed runs per figure [default: 50].")
+@click.option("--serve", "serve_mode", is_flag=True,
+              help="Benchmark `lora-router serve` instead: requests/s and p50/p99 at 1, 8, 32 clients, dynamic "
+                   "batching on and off, against in-process OnnxRouter.ask.")
+@click.option("--export", "export_dir", type=click.Path(file_okay=False, exists=True, path_type=Path), default=None,
+              help="With --serve: the export to serve [default: a random model of --size, exported int8].")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @handle_errors
-def bench_cmd(size, device, out_dir, runs, quiet) -> None:
+def bench_cmd(size, device, out_dir, runs, serve_mode, export_dir, quiet) -> None:
     """Measure latency, memory, cold start and training: the original tool's way against the router and ONNX.
 
     Builds a random model of the chosen size (latency does not depend on the
@@ -584,6 +589,14 @@ def bench_cmd(size, device, out_dir, runs, quiet) -> None:
     """
     from .errors import require
 
+    if serve_mode:
+        require("fastapi", "serve")
+        from .bench.serve import run_serve_bench
+
+        run_serve_bench(out_dir, size=size, export_dir=export_dir, requests=runs or 200, progress=not quiet)
+        click.echo((out_dir / "results.md").read_text("utf-8"))
+        click.echo(f"written: {out_dir / 'results.json'}, {out_dir / 'results.md'}")
+        return
     require("torch")
     from .bench import run_bench
 
@@ -658,6 +671,89 @@ def router_options(fn):
                       help="Use an exported ONNX folder (no PyTorch needed) instead of base + hub.")(fn)
     fn = click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)(fn)
     return hub_option(base_option(fn))
+
+
+@main.command("serve")
+@click.option("--onnx", type=click.Path(file_okay=False, exists=True, path_type=Path), default=None,
+              help="Serve an export folder with onnxruntime (no PyTorch needed).")
+@click.option("--hub", "hub_dir", type=click.Path(file_okay=False, exists=True, path_type=Path), default=None,
+              help="Serve a hub with the PyTorch router instead (development).")
+@base_option
+@click.option("--kb", "knowledge_base", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
+              help="Answer from this knowledge base instead of the one shipped (it may change while serving).")
+@click.option("--threshold", "thresholds", multiple=True, metavar="TASK=P", help="Chain thresholds (repeatable).")
+@click.option("--chain", "chain_file", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
+              help="Run this chain spec (JSON) instead of the one shipped with the models.")
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
+@click.option("--precision", type=click.Choice(["int8", "fp32"]), default=None,
+              help="Export precision to serve [default: int8 when exported]. int8 scores move slightly with what "
+                   "else is in the batch; fp32 answers do not.")
+@click.option("--layout", default=None, help="Export layout to serve [default: the fastest exported].")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Interface to listen on; 0.0.0.0 exposes the service to the network (set --api-key).")
+@click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535))
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64),
+              help="Processes on one port, each with its own models (and its own /metrics).")
+@click.option("--max-batch-tokens", default=8192, show_default=True, type=click.IntRange(1),
+              help="Padded tokens (rows x longest) in one forward pass.")
+@click.option("--max-batch-requests", default=32, show_default=True, type=click.IntRange(1),
+              help="Questions in one forward pass; 1 turns dynamic batching off.")
+@click.option("--max-wait-ms", default=2.0, show_default=True, type=click.FloatRange(0, 1000),
+              help="How long a batch waits for more questions while others are in flight.")
+@click.option("--max-concurrent-requests", default=512, show_default=True, type=click.IntRange(1),
+              help="Requests in flight before new ones get 429 with Retry-After.")
+@click.option("--max-client-batch", default=64, show_default=True, type=click.IntRange(1),
+              help="Questions (or inputs) in one request; more is 413.")
+@click.option("--max-question-chars", default=10_000, show_default=True, type=click.IntRange(1),
+              help="Longest question accepted (413 above); longer than the model takes is cut with a warning.")
+@click.option("--api-key", envvar="LORA_ROUTER_API_KEY", show_envvar=True, default=None,
+              help="Require Authorization: Bearer KEY on every endpoint but /health.")
+@click.option("--cors-origin", "cors_origins", multiple=True, metavar="ORIGIN",
+              help="Allow browser calls from this origin (repeatable); no CORS by default.")
+@click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info",
+              show_default=True)
+@handle_errors
+def serve_cmd(onnx, hub_dir, base_model, knowledge_base, thresholds, chain_file, device, precision, layout, host, port,
+              workers, max_batch_tokens, max_batch_requests, max_wait_ms, max_concurrent_requests, max_client_batch,
+              max_question_chars, api_key, cors_origins, log_format, log_level) -> None:
+    """Serve the chain over HTTP: POST /v1/ask, /v1/tasks/TASK/predict, /metrics, /docs.
+
+    Needs the serve extra: pip install "lora-router[serve]". Concurrent
+    requests are batched per chain step. SIGTERM stops after answering what
+    is in flight; SIGHUP reloads the export (a damaged one is refused and the
+    old models keep serving).
+
+    \b
+    lora-router serve --onnx ./export
+    curl -s localhost:8080/v1/ask -d '{"question": "帮我把sales_2024.csv导入到ODS层"}'
+    curl -s localhost:8080/v1/tasks/question_classifier/predict -d '{"inputs": "数据清洗流程是什么？"}'
+    lora-router serve --hub ./hub --base-model ./base --port 9000 --log-format json
+    """
+    from .errors import require
+
+    require("fastapi", "serve")
+    from .serving import ModelSource, ServeSettings
+    from .serving.host import serve
+
+    if onnx is None and hub_dir is None:
+        raise click.UsageError("give --onnx DIR (an export) or --hub DIR (a hub, for development)")
+    if onnx is not None:
+        from .runtime import read_manifest
+
+        read_manifest(onnx)  # a folder that is not an export fails here, before the server starts
+    source = ModelSource(onnx=onnx and str(onnx), hub=hub_dir and str(hub_dir), base_model=base_model,
+                         knowledge_base=knowledge_base and str(knowledge_base),
+                         thresholds=_parse_thresholds(thresholds), device=device, precision=precision,
+                         layout=layout, chain=chain_file and str(chain_file))
+    settings = ServeSettings(max_batch_tokens=max_batch_tokens, max_batch_requests=max_batch_requests,
+                             max_wait_ms=max_wait_ms, max_concurrent_requests=max_concurrent_requests,
+                             max_client_batch=max_client_batch, max_question_chars=max_question_chars,
+                             api_key=api_key, cors_origins=list(cors_origins), log_format=log_format)
+    if host not in ("127.0.0.1", "localhost", "::1") and not api_key:
+        click.secho(f"warning: listening on {host} without --api-key: anyone who reaches it can ask", fg="yellow",
+                    err=True)
+    sys.exit(serve(source, settings, host=host, port=port, workers=workers, log_level=log_level))
 
 
 def _print_answer(out: dict) -> None:

@@ -70,12 +70,13 @@ class ModelSource:
     threads: int | None = None
     layout: str | None = None
     precision: str | None = None
+    chain: str | None = None
 
     def __post_init__(self) -> None:
         if (self.onnx is None) == (self.hub is None):
             raise ConfigError("serve needs exactly one model source: --onnx DIR (an export) or --hub DIR "
                               "(a hub, with the PyTorch router, for development)")
-        for name in ("onnx", "hub", "knowledge_base"):
+        for name in ("onnx", "hub", "knowledge_base", "chain"):
             value = getattr(self, name)
             if value is not None:
                 setattr(self, name, str(Path(value).expanduser()))
@@ -95,12 +96,13 @@ class ModelSource:
 
             return OnnxRouter(self.onnx, device=self.device, threads=self.threads, layout=self.layout,
                               precision=self.precision, knowledge_base=self.knowledge_base,
-                              thresholds=self.thresholds or None)
+                              thresholds=self.thresholds or None, chain=self.chain)
         from ..modeling.base import DEFAULT_BASE_MODEL
         from ..router import Router
 
         return Router(self.base_model or os.environ.get("LORA_ROUTER_BASE_MODEL", DEFAULT_BASE_MODEL), self.hub,
-                      knowledge_base=self.knowledge_base, thresholds=self.thresholds or None, device=self.device)
+                      knowledge_base=self.knowledge_base, thresholds=self.thresholds or None, device=self.device,
+                      chain=self.chain)
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self))

@@ -1,0 +1,219 @@
+"""Benchmark of ``lora-router serve``: requests/s and latency at 1, 8 and 32 clients, batching on and off.
+
+A real server runs in a subprocess on 127.0.0.1; the clients are asyncio
+tasks with one ``httpx.AsyncClient`` in this process, so on a small machine
+they share the cores with the server (reported, not hidden). In-process
+``OnnxRouter.ask`` is the ceiling: ``ask`` one question at a time (what HTTP
+adds at one client) and ``ask_batch`` of 32 (what batching could reach).
+Every question runs the whole 3-step chain (``fixture.bench_chain``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from .timing import summary
+
+logger = logging.getLogger(__name__)
+
+CLIENTS = (1, 8, 32)
+MODES = {"batching": [], "no_batching": ["--max-batch-requests", "1"]}
+
+
+def run_serve_bench(out_dir: str | Path, *, size: str = "base", export_dir: str | Path | None = None,
+                    clients: tuple[int, ...] = CLIENTS, requests: int = 200, progress: bool = True) -> dict:
+    """Measure the service on an export (made from a random ``size`` model when not given); write results."""
+    from ..data.bundled import bundled_dir
+    from .environment import cores, cpu_info, versions
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="lora-router-serve-bench-"))
+    export_dir = Path(export_dir) if export_dir else _make_export(work, size, progress)
+    chain_file = _write_bench_chain(export_dir, work / "chain.json")
+    lines = (bundled_dir() / "chain" / "test.jsonl").read_text("utf-8").splitlines()
+    questions = [json.loads(line)["question"] for line in lines]
+    results: dict = {"kind": "serve", "size": size, "export": str(export_dir), "questions": len(questions),
+                     "requests_per_client_level": requests, "modes": {}, "in_process": {}}
+    results["load_average_before"] = os.getloadavg()
+    for mode, extra in MODES.items():
+        results["modes"][mode] = _measure_server(export_dir, chain_file, extra, questions, clients, requests,
+                                                 work / f"{mode}.log")
+        logger.info("serve bench: %s done", mode)
+    results["in_process"] = _measure_in_process(export_dir, chain_file, questions, requests)
+    results["load_average_after"] = os.getloadavg()
+    results["environment"] = {"date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "cpu": cpu_info(), "cores": cores(),
+                              "versions": versions()}
+    results["ratios"] = _ratios(results, clients)
+    (out_dir / "results.json").write_text(json.dumps(results, ensure_ascii=False, indent=2) + "\n", "utf-8")
+    (out_dir / "results.md").write_text(markdown(results), "utf-8")
+    return results
+
+
+def _make_export(work: Path, size: str, progress: bool) -> Path:
+    from .fixture import build_fixture
+    from .onnx import export_for_bench
+
+    fixture = build_fixture(work / "fixture", size)
+    made = export_for_bench(fixture.base_dir, fixture.hub_dir, work / "export", progress=progress)
+    if "error" in made:
+        from ..errors import ExportError
+
+        raise ExportError(f"the benchmark's export failed: {made['error']}")
+    return Path(made["dir"])
+
+
+def _write_bench_chain(export_dir: Path, path: Path) -> Path:
+    from ..config import TaskSpec
+    from .fixture import bench_chain
+
+    manifest = json.loads((export_dir / "manifest.json").read_text("utf-8"))
+    specs = {t: TaskSpec.from_dict(info["spec"]) for t, info in manifest["tasks"].items()}
+    path.write_text(json.dumps(bench_chain(specs), ensure_ascii=False), "utf-8")
+    return path
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _measure_server(export_dir: Path, chain: Path, extra: list[str], questions: list[str], clients, requests: int,
+                    log_path: Path) -> dict:
+    import httpx
+
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen([sys.executable, "-c", "from lora_router.cli import run; run()", "serve", "--onnx",
+                                 str(export_dir), "--chain", str(chain), "--port", str(port), "--log-level", "warning",
+                                 *extra], stdout=log, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + 300
+            while time.monotonic() < deadline:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"server exited: {log_path.read_text(errors='replace')[-2000:]}")
+                try:
+                    if httpx.get(f"{url}/ready", timeout=2).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                time.sleep(0.2)
+            out = {}
+            asyncio.run(_load(url, questions, 4, 40))  # warm-up
+            for n in clients:
+                total = max(requests, 25 * n)
+                out[str(n)] = asyncio.run(_load(url, questions, n, total))
+            return out
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+async def _load(url: str, questions: list[str], clients: int, total: int) -> dict:
+    import httpx
+
+    latencies: list[float] = []
+    errors = 0
+    counter = iter(range(total))
+
+    async def client(http: httpx.AsyncClient) -> None:
+        nonlocal errors
+        for i in counter:
+            q = questions[i % len(questions)]
+            t0 = time.perf_counter()
+            r = await http.post("/v1/ask", json={"question": q})
+            latencies.append(time.perf_counter() - t0)
+            errors += r.status_code != 200
+
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits) as http:
+        t0 = time.perf_counter()
+        await asyncio.wait_for(asyncio.gather(*(client(http) for _ in range(clients))), timeout=900)
+        wall = time.perf_counter() - t0
+    return {"clients": clients, "requests": len(latencies), "errors": errors,
+            "requests_per_s": round(len(latencies) / wall, 2), **summary(latencies)}
+
+
+def _measure_in_process(export_dir: Path, chain: Path, questions: list[str], requests: int) -> dict:
+    from ..runtime import OnnxRouter
+
+    router = OnnxRouter(export_dir, chain=chain)
+    for q in questions[:10]:
+        router.ask(q)
+    one = []
+    t_all = time.perf_counter()
+    for i in range(requests):
+        t0 = time.perf_counter()
+        router.ask(questions[i % len(questions)])
+        one.append(time.perf_counter() - t0)
+    wall_one = time.perf_counter() - t_all
+    batches = []
+    n_batches = max(3, requests // 32)
+    t_all = time.perf_counter()
+    for b in range(n_batches):
+        chunk = [questions[(b * 32 + k) % len(questions)] for k in range(32)]
+        t0 = time.perf_counter()
+        router.ask_batch(chunk)
+        batches.append(time.perf_counter() - t0)
+    wall_batch = time.perf_counter() - t_all
+    return {"ask": {"requests_per_s": round(requests / wall_one, 2), **summary(one)},
+            "ask_batch_32": {"questions_per_s": round(32 * n_batches / wall_batch, 2), **summary(batches)},
+            "layout": router.layout, "precision": router.precision}
+
+
+def _ratios(results: dict, clients) -> dict:
+    modes = results["modes"]
+    top = str(max(clients))
+    out = {}
+    if top in modes.get("batching", {}) and top in modes.get("no_batching", {}):
+        out[f"batching_gain_at_{top}_clients"] = round(
+            modes["batching"][top]["requests_per_s"] / modes["no_batching"][top]["requests_per_s"], 2)
+    if "1" in modes.get("batching", {}):
+        out["http_p50_minus_in_process_ask_p50_ms_at_1_client"] = round(
+            modes["batching"]["1"]["p50_ms"] - results["in_process"]["ask"]["p50_ms"], 3)
+        out["http_p50_minus_in_process_ask_p50_ms_at_1_client_no_batching"] = round(
+            modes["no_batching"]["1"]["p50_ms"] - results["in_process"]["ask"]["p50_ms"], 3)
+    return out
+
+
+def markdown(results: dict) -> str:
+    """The serve benchmark as a markdown table."""
+    env = results.get("environment", {})
+    lines = [f"# lora-router serve benchmark ({results['size']} export)", "",
+             f"CPU: {env.get('cpu', {}).get('model', '?')}, {env.get('cores', '?')} cores. Every question runs the "
+             f"3-step chain; {results['questions']} different questions from the bundled chain set. Clients run in the "
+             "benchmark process and share the cores with the server.", "",
+             "| mode | clients | requests | req/s | p50 ms | p90 ms | p99 ms | errors |",
+             "|---|---|---|---|---|---|---|---|"]
+    for mode, levels in results["modes"].items():
+        for n, r in levels.items():
+            lines.append(f"| {mode.replace('_', ' ')} | {n} | {r['requests']} | {r['requests_per_s']:.1f} | "
+                         f"{r['p50_ms']:.1f} | {r['p90_ms']:.1f} | {r['p99_ms']:.1f} | {r['errors']} |")
+    ip = results["in_process"]
+    lines += ["", f"In process (`{ip['layout']}` {ip['precision']}): `OnnxRouter.ask` p50 {ip['ask']['p50_ms']:.1f} ms "
+              f"({ip['ask']['requests_per_s']:.1f} questions/s one at a time); `ask_batch` of 32: "
+              f"{ip['ask_batch_32']['questions_per_s']:.1f} questions/s.", ""]
+    for k, v in results.get("ratios", {}).items():
+        lines.append(f"- {k.replace('_', ' ')}: {v}")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":  # pragma: no cover
+    logging.basicConfig(level=os.environ.get("LOG_LEVEL", "INFO"))
+    run_serve_bench(sys.argv[1] if len(sys.argv) > 1 else "serve-bench", size=sys.argv[2] if len(sys.argv) > 2
+                    else "base")
