@@ -367,3 +367,19 @@ def _wait_for(check, timeout: float = 60) -> None:
             return
         time.sleep(0.2)
     raise TimeoutError("condition not met in time")
+
+
+def test_a_hub_is_served_with_the_pytorch_router_for_development(exported, tmp_path):
+    with Server("--hub", str(exported.hub.root), "--base-model", exported.base, log_path=tmp_path / "log") as s:
+        answer = httpx.post(f"{s.url}/v1/ask", json={"question": SAMPLES[0]}, timeout=60).json()
+        source = httpx.get(f"{s.url}/v1/tasks", timeout=10).json()["source"]
+    assert answer["steps"][0]["task"] == "question_classifier" and answer["route"]
+    assert source["kind"] == "hub"
+
+
+def test_two_workers_share_one_port(exported, tmp_path):
+    with Server("--onnx", str(exported.export), "--workers", "2", log_path=tmp_path / "log") as s:
+        _wait_for(lambda: s.log().count("ready: onnx") == 2)  # each worker loads its own models
+        codes = [httpx.post(f"{s.url}/v1/ask", json={"question": q}, timeout=60).status_code for q in SAMPLES * 3]
+    assert set(codes) == {200}
+    assert s.log().count("ready: onnx") == 2
