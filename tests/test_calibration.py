@@ -9,6 +9,7 @@ import pytest
 
 from lora_router.training.calibration import (
     calibrate,
+    cross_fitted_ece,
     expected_calibration_error,
     fit_temperature,
     reliability_bins,
@@ -52,6 +53,14 @@ def test_an_overconfident_model_loses_most_of_its_calibration_error():
     report = calibrate(logits, gold, "test split")
     assert report["temperature"] == t and report["ece_after"] < report["ece_before"]
     assert report["nll_after"] <= report["nll_before"]
+
+
+def test_cross_fitting_gives_an_honest_after_figure():
+    logits, gold = _sampled(3.0, n=2000)
+    before = expected_calibration_error(softmax_rows(logits), gold)
+    honest = cross_fitted_ece(logits, gold)
+    in_sample = expected_calibration_error(softmax_rows(logits, fit_temperature(logits, gold)), gold)
+    assert honest < before / 3 and abs(honest - in_sample) < 0.03
 
 
 def test_a_split_without_errors_never_sharpens():
@@ -120,6 +129,7 @@ def test_eval_reports_ece_before_and_after_and_draws_a_reliability_diagram(run, 
     cal = scored["calibration"]
     assert {"ece_before", "ece_after", "temperature", "bins_before", "bins_after"} <= set(cal)
     assert cal["fitted_on_this_data"] is True  # the scene file was the held-out split too
+    assert 0.0 <= cal["ece_after_cross_fitted"] <= 1.0
     assert (tmp_path / "cm.png").stat().st_size > 1000
     assert (tmp_path / "cm.reliability.png").stat().st_size > 1000
     table = run("eval", "--task", "question_classifier", "--data", scene_file, "--base-model", tiny_base,

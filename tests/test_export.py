@@ -55,11 +55,14 @@ def test_parity_gate_passed_for_every_task_layout_and_precision(exported):
             for key in ("label_agreement", "span_agreement", "answer_agreement"):
                 if key in fp32:
                     assert fp32[key] == 1.0, (task, layout, key)
-            for key in ("label_agreement", "answer_agreement"):
-                if key in int8:
-                    assert int8[key] >= 0.99, (task, layout, key)
-            if "f1_delta_points" in int8:
-                assert abs(int8["f1_delta_points"]) <= 1.0
+            # int8 is gated on the task's own metric; agreement and near-ties are reported beside it
+            assert int8["metric_drop_points"] <= 1.0, (task, layout)
+            assert "near_ties" in int8 or "near_tie_tokens" in int8, (task, layout)
+            assert any(k in int8 for k in ("label_agreement", "answer_agreement", "span_agreement"))
+    assert {t: parity[t]["merged"]["int8"]["metric"] for t in TASKS} == {
+        "file_name_pick": "exact-span F1", "question_answer": "top-1", "question_classifier": "accuracy",
+        "question_type_classifier": "accuracy"}
+    assert exported.manifest["parity_bounds"]["int8_max_metric_drop_points"] == 1.0
     from lora_router.data import load_bundled
 
     for task in ("file_name_pick", "question_answer"):  # the bundled test split
@@ -127,18 +130,31 @@ def test_shared_encoder_without_an_adapter_is_the_base_model(exported):
 
 def test_parity_gate_names_task_layout_and_figure():
     from lora_router.export import check_parity
+    from lora_router.export.parity import parity_bounds
 
     good = {"n": 10, "max_abs_logit_diff": 1e-6, "label_agreement": 1.0}
     check_parity({"question_classifier": {"merged": {"fp32": good}}})
-    with pytest.raises(ExportError, match=r"question_classifier' \(shared int8\): label agreement 97.00% < 99%"):
+    with pytest.raises(ExportError, match=r"question_classifier' \(shared int8\): label agreement 97.00% < 99% "
+                                          r"\(no gold labels"):
         check_parity({"question_classifier": {"shared": {"int8": {**good, "label_agreement": 0.97}}}})
+    # A weakly trained model: near-ties flip under int8 while accuracy barely moves; that passes.
+    flips = {**good, "label_agreement": 0.8727, "near_ties": 21, "metric": "accuracy", "metric_pytorch": 63.04,
+             "metric_onnx": 62.5, "metric_drop_points": 0.54}
+    check_parity({"question_type_classifier": {"merged": {"int8": flips}}})
+    worse = {**flips, "metric_onnx": 61.0, "metric_drop_points": 2.04}
+    with pytest.raises(ExportError, match=r"(?s)accuracy 61.00 vs PyTorch 63.04 \(2.04 points lower, bound 1; "
+                                          r"agreement 87.27%, near-ties 21\).*--int8-max-drop"):
+        check_parity({"question_type_classifier": {"merged": {"int8": worse}}})
+    check_parity({"question_type_classifier": {"merged": {"int8": worse}}}, int8_max_drop=2.5)  # configurable
+    with pytest.raises(ExportError, match="int8 max drop must be in"):
+        parity_bounds(-1)
     with pytest.raises(ExportError, match=r"file_name_pick' \(merged fp32\): max \|delta logit\| 0.002 > 0.0001"):
         check_parity({"file_name_pick": {"merged": {"fp32": {"n": 3, "max_abs_logit_diff": 2e-3,
                                                               "span_agreement": 1.0}}}})
     with pytest.raises(ExportError, match=r"exact-span F1 80.00 vs PyTorch 82.00"):
         check_parity({"file_name_pick": {"merged": {"int8": {"n": 3, "max_abs_logit_diff": 0.1, "span_agreement": 0.9,
-                                                              "f1_pytorch": 82.0, "f1_onnx": 80.0,
-                                                              "f1_delta_points": -2.0}}}})
+                                                              "metric": "exact-span F1", "metric_pytorch": 82.0,
+                                                              "metric_onnx": 80.0, "metric_drop_points": 2.0}}}})
 
 
 def test_a_missed_gate_writes_nothing_and_keeps_the_earlier_export(exported, tmp_path, monkeypatch, capfd):

@@ -48,6 +48,7 @@ def export_hub(
     chain: Chain | str | Path | None = None,
     thresholds: dict[str, float] | None = None,
     opset: int | None = None,
+    int8_max_drop: float = 1.0,
 ) -> dict:
     """Export the hub's adapters (all, or ``tasks``) on ``base_model`` to ``out_dir``; return the manifest.
 
@@ -61,6 +62,7 @@ def export_hub(
     list ("merged,trunk"). With ``parity`` every model is checked against the
     PyTorch router on the task's held-out split (bundled test split, or
     ``parity_records``); a missed bound raises ``ExportError`` and writes nothing.
+    int8 may score the task's own metric at most ``int8_max_drop`` points below PyTorch.
     """
     if quantize not in QUANTIZE:
         raise ExportError(f"quantize {quantize!r} is not valid; valid: {', '.join(QUANTIZE)}")
@@ -91,11 +93,12 @@ def export_hub(
         manifest = job.write(run_chain)
         if parity:
             report = job.parity(parity_records)
-            manifest["parity"] = report
-            _write_json(tmp / fmt.MANIFEST_FILE, manifest)
-            from .parity import check_parity
+            from .parity import check_parity, parity_bounds
 
-            check_parity(report)
+            manifest["parity"] = report
+            manifest["parity_bounds"] = parity_bounds(int8_max_drop)
+            _write_json(tmp / fmt.MANIFEST_FILE, manifest)
+            check_parity(report, int8_max_drop)
         _swap_into_place(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ..config import PAIR_RANKING, SEQUENCE_CLASSIFICATION
+from ..config import PAIR_RANKING, SEQUENCE_CLASSIFICATION, SPAN_EXTRACTION
 from ..data import Record, data_hash
 from ..encoding import char_spans
 from ..training.calibration import calibration_report
@@ -54,6 +54,10 @@ def calibration_figures(router, task: str, logits: np.ndarray, gold: Sequence[in
     figures["fitted_on"] = saved.get("fitted_on")  # None: trained before calibration, so T = 1
     # Fitted on these very records: the ECE after is in-sample, and so optimistic.
     figures["fitted_on_this_data"] = bool(saved) and data_hash(records) == manifest.get("data", {}).get("test_hash")
+    if figures["fitted_on_this_data"]:
+        from ..training.calibration import cross_fitted_ece
+
+        figures["ece_after_cross_fitted"] = cross_fitted_ece(logits, gold)
     return figures
 
 
@@ -109,6 +113,9 @@ def baseline(router, task: str, records: Sequence[Record]) -> dict:
     from ..training.baseline import baseline_for
 
     spec = router.specs[task]
+    if spec.kind == SPAN_EXTRACTION:  # nothing to fit: the file-name regex
+        found = baseline_for(spec, [], records)
+        return found or {"name": None, "reason": f"no simple baseline for a {spec.kind} task like {task}"}
     manifest = (getattr(router, "manifests", {}) or {}).get(task) or {}
     train, where = training_split(spec, manifest)
     if train is None:
@@ -136,7 +143,7 @@ def training_split(spec, manifest: dict) -> tuple[list[Record] | None, str]:
         except LoraRouterError as exc:
             return None, str(exc)
         changed = " (changed since the adapter was trained)" if wanted and data_hash(train) != wanted else ""
-        return train, "bundled train split" + changed
+        return train, "the bundled train split" + changed
     if not source or not Path(source).is_file():
         return None, f"the training data ({source or 'not recorded'}) is not there any more"
     try:
@@ -144,7 +151,7 @@ def training_split(spec, manifest: dict) -> tuple[list[Record] | None, str]:
         held_out = split_data(spec, source, None, int(manifest.get("training", {}).get("seed", 42))).train
     except LoraRouterError as exc:
         return None, f"the training data {source} no longer reads: {exc}"
-    for train, what in ((held_out, "training part of"), (everything, "all of")):
+    for train, what in ((held_out, "the training part of"), (everything, "all of")):
         if data_hash(train) == wanted:
             return train, f"{what} {source}"
     return None, f"the training data {source} changed since the adapter was trained"

@@ -117,14 +117,14 @@ def _best_threshold(ranked: list[tuple[list[str], float]], gold: list[str | None
 def baseline_for(spec: TaskSpec, train: Sequence[Record], test: Sequence[Record], *, answerer=None,
                  seed: int = 0) -> dict | None:
     """``{"name", "metrics"}`` of the task kind's baseline on ``test``, or None when there is none to fit."""
+    if spec.kind == SPAN_EXTRACTION and spec.name == "file_name_pick" and test:  # the regex knows file names only
+        return {"name": FILE_REGEX_NAME, "metrics": span_baseline(test)}
     if not train or not test:
         return None
     if spec.kind == SEQUENCE_CLASSIFICATION:
         if len({r.output for r in train}) < 2:
             return None
         return {"name": CLASSIFIER, "metrics": classification_baseline(spec, train, test, seed)}
-    if spec.kind == SPAN_EXTRACTION and spec.name == "file_name_pick":  # the regex knows file names only
-        return {"name": FILE_REGEX_NAME, "metrics": span_baseline(test)}
     if spec.kind == PAIR_RANKING and answerer is not None:
         return {"name": RETRIEVAL_NAME, "metrics": retrieval_baseline(answerer, train, test)}
     return None
