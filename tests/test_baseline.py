@@ -76,3 +76,13 @@ def test_training_and_eval_put_the_baseline_beside_the_adapter(trained_hub, tiny
     assert "adapter  baseline" in table and "char 1-3-gram TF-IDF + logistic regression" in table
     none = json.loads(CliRunner().invoke(main, [*args, "--json", "--no-baseline"], catch_exceptions=False).stdout)
     assert "baseline" not in none
+
+
+def test_train_output_names_the_baseline_and_the_temperature(trained_hub, capsys):
+    from lora_router.cli import _print_metrics
+
+    manifest = trained_hub.manifest("question_classifier")
+    _print_metrics("question_classifier", manifest["metrics"], manifest)
+    out = capsys.readouterr().out
+    assert "baseline (char 1-3-gram TF-IDF + logistic regression): accuracy" in out
+    assert "confidence: temperature" in out and "ECE" in out

@@ -307,9 +307,14 @@ def _print_metrics(task: str, m: dict, manifest: dict | None = None) -> None:
     if manifest:
         click.echo(f"  best epoch {manifest['best_epoch']}, {manifest['train_samples_per_second']} samples/s, "
                    f"log {manifest['log']}")
-
-
-_BUNDLED_CHAIN = "<bundled>"
+        base = (manifest.get("baseline") or {}).get("metrics")
+        if base:  # the same figure of the simple baseline (training/baseline.py), on the same split
+            key = "accuracy" if "accuracy" in m else "top1" if "top1" in m else "f1"
+            click.echo(f"  baseline ({manifest['baseline']['name']}): {key} {base[key]:.4f}")
+        cal = manifest.get("calibration")
+        if cal:
+            click.echo(f"  confidence: temperature {cal['temperature']:.3g}, ECE {cal['ece_before']:.4f} -> "
+                       f"{cal['ece_after']:.4f} on the {cal['fitted_on']} it was fitted on")
 
 
 _BUNDLED_CHAIN = "<bundled>"
@@ -455,7 +460,9 @@ def _eval_chain(chain_file, base_model, hub, onnx, knowledge_base, thresholds, a
     conf = r["route_confusion"]
     _table([[g, *map(str, row)] for g, row in zip(conf["rows"], conf["matrix"])], ["", *conf["labels"]])
     if r["wrong_at"]:
-        reasons = sorted({k for v in r["wrong_at"].values() for k in v})
+        seen = {k for v in r["wrong_at"].values() for k in v}
+        reasons = [k for k in ("label", "below threshold", "not trained", "file names", "answer") if k in seen]
+        reasons += sorted(seen - set(reasons))
         click.echo("where the wrong ones went wrong (the first step that decided against the expected route, "
                    "or the end step that gave the wrong files or answer):")
         _table([[step, *[str(v.get(k, "")) for k in reasons]] for step, v in r["wrong_at"].items()],
