@@ -1,0 +1,536 @@
+"""Run the app on Ray Serve: replicas across a cluster, several exports multiplexed on them.
+
+The endpoints are the ones ``create_app`` makes for uvicorn; here each replica
+builds that app with a ``resolve`` that picks the export a request names.
+Requests name an export id in Ray Serve's multiplexing header
+``serve_multiplexed_model_id`` (``serve-multiplexed-model-id`` works too);
+without it the default export answers. A replica loads an export on first
+use (a ``Service``: models, batcher, chain), keeps at most
+``max_exports_per_replica`` of them and stops the least recently used one when
+it needs room for another (Ray Serve's ``@serve.multiplexed``); Ray routes a
+request to a replica that already holds its export when it can.
+
+Export ids map to folders that every replica can read: an explicit map
+(``--export ID=DIR``) and/or a root folder whose subfolders are exports
+(``--exports-root DIR``: ``DIR/team-a/`` answers id ``team-a``). Ids are
+letters, digits, ``.``, ``_`` and ``-``: never a path.
+
+``app_builder(args)`` is the entry a Ray Serve config file names
+(``import_path: lora_router.serving.ray:app_builder``); ``serve_on_ray`` is
+what ``lora-router serve --engine ray`` runs. Install with
+``pip install "lora-router[ray]"``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import logging
+import os
+import re
+import signal
+import threading
+import weakref
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import ConfigError, InputError, LoraRouterError, require
+from .metrics import ServiceMetrics
+from .service import Service
+from .settings import ModelSource, ServeSettings
+
+logger = logging.getLogger(__name__)
+
+EXPORT_HEADER = "serve_multiplexed_model_id"
+DEFAULT_EXPORT_ID = "default"
+APP_NAME = "lora-router"
+DEPLOYMENT_NAME = "LoraRouter"
+# Ray Serve's default (5) would starve the batcher: concurrent requests on a replica are what it batches.
+MAX_ONGOING_REQUESTS = 64
+_EXPORT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+# Ray Serve's HTTP proxy installs the middlewares this callback returns (read when the proxy starts).
+PROXY_CALLBACK_ENV = "RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH"
+PROXY_CALLBACK = "lora_router.serving.ray:proxy_middlewares"
+REPLAY_TRIES = 3
+REPLAY_MAX_BODY = (1 << 20) + 1  # the app refuses bodies over 1 MiB anyway
+# What a deployment may set per export, from ModelSource (the folder itself comes from the catalog).
+SOURCE_OPTIONS = ("knowledge_base", "thresholds", "device", "threads", "layout", "precision", "chain")
+
+
+class InvalidExportIdError(InputError):
+    """An export id that could be a path, or is empty; ids are letters, digits, '.', '_' and '-'."""
+
+
+class UnknownExportError(LoraRouterError):
+    """An export id this deployment does not serve; ``known`` lists those it does."""
+
+    def __init__(self, message: str, known: list[str]):
+        self.known = known
+        super().__init__(message)
+
+
+class ExportLoadError(LoraRouterError):
+    """An export folder that failed to load or to answer its warm-up question."""
+
+
+def check_export_id(export_id: str) -> str:
+    """``export_id`` if it is a valid id; raises ``InvalidExportIdError`` otherwise."""
+    if not isinstance(export_id, str) or not _EXPORT_ID.match(export_id) or ".." in export_id:
+        raise InvalidExportIdError(
+            f"export id {export_id!r} is not valid: use 1-128 letters, digits, '.', '_' or '-', starting with a "
+            "letter or digit (an id names an export, never a path)")
+    return export_id
+
+
+@dataclass
+class ExportCatalog:
+    """Which exports a deployment serves: ids to folders, a default, and how many one replica holds.
+
+    Travels as JSON to every replica, so it holds plain values; folders are
+    read on the replica's node (a path every node can read, or a relative
+    path inside a shipped ``working_dir``).
+    """
+
+    exports: dict[str, str] = field(default_factory=dict, metadata={"help": "export id -> export folder"})
+    root: str | None = field(default=None, metadata={"help": "folder whose subfolders are exports (id = name)"})
+    default: str | None = field(default=None, metadata={"help": "the export answering requests that name none"})
+    max_exports_per_replica: int = field(default=3, metadata={"help": "exports one replica holds (LRU evicted)"})
+
+    def __post_init__(self) -> None:
+        self.exports = {check_export_id(k): str(Path(v).expanduser()) for k, v in dict(self.exports).items()}
+        if self.root is not None:
+            self.root = str(Path(self.root).expanduser())
+        if not self.exports and self.root is None:
+            raise ConfigError("no export to serve: give --onnx DIR, --export ID=DIR or --exports-root DIR")
+        if self.default is None and len(self.exports) == 1 and self.root is None:
+            self.default = next(iter(self.exports))
+        if self.default is not None:
+            check_export_id(self.default)
+            if self.root is None and self.default not in self.exports:
+                raise ConfigError(f"default export {self.default!r} is not one of the exports given: "
+                                  f"{', '.join(self.exports)}")
+        n = self.max_exports_per_replica
+        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+            raise ConfigError(f"max_exports_per_replica must be a whole number >= 1, got {n!r}")
+
+    def choose(self, requested: str | None) -> str:
+        """The id a request names (its header), else the default; raises when neither is there."""
+        if requested:
+            return check_export_id(requested)
+        if self.default is None:
+            raise UnknownExportError(f"this service has no default export; name one in the {EXPORT_HEADER} header "
+                                     f"(known: {', '.join(self.known()) or 'none'})", self.known())
+        return self.default
+
+    def folder(self, export_id: str) -> str:
+        """The folder of ``export_id``; raises ``UnknownExportError`` when there is no such export."""
+        check_export_id(export_id)
+        if export_id in self.exports:
+            return self.exports[export_id]
+        if self.root is not None:
+            candidate = Path(self.root) / export_id
+            if (candidate / "manifest.json").is_file():
+                return str(candidate)
+        known = self.known()
+        raise UnknownExportError(f"no export {export_id!r} here; known: {', '.join(known) or 'none'}", known)
+
+    def known(self) -> list[str]:
+        """Every id this catalog answers: the explicit ones, then the root's export folders."""
+        ids = list(self.exports)
+        if self.root is not None and Path(self.root).is_dir():
+            ids += sorted(p.name for p in Path(self.root).iterdir() if p.name not in self.exports
+                          and _EXPORT_ID.match(p.name) and (p / "manifest.json").is_file())
+        return ids
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> ExportCatalog:
+        return cls(**json.loads(text))
+
+
+def source_options(source: ModelSource) -> dict:
+    """The per-export options of a ``ModelSource`` (everything but where the models are)."""
+    return {name: getattr(source, name) for name in SOURCE_OPTIONS}
+
+
+def export_source(folder: str, options: dict) -> ModelSource:
+    unknown = sorted(set(options) - set(SOURCE_OPTIONS))
+    if unknown:
+        raise ConfigError(f"unknown export option(s) {unknown}; valid: {', '.join(SOURCE_OPTIONS)}")
+    return ModelSource(onnx=folder, **options)
+
+
+class ExportService(Service):
+    """One export's ``Service`` on a replica, which Ray Serve's multiplexer may evict.
+
+    Eviction can come while requests that resolved this export are still
+    running, so ``stop`` waits until none is. Ray Serve awaits a model's
+    ``__del__`` when it evicts it; that is set on the instance, not the class,
+    because Python's garbage collector calls only a class's ``__del__`` (and
+    could not await it).
+    """
+
+    def __init__(self, export_id: str, source: ModelSource, settings: ServeSettings, metrics: ServiceMetrics):
+        super().__init__(source, settings, metrics)
+        self.export_id = export_id
+        self._requests = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._stopped = False
+        self.__del__ = self.stop
+
+    async def ask(self, questions: list[str]) -> list[dict]:
+        with self._counted():
+            return await super().ask(questions)
+
+    async def predict(self, task: str, texts: list[str], *, truncate: bool = True):
+        with self._counted():
+            return await super().predict(task, texts, truncate=truncate)
+
+    async def stop(self) -> None:
+        """Wait for the requests using this export, then stop it (once)."""
+        if self._stopped:
+            return
+        self._stopped = True
+        await self._idle.wait()
+        await super().stop()
+        logger.info("export %r stopped on this replica", self.export_id)
+
+    def _counted(self):
+        service = self
+
+        class _Count:
+            def __enter__(self):
+                service._requests += 1
+                service._idle.clear()
+
+            def __exit__(self, *exc):
+                service._requests -= 1
+                if service._requests == 0:
+                    service._idle.set()
+
+        return _Count()
+
+
+class ReplicaApp:
+    """What every replica runs: the app of ``create_app``, resolving each request's export.
+
+    The Ray Serve deployment class (``deployment_class``) adds the ingress and
+    the multiplexed loader to this.
+    """
+
+    def __init__(self, catalog_json: str, options_json: str, settings_json: str):
+        self.catalog = ExportCatalog.from_json(catalog_json)
+        self.options = json.loads(options_json)
+        export_source("/", self.options)  # a bad option fails the replica now, not the first request
+        self.settings = ServeSettings.from_json(settings_json)
+        self.metrics = ServiceMetrics()
+        self.live: weakref.WeakSet[ExportService] = weakref.WeakSet()  # evicted ones leave when collected
+        _configure_logging(self.settings.log_format)
+
+    async def __serve_build_asgi_app__(self):
+        """The app of ``create_app``; the default export is loaded first, so a replica takes traffic warm."""
+        from fastapi import Request
+        from fastapi.responses import JSONResponse
+
+        from .app import create_app
+
+        async def resolve(request: Request) -> Service:
+            from ray import serve
+
+            export_id = self.catalog.choose(serve.get_multiplexed_model_id())
+            self.catalog.folder(export_id)  # unknown ids fail here, before the multiplexer evicts anything for them
+            return await self.export(export_id)
+
+        app = create_app(settings=self.settings, resolve=resolve, metrics=self.metrics, handle_sighup=False)
+
+        @app.exception_handler(UnknownExportError)
+        async def unknown_export(request: Request, exc: UnknownExportError):
+            return JSONResponse({"error": str(exc), "error_type": "not_found", "exports": exc.known}, status_code=404)
+
+        @app.exception_handler(ExportLoadError)
+        async def export_failed(request: Request, exc: ExportLoadError):
+            return JSONResponse({"error": str(exc), "error_type": "unavailable"}, status_code=503,
+                                headers={"retry-after": str(self.settings.retry_after_s)})
+
+        if self.catalog.default is not None:
+            await self.export(self.catalog.default)
+        return app
+
+    async def export(self, export_id: str) -> ExportService:  # replaced by the multiplexed loader
+        raise NotImplementedError
+
+    async def load_export(self, export_id: str) -> ExportService:
+        """A started ``Service`` over the export's folder (on a thread: the replica keeps answering)."""
+        folder = self.catalog.folder(export_id)
+        service = ExportService(export_id, export_source(folder, self.options), self.settings, self.metrics)
+        try:
+            await service.start()
+        except Exception as exc:  # noqa: BLE001 - the request gets a 503 naming the export and the cause
+            await service.stop()
+            raise ExportLoadError(f"export {export_id!r} ({folder}) failed to load: {exc}") from exc
+        self.live.add(service)
+        logger.info("export %r loaded from %s", export_id, folder)
+        return service
+
+    async def __del__(self):
+        """Replica shutdown: stop every export still loaded here."""
+        for service in list(getattr(self, "live", ())):
+            await service.stop()
+
+
+def deployment_class(max_exports_per_replica: int = 3):
+    """The Ray Serve deployment: ``ReplicaApp`` with the ingress and an LRU of ``max_exports_per_replica`` exports.
+
+    A class per bound because ``@serve.multiplexed`` takes its bound when the
+    method is decorated.
+    """
+    serve = require("ray.serve", "ray")
+
+    @serve.deployment(name=DEPLOYMENT_NAME, max_ongoing_requests=MAX_ONGOING_REQUESTS)
+    @serve.ingress()
+    class LoraRouter(ReplicaApp):
+        @serve.multiplexed(max_num_models_per_replica=max_exports_per_replica)
+        async def export(self, export_id: str) -> ExportService:
+            service = await self.load_export(export_id)
+            return service
+
+    return LoraRouter
+
+
+def build_app(catalog: ExportCatalog, options: dict | None = None, settings: ServeSettings | None = None, *,
+              num_replicas: int | None = 1, autoscaling_config: dict | None = None,
+              max_ongoing_requests: int = MAX_ONGOING_REQUESTS, replica_cpus: float = 1.0,
+              runtime_env: dict | None = None):
+    """A Ray Serve application (``serve.run`` it): ``num_replicas`` replicas, or autoscaling between bounds.
+
+    ``autoscaling_config`` is Ray Serve's (``min_replicas``, ``max_replicas``,
+    ``target_ongoing_requests``, ...) and replaces ``num_replicas``. Each
+    replica reserves ``replica_cpus`` CPUs and runs onnxruntime on that many
+    threads unless ``options["threads"]`` says otherwise.
+    """
+    options = dict(options or {})
+    export_source("/", options)
+    settings = settings or ServeSettings()
+    if not replica_cpus > 0:
+        raise ConfigError(f"replica_cpus must be > 0, got {replica_cpus!r}")
+    if options.get("threads") is None:
+        options["threads"] = max(1, int(replica_cpus))
+    if autoscaling_config is None and (not isinstance(num_replicas, int) or num_replicas < 1):
+        raise ConfigError(f"num_replicas must be a whole number >= 1, got {num_replicas!r}")
+    actor_options: dict = {"num_cpus": replica_cpus}
+    if runtime_env:
+        actor_options["runtime_env"] = runtime_env
+    deployment = deployment_class(catalog.max_exports_per_replica).options(
+        name=DEPLOYMENT_NAME, max_ongoing_requests=max_ongoing_requests, ray_actor_options=actor_options,
+        **({"autoscaling_config": autoscaling_config} if autoscaling_config else {"num_replicas": num_replicas}))
+    return deployment.bind(catalog.to_json(), json.dumps(options), settings.to_json())
+
+
+BUILDER_ARGS = ("exports", "exports_root", "default_export", "max_exports_per_replica", "settings", "num_replicas",
+                "autoscaling_config", "max_ongoing_requests", "replica_cpus", *SOURCE_OPTIONS)
+
+
+def app_builder(args: dict):
+    """The entry a Ray Serve config file names: ``import_path: lora_router.serving.ray:app_builder``.
+
+    ``args``: ``exports`` (id: folder), ``exports_root``, ``default_export``,
+    ``max_exports_per_replica``; per-export options (``precision``,
+    ``layout``, ``threads``, ``thresholds``, ``knowledge_base``, ``chain``,
+    ``device``); ``settings`` (``ServeSettings`` fields: limits, batching,
+    ``api_key``); ``num_replicas`` or ``autoscaling_config``,
+    ``max_ongoing_requests``, ``replica_cpus``. A ``deployments:`` entry named
+    ``LoraRouter`` in the config file overrides the replica settings as usual.
+    """
+    args = dict(args or {})
+    unknown = sorted(set(args) - set(BUILDER_ARGS))
+    if unknown:
+        raise ConfigError(f"unknown app_builder arg(s) {unknown}; valid: {', '.join(BUILDER_ARGS)}")
+    catalog = ExportCatalog(exports=args.get("exports") or {}, root=args.get("exports_root"),
+                            default=args.get("default_export"),
+                            max_exports_per_replica=args.get("max_exports_per_replica", 3))
+    options = {k: args[k] for k in SOURCE_OPTIONS if args.get(k) is not None}
+    settings = ServeSettings(**(args.get("settings") or {}))
+    return build_app(catalog, options, settings, num_replicas=args.get("num_replicas", 1),
+                     autoscaling_config=args.get("autoscaling_config"),
+                     max_ongoing_requests=args.get("max_ongoing_requests", MAX_ONGOING_REQUESTS),
+                     replica_cpus=float(args.get("replica_cpus", 1.0)))
+
+
+class ReplayLostRequests:
+    """Ray Serve proxy middleware: a request whose replica died before answering is sent again.
+
+    When a replica's process dies with requests in flight, Ray's proxy sends
+    no response and the client gets a bare 500, indistinguishable from a bug.
+    Every endpoint of this app only reads, so the proxy can safely send the
+    request again: Ray's router has dropped the dead replica by then and picks
+    a live one. After ``tries`` the answer is a 503 with ``Retry-After``, a
+    status a client can act on. A response the app started is never replayed,
+    nor a request whose client went away.
+    """
+
+    def __init__(self, app, tries: int = REPLAY_TRIES, max_body: int = REPLAY_MAX_BODY):
+        self.app = app
+        self.tries = tries
+        self.max_body = max_body
+        self.replayed = 0
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http" or scope.get("path", "").startswith("/-/"):
+            await self.app(scope, receive, send)
+            return
+        body, complete, gone = await _read_body(receive, self.max_body)
+        if gone:
+            return
+        if not complete:  # too large to hold: no replay, the app answers it (413)
+            await self.app(scope, _replay(body, receive, more=True, state={}), send)
+            return
+        for attempt in range(self.tries):
+            state = {"started": False, "gone": False}
+
+            async def tracked(message, state=state):
+                if message["type"] == "http.response.start":
+                    state["started"] = True
+                await send(message)
+
+            await self.app(scope, _replay(body, receive, more=False, state=state), tracked)
+            if state["started"] or state["gone"]:
+                return
+            self.replayed += 1
+            logger.warning("%s %s: the replica answering it stopped before answering; sending it again (%d/%d)",
+                           scope.get("method"), scope.get("path"), attempt + 1, self.tries)
+            await asyncio.sleep(0.05 * (attempt + 1))
+        message = json.dumps({"error": f"no replica answered after {self.tries} tries; retry later",
+                              "error_type": "unavailable"}).encode("utf-8")
+        await send({"type": "http.response.start", "status": 503,
+                    "headers": [(b"content-type", b"application/json"), (b"retry-after", b"1"),
+                                (b"content-length", str(len(message)).encode())]})
+        await send({"type": "http.response.body", "body": message})
+
+
+async def _read_body(receive, limit: int) -> tuple[bytes, bool, bool]:
+    """(body read, whether it is complete, whether the client went away)."""
+    body = b""
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return body, False, True
+        body += message.get("body", b"")
+        if not message.get("more_body", False):
+            return body, True, False
+        if len(body) > limit:
+            return body, False, False
+
+
+def _replay(body: bytes, receive, *, more: bool, state: dict):
+    """An ASGI ``receive`` that gives ``body`` first, then defers to the client's (more body, or disconnect)."""
+    sent = False
+
+    async def replay():
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": more}
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            state["gone"] = True
+        return message
+
+    return replay
+
+
+def proxy_middlewares() -> list:
+    """What Ray Serve's HTTP proxy runs before routing (``RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH``)."""
+    from starlette.middleware import Middleware
+
+    return [Middleware(ReplayLostRequests)]
+
+
+@dataclass
+class RayDeployment:
+    """A running deployment: its URL, and whether this process started the Ray cluster it runs on."""
+
+    url: str
+    app_name: str
+    started_cluster: bool
+
+    def shutdown(self) -> None:
+        """Delete the app; stop Serve and Ray too when this process started the cluster."""
+        import ray
+        from ray import serve
+
+        try:
+            serve.delete(self.app_name)
+        finally:
+            if self.started_cluster:
+                serve.shutdown()
+            ray.shutdown()  # on a cluster this process joined, only disconnects
+
+
+def deploy(app, *, address: str | None = None, host: str = "127.0.0.1", port: int = 8000, app_name: str = APP_NAME,
+           init_options: dict | None = None, needed_cpus: float | None = None) -> RayDeployment:
+    """Start a local Ray cluster (``address=None``) or join one (``"auto"``, ``"ray://..."``, ``"HOST:PORT"``),
+    and run ``app`` behind Ray Serve's HTTP proxy on ``host:port``."""
+    ray = require("ray", "ray")
+    from ray import serve
+
+    started = address is None and not ray.is_initialized()
+    if started:  # a cluster of our own: its proxy replays requests whose replica died (ReplayLostRequests)
+        os.environ.setdefault(PROXY_CALLBACK_ENV, PROXY_CALLBACK)
+    if not ray.is_initialized():
+        ray.init(address=address, **(init_options or {}))
+    try:
+        if started and needed_cpus:
+            have = ray.cluster_resources().get("CPU", 0)
+            if needed_cpus > have:
+                raise ConfigError(f"the replicas need {needed_cpus:g} CPUs and this Ray cluster has {have:g}; give "
+                                  "fewer --replicas, a smaller --replica-cpus (e.g. 0.5), or join a bigger cluster "
+                                  "with --address")
+        serve.start(http_options={"host": host, "port": port})
+        serve.run(app, name=app_name, route_prefix="/")
+    except BaseException:
+        if started:
+            serve.shutdown()
+            ray.shutdown()
+        raise
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    return RayDeployment(f"http://{shown}:{port}", app_name, started)
+
+
+def serve_on_ray(app, *, address: str | None = None, host: str = "127.0.0.1", port: int = 8000,
+                 app_name: str = APP_NAME, on_ready=None, init_options: dict | None = None,
+                 needed_cpus: float | None = None) -> int:
+    """Deploy, call ``on_ready(url)``, and block until SIGTERM or Ctrl-C; then shut the app down. Exit code 0."""
+    stop = threading.Event()
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        deployment = deploy(app, address=address, host=host, port=port, app_name=app_name,
+                            init_options=init_options, needed_cpus=needed_cpus)
+        if on_ready is not None:
+            on_ready(deployment.url)
+        while not stop.wait(1.0):
+            pass
+        logger.info("stopping: deleting the %s app", app_name)
+        deployment.shutdown()
+        return 0
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _configure_logging(log_format: str) -> None:
+    """The library's logs on the replica's stderr (Ray keeps them in the worker's log file)."""
+    from .host import JsonLogFormatter
+
+    ours = logging.getLogger("lora_router")
+    if any(getattr(h, "_lora_router_ray", False) for h in ours.handlers):
+        return
+    handler = logging.StreamHandler()
+    handler._lora_router_ray = True
+    handler.setFormatter(JsonLogFormatter() if log_format == "json"
+                         else logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    ours.addHandler(handler)
+    ours.setLevel(logging.INFO)

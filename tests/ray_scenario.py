@@ -1,0 +1,267 @@
+"""The Ray Serve scenario of test_ray_serve.py, run inside a private network and PID namespace.
+
+Ray's services listen on every interface, so test_ray_serve.py runs this
+script under ``unshare --net --pid --fork --mount-proc`` with only loopback
+up; the HTTP clients run here too, inside the same namespace. It starts a
+local Ray cluster, deploys ``lora_router.serving.ray:app_builder`` with two
+replicas and two exports, and runs, each bounded in count and time:
+
+1. ``answers``: questions over HTTP through Ray's proxy (the default export);
+2. ``load``: 16 concurrent clients while one replica's process is killed;
+3. ``multiplex``: requests naming export ``a``, ``b``, or none;
+4. ``cleanup``: Serve and Ray shut down, then the Ray processes still alive.
+
+It prints one JSON summary on stdout (and writes it to ``--out``); the test
+asserts on it. Answers are compared here with the ones the test computed
+with ``OnnxRouter.ask`` (``--expected``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+import httpx  # noqa: E402
+
+from serve_support import same_answer  # noqa: E402
+
+URL = "http://127.0.0.1:8000"
+REPLICA_TITLE = "ServeReplica:lora-router:LoraRouter"
+RAY_PROCESSES = ("raylet", "gcs_server", "ServeReplica", "ServeController", "ProxyActor", "dashboard",
+                 "log_monitor", "default_worker", "ray::")
+CLIENTS = 16
+LOAD_REQUESTS = 320  # at least; more while the killed replica is being replaced
+RETRY_STATUSES = {503}
+MAX_TRIES = 60
+
+
+def processes(*needles: str) -> list[dict]:
+    """Processes (in this PID namespace) whose command line holds one of ``needles``."""
+    out = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+            state = (entry / "stat").read_text().split(")")[-1].split()[0]
+        except OSError:
+            continue
+        if cmd and state != "Z" and any(n in cmd for n in needles):
+            out.append({"pid": int(entry.name), "cmd": cmd[:160]})
+    return out
+
+
+def replica_pids() -> list[int]:
+    return sorted(p["pid"] for p in processes(REPLICA_TITLE))
+
+
+def running_replicas() -> int:
+    from ray import serve
+
+    app = serve.status().applications.get("lora-router")
+    if app is None:
+        return 0
+    return app.deployments["LoraRouter"].replica_states.get("RUNNING", 0)
+
+
+def wait_for(condition, timeout: float, step: float = 0.25) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(step)
+    return False
+
+
+async def post(http: httpx.AsyncClient, path: str, body: dict, headers: dict | None = None) -> tuple:
+    """(response, retries): a connection error or a 503 is retried, anything else is returned."""
+    retries = 0
+    while True:
+        try:
+            r = await http.post(path, json=body, headers=headers)
+            if r.status_code not in RETRY_STATUSES or retries >= MAX_TRIES:
+                return r, retries
+        except httpx.TransportError:
+            if retries >= MAX_TRIES:
+                raise
+        retries += 1
+        await asyncio.sleep(0.2)
+
+
+def scenario_answers(questions: list[str], expected: dict) -> dict:
+    got = []
+    with httpx.Client(base_url=URL, timeout=60) as http:
+        for q in questions:
+            r = http.post("/v1/ask", json={"question": q})
+            got.append(r.json() if r.status_code == 200 else {"status": r.status_code, "body": r.text[:300]})
+        batch = http.post("/v1/ask", json={"questions": questions})
+    return {"questions": len(questions), "replicas_running": running_replicas(), "replica_pids": replica_pids(),
+            "equal": sum(same_answer(a, e) for a, e in zip(got, expected["a"])),
+            "batch_equal": batch.status_code == 200 and same_answer(batch.json(), expected["a"]),
+            "first_mismatch": next(({"got": a, "expected": e} for a, e in zip(got, expected["a"])
+                                    if not same_answer(a, e)), None)}
+
+
+async def _load(questions: list[str], expected: list, kill_after: int, deadline_s: float) -> dict:
+    done = 0
+    failed: list[dict] = []
+    mismatches = 0
+    retried_requests = 0
+    retries = 0
+    stop = asyncio.Event()
+    killed: dict = {}
+    replaced = asyncio.Event()
+    counter = iter(range(10**9))
+
+    async def client(http: httpx.AsyncClient) -> None:
+        nonlocal done, mismatches, retried_requests, retries
+        while not stop.is_set():
+            i = next(counter)
+            q = i % len(questions)
+            try:
+                r, n = await post(http, "/v1/ask", {"question": questions[q]})
+            except httpx.TransportError as exc:
+                failed.append({"error": repr(exc)})
+                continue
+            retries += n
+            retried_requests += n > 0
+            if r.status_code != 200:
+                failed.append({"status": r.status_code, "body": r.text[:300]})
+            elif not same_answer(r.json(), expected[q]):
+                mismatches += 1
+            done += 1
+
+    async def conductor() -> None:
+        while done < kill_after:
+            await asyncio.sleep(0.05)
+        pids = replica_pids()
+        victim = pids[0]
+        os.kill(victim, signal.SIGKILL)
+        killed.update(pid=victim, at_request=done, replicas_before=pids)
+        t0 = time.monotonic()
+        while True:
+            now = replica_pids()
+            if victim not in now and len(now) == 2 and await asyncio.to_thread(running_replicas) == 2:
+                killed.update(replaced_in_s=round(time.monotonic() - t0, 2), replicas_after=now,
+                              requests_at_replacement=done)
+                replaced.set()
+                return
+            await asyncio.sleep(0.25)
+
+    limits = httpx.Limits(max_connections=CLIENTS, max_keepalive_connections=CLIENTS)
+    async with httpx.AsyncClient(base_url=URL, timeout=60, limits=limits) as http:
+        t0 = time.monotonic()
+        workers = [asyncio.create_task(client(http)) for _ in range(CLIENTS)]
+        watcher = asyncio.create_task(conductor())
+        while time.monotonic() - t0 < deadline_s:
+            if replaced.is_set() and done >= max(LOAD_REQUESTS, killed["requests_at_replacement"] + 2 * CLIENTS):
+                break
+            await asyncio.sleep(0.1)
+        stop.set()
+        await asyncio.gather(*workers)
+        watcher.cancel()
+        wall = time.monotonic() - t0
+    return {"clients": CLIENTS, "requests": done + len([f for f in failed if "error" in f]), "answered": done,
+            "failed": len(failed), "failures": failed[:5], "mismatches": mismatches,
+            "retried_requests": retried_requests, "retries": retries, "killed": killed,
+            "replaced": replaced.is_set(), "seconds": round(wall, 1)}
+
+
+def scenario_multiplex(questions: list[str], expected: dict) -> dict:
+    out: dict = {"equal": {"a": 0, "b": 0, "default": 0}, "asked": {"a": 0, "b": 0, "default": 0}}
+    with httpx.Client(base_url=URL, timeout=60) as http:
+        for _ in range(2):
+            for i, q in enumerate(questions):
+                for name in ("a", "b", "default"):
+                    headers = {} if name == "default" else {"serve_multiplexed_model_id": name}
+                    r = http.post("/v1/ask", json={"question": q}, headers=headers)
+                    want = expected["a" if name == "default" else name][i]
+                    out["asked"][name] += 1
+                    out["equal"][name] += r.status_code == 200 and same_answer(r.json(), want)
+        out["thresholds"] = {name: http.get("/v1/tasks", headers={"serve_multiplexed_model_id": name}).json()
+                             .get("thresholds") for name in ("a", "b")}
+        out["hyphen_header"] = http.get("/v1/tasks", headers={"serve-multiplexed-model-id": "b"}).json().get(
+            "thresholds")
+        unknown = http.post("/v1/ask", json={"question": questions[0]}, headers={"serve_multiplexed_model_id": "zz"})
+        out["unknown"] = {"status": unknown.status_code, **unknown.json()}
+        path = http.post("/v1/ask", json={"question": questions[0]},
+                         headers={"serve_multiplexed_model_id": "../a"})
+        out["path_id"] = {"status": path.status_code, **path.json()}
+    return out
+
+
+def logged(temp_dir: str, text: str) -> int:
+    """How many times the cluster's processes logged ``text`` (stderr files: each line once)."""
+    logs = {log.resolve() for log in Path(temp_dir).glob("session_*/logs/*.err")}  # session_latest is a link
+    return sum(log.read_text(errors="replace").count(text) for log in logs)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--export-a", required=True)
+    parser.add_argument("--export-b", required=True)
+    parser.add_argument("--expected", required=True, help="JSON: questions, and answers of a and b")
+    parser.add_argument("--temp-dir", required=True)
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--deadline-s", type=float, default=150)
+    args = parser.parse_args()
+    data = json.loads(Path(args.expected).read_text("utf-8"))
+    questions = data["questions"]
+    summary: dict = {"namespace": {"pid": os.getpid(), "interfaces": sorted(n for _, n in socket.if_nameindex())}}
+    t_all = time.monotonic()
+
+    import ray
+    from ray import serve
+
+    from lora_router.serving.ray import app_builder, deploy
+
+    # Every wait in this script is bounded; this bounds the whole run on top.
+    threading.Timer(args.deadline_s + 240, lambda: os._exit(3)).start()
+    try:
+        t0 = time.monotonic()
+        app = app_builder({"exports": {"a": args.export_a, "b": args.export_b}, "default_export": "a",
+                           "max_exports_per_replica": 1, "precision": "fp32", "num_replicas": 2,
+                           "replica_cpus": 1})
+        deploy(app, port=8000, init_options=dict(
+            num_cpus=4, include_dashboard=False, _temp_dir=args.temp_dir, object_store_memory=80 * 2**20,
+            log_to_driver=False, logging_level="warning"))
+        wait_for(lambda: running_replicas() == 2 and len(replica_pids()) == 2, 60)
+        summary["deploy_s"] = round(time.monotonic() - t0, 1)
+        summary["answers"] = scenario_answers(questions, data["expected"])
+        summary["load"] = asyncio.run(_load(questions, data["expected"]["a"], kill_after=3 * CLIENTS,
+                                            deadline_s=args.deadline_s))
+        summary["load"]["replayed_by_proxy"] = logged(args.temp_dir, "stopped before answering")
+        summary["multiplex"] = scenario_multiplex(questions[:6], data["expected"])
+        summary["multiplex"]["evictions"] = logged(args.temp_dir, "stopped on this replica")
+    except Exception as exc:  # noqa: BLE001 - reported in the summary, the test fails on it
+        import traceback
+
+        summary["error"] = traceback.format_exc()[-3000:]
+        print(f"scenario failed: {exc!r}", file=sys.stderr)
+    finally:
+        t0 = time.monotonic()
+        try:
+            serve.shutdown()
+        finally:
+            ray.shutdown()
+        wait_for(lambda: not processes(*RAY_PROCESSES), 30)
+        summary["cleanup"] = {"seconds": round(time.monotonic() - t0, 1), "left": processes(*RAY_PROCESSES)}
+        summary["total_s"] = round(time.monotonic() - t_all, 1)
+        text = json.dumps(summary, ensure_ascii=False)
+        Path(args.out).write_text(text, "utf-8")
+        print(text, flush=True)
+    os._exit(0)  # the timer thread must not hold the exit
+
+
+if __name__ == "__main__":
+    sys.exit(main())
