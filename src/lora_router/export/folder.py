@@ -21,6 +21,7 @@ from .. import __version__
 from ..adapters import AdapterHub
 from ..config import PAIR_RANKING, TaskSpec
 from ..data import Record
+from ..encoding import encoding_of
 from ..errors import ExportError, require
 from ..core.chain import Chain
 from ..runtime import layout as fmt
@@ -158,9 +159,7 @@ class _Export:
 
     # ------------------------------------------------------------ models
     def write(self, chain: Chain) -> dict:
-        from transformers import AutoTokenizer
-
-        from ..modeling.base import fingerprint, load_base, tokenizer_files_dir
+        from ..modeling.base import fingerprint, load_base
         from ..progress import progress
         from .merged import export_onnx, load_adapter, merged_model, optimum_task
         from .quantize import cpu_target, quantization_config, quantize_folder
@@ -170,10 +169,6 @@ class _Export:
         base_fp = fingerprint(base)
         for t in self.names:
             self.hub.check_base(t, base_fp, self.base_model)
-        try:
-            hf_tokenizer = AutoTokenizer.from_pretrained(self.base_model, use_fast=True)
-        except (OSError, ValueError):  # a hub id not cached: the bundled files are bert-base-chinese's
-            hf_tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_files_dir()), use_fast=True)
         tokenizer.save(str(self.root / fmt.TOKENIZER_FILE))
         _write_json(self.root / fmt.CHAIN_FILE, chain.to_dict())
         target = cpu_target()
@@ -193,7 +188,9 @@ class _Export:
                 if "merged" in self.layouts:
                     folder = self.root / fmt.merged_dir(t)
                     model = merged_model(peft_model, task_dir, spec)
-                    export_onnx(model, folder, optimum_task(spec), opset=self.opset, preprocessors=[hf_tokenizer])
+                    preprocessor = _hf_tokenizer(self.base_model, **tasks_info[t]["encoding"])
+                    export_onnx(model, folder, optimum_task(spec), opset=self.opset, preprocessors=[preprocessor])
+                    preprocessor.save_pretrained(str(folder))  # Optimum copies the base's files, not these
                     del model
                     files = {"fp32": f"{fmt.merged_dir(t)}/{fmt.MODEL_FILE}"}
                     if "int8" in self.precisions:
@@ -248,7 +245,7 @@ class _Export:
         manifest = json.loads(json.dumps(self.task_manifests[t]))
         info = {"spec": spec.to_dict(), "kind": spec.kind, "labels": list(spec.labels),
                 "head_labels": head_labels(spec), "instruction": spec.instruction,
-                "max_length": int(manifest["training"]["max_length"]),
+                "max_length": int(manifest["training"]["max_length"]), "encoding": encoding_of(manifest),
                 "manifest": f"{fmt.task_dir(t)}/task.json"}
         if spec.kind == PAIR_RANKING:
             from ..kb import Answerer
@@ -340,6 +337,20 @@ class _Export:
         finally:
             bar.close()
         return report
+
+
+def _hf_tokenizer(base_model: str, lowercase: bool = False):
+    """The Transformers tokenizer saved beside a merged model, normalising as its adapter was trained."""
+    from transformers import AutoTokenizer
+
+    from ..modeling.base import tokenizer_files_dir
+
+    # Lower-case only, as TextEncoder does (BERT's strip_accents follows do_lower_case when unset).
+    options = {"do_lower_case": True, "strip_accents": False} if lowercase else {}
+    try:
+        return AutoTokenizer.from_pretrained(base_model, use_fast=True, **options)
+    except (OSError, ValueError):  # a hub id not cached: the bundled files are bert-base-chinese's
+        return AutoTokenizer.from_pretrained(str(tokenizer_files_dir()), use_fast=True, **options)
 
 
 def _opset(root: Path, tasks_info: dict, encoder: dict | None) -> int | None:

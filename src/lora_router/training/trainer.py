@@ -21,7 +21,7 @@ from ..adapters import AdapterHub
 from ..config import PAIR_RANKING, SEQUENCE_CLASSIFICATION, LoraSettings, TaskSpec, TrainSettings
 from ..data import Record, data_hash, load_bundled, read_records, records_for, shuffle_records
 from ..data.bundled import bundled_knowledge_base
-from ..encoding import TextEncoder
+from ..encoding import TextEncoder, default_encoding
 from ..errors import DataError, require
 from .metrics import headline
 
@@ -103,7 +103,7 @@ def train(
     settings = settings or TrainSettings()
     split = split_data(spec, data, test_data, settings.seed)
     base, tokenizer = load_base(base_model)
-    encoder = TextEncoder(tokenizer, settings.max_length)
+    encoder = TextEncoder(tokenizer, settings.max_length, **default_encoding(tokenizer))
     base_fp = fingerprint(base)
 
     if spec.kind == PAIR_RANKING:
@@ -196,6 +196,7 @@ def train(
                        "random": is_random(base.config)},
         "lora": lora.to_dict(),
         "training": settings.to_dict(),
+        "encoding": encoder.encoding,
         "data": {"source": split.source, "train_hash": data_hash(split.train), "test_hash": data_hash(split.test),
                  "n_train": len(split.train), "n_test": len(split.test), "n_train_examples": len(train_examples)},
         "metrics": best["metrics"],
