@@ -11,6 +11,7 @@ pytest.importorskip("matplotlib")
 from fontTools.ttLib import TTFont  # noqa: E402 - matplotlib's own dependency
 
 from lora_router import plotting  # noqa: E402
+from lora_router.bench.contenders import CONTENDERS  # noqa: E402
 from lora_router.bench.report import chart_figure  # noqa: E402
 from lora_router.plotting import MissingFontWarning, drawable_labels, find_font  # noqa: E402
 from lora_router.router.evaluate import plot_confusion  # noqa: E402
@@ -90,7 +91,7 @@ def test_bench_chart_values_sit_above_the_p90_whiskers():
     try:
         fig.canvas.draw()
         latency = fig.axes[0]
-        keys = [k for k in results["contenders"] if results["contenders"][k]["available"]]
+        keys = [k for k in CONTENDERS if results["contenders"].get(k, {}).get("available")]
         assert len(latency.texts) == len(keys)
         for key, label in zip(keys, latency.texts):
             p90 = results["chain_latency"][key]["p90_ms"]

@@ -175,7 +175,7 @@ def chart_figure(results: dict):
 
     from ..plotting import drawable_text
 
-    keys = [k for k in CONTENDERS if results["contenders"][k]["available"]]
+    keys = [k for k in CONTENDERS if results["contenders"].get(k, {}).get("available")]  # older runs lack newer keys
     chain = [results["chain_latency"].get(k, {}) for k in keys]
     p50 = [c.get("p50_ms") or 0.0 for c in chain]
     p90 = [max(c.get("p90_ms") or 0.0, a) for c, a in zip(chain, p50, strict=True)]
