@@ -240,6 +240,7 @@ def test_manifest_records_the_knowledge_base(trained):
     assert info["ngram_range"] == [1, 2] and info["index_answers"]
     # The threshold was fitted on the training split: 10 phrasings left out one by one, 3 off-topic questions.
     assert info["threshold"] == info["threshold_fit"]["threshold"]
+    assert info["relevance_weight"] == info["threshold_fit"]["relevance_weight"] <= 0.5  # fitted, never raised
     assert info["threshold_fit"]["n_answerable"] == 10 and info["threshold_fit"]["n_no_answer"] == 3
     assert {"top1", "mrr", "no_answer_precision", "no_answer_recall"} <= set(trained["manifest"]["metrics"])
 
@@ -271,7 +272,9 @@ def test_reloaded_router_ranks_as_before_saving(trained, router):
         metrics = job.evaluate(model, head)  # fits the threshold on the training split first
         before = job.predict(model, head)
     assert metrics["mrr"] == trained["manifest"]["metrics"]["mrr"]
-    assert job.answerer.settings.threshold == trained["manifest"]["knowledge_base"]["threshold"]
+    saved = trained["manifest"]["knowledge_base"]
+    assert job.answerer.settings.threshold == saved["threshold"]
+    assert job.answerer.settings.relevance_weight == saved["relevance_weight"]
     after = router.predict_batch("question_answer", [r.input for r in test])
     for b, a in zip(before, after, strict=True):
         assert [c["id"] for c in b["candidates"]] == [c["id"] for c in a["candidates"]]

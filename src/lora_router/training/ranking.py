@@ -42,6 +42,7 @@ class RankingTask:
         self.hard_negatives = hard_negatives
         self.random_negatives = random_negatives
         self.answerer = Answerer(kb_path, settings)
+        self._max_relevance_weight = self.answerer.settings.relevance_weight
         kb = self.answerer.knowledge_base
         self.train = list(train_records)
         self.test = list(test_records)
@@ -103,34 +104,54 @@ class RankingTask:
         encoded = self.encoder.encode_batch([p[0] for p in pairs], [p[1] for p in pairs], warn=False) if pairs else []
         return candidates, [Example(e, 0.0) for e in encoded]
 
-    def _results(self, model, head, inputs: tuple[list[list[Candidate]], list[Example]]) -> list[dict]:
+    def _logits(self, model, head, examples: list[Example]) -> list[float]:
         from .loop import predict_logits
 
-        candidates, examples = inputs
-        logits = predict_logits(model, head, examples, self.encoder) if examples else []
+        return [float(x[0]) for x in predict_logits(model, head, examples, self.encoder)] if examples else []
+
+    def _decide(self, candidates: list[list[Candidate]], logits: Sequence[float]) -> list[dict]:
         results, pos = [], 0
         for cands in candidates:
             n = sum(len(c.phrasings) for c in cands)
-            results.append(self.answerer.decide(cands, [float(x[0]) for x in logits[pos : pos + n]]))
+            results.append(self.answerer.decide(cands, logits[pos : pos + n]))
             pos += n
         return results
 
-    def fit_threshold(self, model, head) -> dict | None:
-        """Fit the no-answer threshold on the training split with ``model`` as the cross-encoder.
+    def fit_answering(self, model, head) -> dict | None:
+        """Fit the cross-encoder's weight and the no-answer threshold on the training split.
 
         A training question that is a phrasing of the knowledge base is retrieved
         with that phrasing left out, so it is scored as a new question would be.
-        The answerer keeps the fitted threshold; None (and the threshold unchanged)
-        when the training split lacks questions with, or without, an answer.
+        The weight is the one (of 0, 0.1, ... up to the configured weight) whose
+        ranking has the best MRR there: the fit may lower it, never raise it,
+        as the cross-encoder has seen these questions in training and looks
+        better on them than on new ones. The threshold then best separates
+        questions with and without an answer (``kb/threshold.py``). The answerer
+        keeps both; None (threshold unchanged) when the training split lacks
+        questions with, or without, an answer.
         """
         if self._fit is None:
             self._fit = self._inputs(self.train, leave_out_self=True)
-        results = self._results(model, head, self._fit)
+        candidates, examples = self._fit
+        logits = self._logits(model, head, examples)
+        answerable = [i for i, g in enumerate(self._gold_train) if g is not None]
+        best: tuple[float, float, list[dict]] | None = None
+        top = self._max_relevance_weight
+        for weight in sorted({top, *(k / 10 for k in range(11) if k / 10 < top)}, reverse=True):
+            self.answerer.settings = dataclasses.replace(self.answerer.settings, relevance_weight=weight)
+            results = self._decide(candidates, logits)
+            mrr = sum(_reciprocal_rank(results[i], self._gold_train[i]) for i in answerable) / max(len(answerable), 1)
+            if best is None or mrr > best[0] + 1e-9:
+                best = (mrr, weight, results)
+        assert best is not None
+        mrr, weight, results = best
+        self.answerer.settings = dataclasses.replace(self.answerer.settings, relevance_weight=weight)
         fit = fit_threshold([r["confidence"] for r in results], [g is None for g in self._gold_train])
         self._scored_by = (model, head)
         if fit is not None:
             self.answerer.settings = dataclasses.replace(self.answerer.settings, threshold=fit["threshold"])
-            fit["fitted_on"] = "training split, each question's own phrasing left out"
+            fit.update(relevance_weight=weight, train_mrr=round(mrr, 4),
+                       fitted_on="training split, each question's own phrasing left out")
         else:
             logger.warning("question_answer: the training split needs questions with and without an answer to "
                            "fit the no-answer threshold; keeping %s", self.answerer.settings.threshold)
@@ -141,30 +162,36 @@ class RankingTask:
         """The answerer's result for every test record, with ``model`` as the cross-encoder."""
         if self._eval is None:
             self._eval = self._inputs(self.test, leave_out_self=False)
-        return self._results(model, head, self._eval)
+        candidates, examples = self._eval
+        return self._decide(candidates, self._logits(model, head, examples))
 
     def evaluate(self, model, head) -> dict:
         """Top-1, MRR, no-answer precision/recall and answer accuracy on the test split.
 
-        The no-answer threshold is fitted on the training split first, so the
-        test split decides nothing.
+        The cross-encoder's weight and the no-answer threshold are fitted on the
+        training split first, so the test split decides nothing.
         """
-        self.fit_threshold(model, head)
+        self.fit_answering(model, head)
         results = self.predict(model, head)
         return score_results(results, self._gold_test, self.answerer.settings.threshold)
 
     def manifest_info(self) -> dict:
         """The knowledge base and answer settings, for ``Answerer.from_manifest``.
 
-        The threshold is refitted with the model as it is now (the trainer restores
-        the best epoch before asking), so the saved threshold is that epoch's.
+        The weight and threshold are refitted with the model as it is now (the
+        trainer restores the best epoch before asking), so the saved ones are that epoch's.
         """
         if self._scored_by is not None:
-            self.fit_threshold(*self._scored_by)
+            self.fit_answering(*self._scored_by)
         info = self.answerer.manifest_info()
         if self.threshold_fit is not None:
             info["threshold_fit"] = self.threshold_fit
         return info
+
+
+def _reciprocal_rank(result: dict, gold: str | None) -> float:
+    ids = [c["id"] for c in result["candidates"]]
+    return 1.0 / (ids.index(gold) + 1) if gold in ids else 0.0
 
 
 def score_results(results: Sequence[dict], gold: Sequence[str | None], threshold: float) -> dict:
