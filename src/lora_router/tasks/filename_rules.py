@@ -44,7 +44,8 @@ _TRAILING = "._-~=/\\:"  # what a sentence may leave after an extension: "orders
 _LEADING = "-=:"
 _OPENING_OF = {")": "(", "）": "（"}
 _QUOTES = {"《": "》", "“": "”", "「": "」", "『": "』", "‘": "’", "\"": "\"", "'": "'", "`": "`", "【": "】"}
-_SENTENCE_PUNCTUATION = frozenset("，。；！？、：,;!?\n\r")
+# Besides an ASCII run's characters and letters, what a quoted name may hold ("Q1 report (final).xlsx").
+_QUOTED_NAME_EXTRA = frozenset(" :()（）")
 _MAX_GROUP = 20  # characters inside a bracket group that may belong to a stem
 _MAX_QUOTED = 120
 
@@ -207,8 +208,8 @@ def _quoted(text: str) -> list[tuple[int, int]]:
     while i < len(text):
         close = _QUOTES.get(text[i])
         if close is not None:
-            j = text.find(close, i + 1)
-            if 0 < j - i - 1 <= _MAX_QUOTED and "\n" not in text[i + 1 : j]:
+            j = text.find(close, i + 1, i + 2 + _MAX_QUOTED)
+            if j > i + 1 and "\n" not in text[i + 1 : j]:
                 out.append((i + 1, j))
                 i = j + 1
                 continue
@@ -227,7 +228,7 @@ def _apply_quotes(text: str, names: list[tuple[int, int]], marks: _Marks) -> lis
         if (
             extension_end(text, qs, qe) != qe
             or not has_stem(inner)
-            or any(c in _SENTENCE_PUNCTUATION for c in inner)
+            or not all(c in _QUOTED_NAME_EXTRA or c in _ASCII_NAME or _is_letter(c) for c in inner)
             or not marks.any(qs, qs + 1)
         ):
             continue
