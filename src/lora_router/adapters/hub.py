@@ -6,7 +6,8 @@ Layout of ``<hub>/<task>/``::
     adapter_model.safetensors    plain PeftModel.from_pretrained loads them
     head.safetensors             the task head (classifier.weight / .bias)
     task.json                    spec, labels, base id + fingerprint, settings,
-                                 data hash, metrics, versions, time
+                                 encoding (how the text was normalised, e.g.
+                                 lower-cased), data hash, metrics, versions, time
 
 plus ``<hub>/logs/<task>-<time>.jsonl`` for every training run. Only
 safetensors are read or written. No torch here.
