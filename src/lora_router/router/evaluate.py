@@ -166,9 +166,12 @@ def plot_reliability(calibration: dict, path: str, title: str = "") -> None:
     import matplotlib.pyplot as plt
 
     t = calibration["temperature"]
-    panels = [("before: raw softmax (T = 1)", calibration["bins_before"], calibration["ece_before"]),
-              (f"after: temperature T = {t:.3g}", calibration["bins_after"], calibration["ece_after"])]
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4.8), sharey=True)
+    after = f"ECE {calibration['ece_after']:.3f}"
+    if "ece_after_cross_fitted" in calibration:
+        after += f" (cross-fitted {calibration['ece_after_cross_fitted']:.3f})"
+    panels = [("before: raw softmax (T = 1)", calibration["bins_before"], f"ECE {calibration['ece_before']:.3f}"),
+              (f"after: temperature T = {t:.3g}", calibration["bins_after"], after)]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 5.2), sharey=True)
     for ax, (name, bins, ece) in zip(axes, panels):
         width = bins[0]["high"] - bins[0]["low"]
         filled = [b for b in bins if b["n"]]
@@ -181,18 +184,20 @@ def plot_reliability(calibration: dict, path: str, title: str = "") -> None:
                edgecolor="#c44e52", label="gap to the bin's mean confidence")
         for c, b in zip(centres, filled):
             top = max(b["accuracy"], b["confidence"])
-            ax.text(c, min(top + 0.015, 1.0), f"n={b['n']}", ha="center", va="bottom", fontsize=7)
+            ax.text(c, top + 0.015, f"n={b['n']}", ha="center", va="bottom", fontsize=7)
         ax.set_xlim(0, 1)
-        ax.set_ylim(0, 1.05)
+        ax.set_ylim(0, 1.1)
+        ax.set_yticks([0, 0.2, 0.4, 0.6, 0.8, 1.0])
         ax.set_xlabel("confidence (top-label probability)")
-        ax.set_title(f"{name}\nECE {ece:.3f}", fontsize=10)
+        ax.set_title(f"{name}\n{ece}", fontsize=10)
     axes[0].set_ylabel("accuracy")
-    axes[0].legend(loc="upper left", fontsize=8)
+    # One legend for both panels, below them, where it covers no bar.
+    fig.legend(*axes[0].get_legend_handles_labels(), loc="lower center", ncol=3, fontsize=8, frameon=False)
     note = f"{calibration['n']} examples, {len(calibration['bins_before'])} bins"
     if calibration.get("fitted_on_this_data"):
         note += "; T was fitted on these same examples, so 'after' is optimistic"
     fig.suptitle((title + "  -  " if title else "") + "reliability diagram\n" + note, fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
