@@ -2,14 +2,16 @@
 
 Ray's services listen on every interface, so test_ray_serve.py runs this
 script under ``unshare --net --pid --fork --mount-proc`` with only loopback
-up; the HTTP clients run here too, inside the same namespace. It starts a
-local Ray cluster, deploys ``lora_router.serving.ray:app_builder`` with two
-replicas and two exports, and runs, each bounded in count and time:
+up; the HTTP clients run here too, inside the same namespace. Each step is
+bounded in count and time.
+
+``lora-router serve --engine ray`` starts the cluster, with two replicas
+and two exports (one per replica at a time); then:
 
 1. ``answers``: questions over HTTP through Ray's proxy (the default export);
 2. ``load``: 16 concurrent clients while one replica's process is killed;
 3. ``multiplex``: requests naming export ``a``, ``b``, or none;
-4. ``cleanup``: Serve and Ray shut down, then the Ray processes still alive.
+4. ``cleanup``: SIGTERM to the server, its exit code, the Ray processes still alive.
 
 It prints one JSON summary on stdout (and writes it to ``--out``); the test
 asserts on it. Answers are compared here with the ones the test computed
@@ -24,6 +26,7 @@ import json
 import os
 import signal
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -202,8 +205,17 @@ def scenario_multiplex(questions: list[str], expected: dict) -> dict:
 
 def logged(temp_dir: str, text: str) -> int:
     """How many times the cluster's processes logged ``text`` (stderr files: each line once)."""
-    logs = {log.resolve() for log in Path(temp_dir).glob("session_*/logs/*.err")}  # session_latest is a link
+    logs = {log.resolve() for log in Path(temp_dir).glob("ray/session_*/logs/*.err")}  # session_latest is a link
     return sum(log.read_text(errors="replace").count(text) for log in logs)
+
+
+def start_server(args, log) -> subprocess.Popen:
+    """``lora-router serve --engine ray`` with two replicas and two exports, one export per replica at a time."""
+    command = [sys.executable, "-c", "from lora_router.cli import run; run()", "serve", "--engine", "ray",
+               "--export", f"a={args.export_a}", "--export", f"b={args.export_b}", "--default-export", "a",
+               "--replicas", "2", "--max-exports-per-replica", "1", "--precision", "fp32", "--port", "8000"]
+    return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env={**os.environ,
+                            "RAY_TMPDIR": args.temp_dir})
 
 
 def main() -> int:
@@ -219,30 +231,27 @@ def main() -> int:
     questions = data["questions"]
     summary: dict = {"namespace": {"pid": os.getpid(), "interfaces": sorted(n for _, n in socket.if_nameindex())}}
     t_all = time.monotonic()
-
-    import ray
-    from ray import serve
-
-    from lora_router.serving.ray import app_builder, deploy
-
     # Every wait in this script is bounded; this bounds the whole run on top.
-    threading.Timer(args.deadline_s + 240, lambda: os._exit(3)).start()
+    threading.Timer(args.deadline_s + 300, lambda: os._exit(3)).start()
+    log_path = Path(args.temp_dir) / "server.log"
+    log = open(log_path, "wb")
+    server = start_server(args, log)
     try:
-        t0 = time.monotonic()
-        app = app_builder({"exports": {"a": args.export_a, "b": args.export_b}, "default_export": "a",
-                           "max_exports_per_replica": 1, "precision": "fp32", "num_replicas": 2,
-                           "replica_cpus": 1})
-        deploy(app, port=8000, init_options=dict(
-            num_cpus=4, include_dashboard=False, _temp_dir=args.temp_dir, object_store_memory=80 * 2**20,
-            log_to_driver=False, logging_level="warning"))
-        wait_for(lambda: running_replicas() == 2 and len(replica_pids()) == 2, 60)
-        summary["deploy_s"] = round(time.monotonic() - t0, 1)
+        up = wait_for(lambda: b"serving on" in log_path.read_bytes() or server.poll() is not None, 180)
+        if not up or server.poll() is not None:
+            raise RuntimeError(f"the server did not start:\n{log_path.read_text(errors='replace')[-3000:]}")
+        summary["deploy_s"] = round(time.monotonic() - t_all, 1)
+        import ray
+
+        os.environ["RAY_TMPDIR"] = args.temp_dir
+        ray.init(address="auto", log_to_driver=False, logging_level="warning")  # to read serve.status()
         summary["answers"] = scenario_answers(questions, data["expected"])
         summary["load"] = asyncio.run(_load(questions, data["expected"]["a"], kill_after=3 * CLIENTS,
                                             deadline_s=args.deadline_s))
         summary["load"]["replayed_by_proxy"] = logged(args.temp_dir, "stopped before answering")
         summary["multiplex"] = scenario_multiplex(questions[:6], data["expected"])
         summary["multiplex"]["evictions"] = logged(args.temp_dir, "stopped on this replica")
+        ray.shutdown()
     except Exception as exc:  # noqa: BLE001 - reported in the summary, the test fails on it
         import traceback
 
@@ -250,12 +259,17 @@ def main() -> int:
         print(f"scenario failed: {exc!r}", file=sys.stderr)
     finally:
         t0 = time.monotonic()
+        server.send_signal(signal.SIGTERM)
         try:
-            serve.shutdown()
-        finally:
-            ray.shutdown()
+            code = server.wait(90)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            code = "killed after 90 s"
         wait_for(lambda: not processes(*RAY_PROCESSES), 30)
-        summary["cleanup"] = {"seconds": round(time.monotonic() - t0, 1), "left": processes(*RAY_PROCESSES)}
+        log.close()
+        summary["cleanup"] = {"server_exit": code, "seconds": round(time.monotonic() - t0, 1),
+                              "left": processes(*RAY_PROCESSES),
+                              "server_log_tail": log_path.read_text(errors="replace")[-1500:]}
         summary["total_s"] = round(time.monotonic() - t_all, 1)
         text = json.dumps(summary, ensure_ascii=False)
         Path(args.out).write_text(text, "utf-8")

@@ -2,8 +2,9 @@
 
 Ray's services listen on every network interface, so the cluster starts
 inside a private network namespace (and PID namespace) of its own, with only
-loopback up: tests/ray_scenario.py runs there under ``unshare``, clients
-included, and prints a JSON summary that these tests read. One cluster for
+loopback up: tests/ray_scenario.py runs there under ``unshare``: it starts
+``lora-router serve --engine ray``, runs the clients, stops the server with
+SIGTERM, and prints a JSON summary that these tests read. One cluster for
 the module; every wait in the scenario is bounded, and the namespace's
 processes die with it.
 """
@@ -25,7 +26,6 @@ from serve_support import same_answer
 
 pytest.importorskip("ray.serve")
 pytest.importorskip("fastapi")
-pytestmark = pytest.mark.slow
 
 SCENARIO = Path(__file__).parent / "ray_scenario.py"
 QUESTIONS = ["帮我把sales_2024.csv导入到ODS层", "数据清洗流程是什么？", "今天天气怎么样", "什么是机器学习？",
@@ -120,10 +120,12 @@ def check(summary: dict, key: str) -> dict:
     return summary[key]
 
 
+@pytest.mark.slow
 def test_the_cluster_runs_in_its_own_network_namespace(scenario):
     assert scenario["namespace"]["interfaces"] == ["lo"]
 
 
+@pytest.mark.slow
 def test_two_replicas_answer_through_rays_proxy_as_onnx_router_does(scenario):
     answers = check(scenario, "answers")
     assert answers["replicas_running"] == 2 and len(answers["replica_pids"]) == 2
@@ -131,6 +133,7 @@ def test_two_replicas_answer_through_rays_proxy_as_onnx_router_does(scenario):
     assert answers["batch_equal"]
 
 
+@pytest.mark.slow
 def test_a_killed_replica_is_replaced_and_no_request_fails(scenario):
     load = check(scenario, "load")
     killed = load["killed"]
@@ -146,6 +149,7 @@ def test_a_killed_replica_is_replaced_and_no_request_fails(scenario):
           f"{load['retried_requests']} ({load['retries']} retries)")
 
 
+@pytest.mark.slow
 def test_each_request_is_answered_by_the_export_it_names(scenario):
     multiplex = check(scenario, "multiplex")
     expected = scenario["expected"]
@@ -160,7 +164,161 @@ def test_each_request_is_answered_by_the_export_it_names(scenario):
     assert multiplex["evictions"] >= 1, "one export per replica: serving both evicts one"
 
 
-def test_the_cluster_and_its_processes_are_gone_at_the_end(scenario):
+@pytest.mark.slow
+def test_sigterm_stops_the_server_and_its_cluster_leaves_no_process(scenario):
     assert scenario["exit_code"] == 0, scenario["stderr_tail"]
-    assert check(scenario, "cleanup")["left"] == []
+    cleanup = check(scenario, "cleanup")
+    assert cleanup["server_exit"] == 0, cleanup["server_log_tail"]
+    assert cleanup["left"] == []
     assert scenario["left_on_machine"] == []
+
+
+# ---------------------------------------------------------------- in process, no cluster
+
+def test_export_ids_are_names_never_paths(tmp_path):
+    from lora_router.errors import ConfigError, InputError
+    from lora_router.serving.ray import ExportCatalog, UnknownExportError
+
+    for bad in ("../a", "a/b", "a\\b", "..", "", ".hidden", "x" * 200):
+        with pytest.raises(InputError, match="not valid"):
+            ExportCatalog(exports={bad: str(tmp_path)})
+    catalog = ExportCatalog(exports={"team-a": str(tmp_path)})
+    assert catalog.default == "team-a", "a single export answers requests that name none"
+    with pytest.raises(InputError):
+        catalog.choose("../team-a")
+    with pytest.raises(UnknownExportError, match="known: team-a"):
+        catalog.folder("team-b")
+    with pytest.raises(ConfigError, match="default export 'b' is not one of"):
+        ExportCatalog(exports={"a": str(tmp_path)}, default="b")
+    with pytest.raises(ConfigError, match="no export to serve"):
+        ExportCatalog()
+
+
+def test_an_exports_root_serves_its_export_folders_by_name(tmp_path):
+    from lora_router.serving.ray import ExportCatalog, UnknownExportError
+
+    for name in ("team-a", "team-b"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "manifest.json").write_text("{}")
+    (tmp_path / "notes").mkdir()  # no manifest: not an export
+    catalog = ExportCatalog(root=str(tmp_path), default="team-a", max_exports_per_replica=2)
+    assert catalog.known() == ["team-a", "team-b"]
+    assert catalog.folder("team-b") == str(tmp_path / "team-b")
+    assert catalog.choose("") == "team-a"
+    with pytest.raises(UnknownExportError):
+        catalog.folder("notes")
+    assert ExportCatalog.from_json(catalog.to_json()) == catalog
+
+
+def test_app_builder_refuses_an_unknown_arg_naming_the_valid_ones(tmp_path):
+    from lora_router.errors import ConfigError
+    from lora_router.serving.ray import app_builder
+
+    with pytest.raises(ConfigError, match="unknown app_builder arg.*'replicas'.*valid: exports"):
+        app_builder({"exports": {"a": str(tmp_path)}, "replicas": 2})
+    with pytest.raises(ConfigError, match="max_batch_tokens"):
+        app_builder({"exports": {"a": str(tmp_path)}, "settings": {"max_batch_tokens": 0}})
+    app_builder({"exports_root": str(tmp_path), "default_export": "a", "precision": "int8",
+                 "autoscaling_config": {"min_replicas": 1, "max_replicas": 4, "target_ongoing_requests": 16},
+                 "settings": {"max_batch_requests": 16}})
+
+
+def _asgi_call(app, body: bytes = b'{"question": "q"}', disconnect: bool = False) -> tuple[int, dict, bytes]:
+    import asyncio
+
+    sent: list[dict] = []
+
+    async def run():
+        messages = [{"type": "http.request", "body": body, "more_body": False}]
+
+        async def receive():
+            if messages:
+                return messages.pop(0)
+            if disconnect:
+                return {"type": "http.disconnect"}
+            await asyncio.sleep(3600)
+
+        async def send(message):
+            sent.append(message)
+
+        scope = {"type": "http", "method": "POST", "path": "/v1/ask", "headers": []}
+        await asyncio.wait_for(app(scope, receive, send), 10)
+
+    asyncio.run(run())
+    if not sent:
+        return 0, {}, b""
+    headers = {k.decode(): v.decode() for k, v in sent[0].get("headers", [])}
+    return sent[0]["status"], headers, b"".join(m.get("body", b"") for m in sent[1:])
+
+
+class _Replica:
+    """An ASGI app standing for Ray's proxy: sends nothing (its replica died) ``silent`` times, then answers."""
+
+    def __init__(self, silent: int, status: int = 200):
+        self.silent, self.status, self.bodies = silent, status, []
+
+    async def __call__(self, scope, receive, send):
+        message = await receive()
+        self.bodies.append(message["body"])
+        if len(self.bodies) <= self.silent:
+            return
+        await send({"type": "http.response.start", "status": self.status, "headers": []})
+        await send({"type": "http.response.body", "body": b"answer"})
+
+
+def test_the_proxy_replays_a_request_whose_replica_died_before_answering():
+    from lora_router.serving.ray import ReplayLostRequests
+
+    inner = _Replica(silent=2)
+    status, _, body = _asgi_call(ReplayLostRequests(inner))
+    assert (status, body) == (200, b"answer")
+    assert inner.bodies == [b'{"question": "q"}'] * 3, "the same body every time"
+
+
+def test_the_proxy_answers_503_with_retry_after_when_no_replica_answers():
+    from lora_router.serving.ray import ReplayLostRequests
+
+    inner = _Replica(silent=99)
+    status, headers, body = _asgi_call(ReplayLostRequests(inner, tries=3))
+    assert status == 503 and headers["retry-after"] == "1"
+    assert json.loads(body)["error_type"] == "unavailable"
+    assert len(inner.bodies) == 3
+
+
+def test_the_proxy_never_replays_an_answer_the_app_gave_nor_for_a_client_gone():
+    from lora_router.serving.ray import ReplayLostRequests
+
+    inner = _Replica(silent=0, status=500)
+    assert _asgi_call(ReplayLostRequests(inner))[0] == 500 and len(inner.bodies) == 1
+
+    class Gone(_Replica):
+        async def __call__(self, scope, receive, send):
+            message = await receive()
+            self.bodies.append(message["body"])
+            assert (await receive())["type"] == "http.disconnect"  # as Ray's proxy learns the client left
+
+    gone = Gone(silent=99)
+    assert _asgi_call(ReplayLostRequests(gone), disconnect=True)[0] == 0 and len(gone.bodies) == 1
+
+
+@pytest.mark.slow
+def test_an_evicted_export_stops_only_after_its_requests_are_answered(exported):
+    import asyncio
+
+    from lora_router.serving import ModelSource, ServeSettings
+    from lora_router.serving.metrics import ServiceMetrics
+    from lora_router.serving.ray import ExportService
+
+    async def run():
+        service = ExportService("a", ModelSource(onnx=str(exported.export), precision="fp32"), ServeSettings(),
+                                ServiceMetrics())
+        await service.start()
+        asking = asyncio.create_task(service.ask(["帮我把sales_2024.csv导入到ODS层", "数据清洗流程是什么？"]))
+        await asyncio.sleep(0)  # the request has started
+        await service.__del__()  # what Ray Serve's multiplexer awaits when it evicts an export
+        assert asking.done(), "stop returned before the request in flight was answered"
+        return asking.result()
+
+    answers = asyncio.run(run())
+    assert [a["question"] for a in answers] == ["帮我把sales_2024.csv导入到ODS层", "数据清洗流程是什么？"]
+    assert all(a["steps"] for a in answers)

@@ -752,10 +752,28 @@ def router_options(fn):
 @click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True)
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info",
               show_default=True)
+@click.option("--engine", type=click.Choice(["uvicorn", "ray"]), default="uvicorn", show_default=True,
+              help="uvicorn: one machine. ray: replicas on a Ray cluster (the ray extra), several exports.")
+@click.option("--replicas", default=1, show_default=True, type=click.IntRange(1),
+              help="[ray] Replicas of the service, each with its own models.")
+@click.option("--address", default=None, metavar="auto|ADDR",
+              help="[ray] Join this Ray cluster (auto: the one `ray start` made here) [default: start one].")
+@click.option("--export", "exports", multiple=True, metavar="ID=DIR",
+              help="[ray] Also serve this export under ID (repeatable); requests name it in the "
+                   "serve_multiplexed_model_id header. --onnx DIR is export 'default'.")
+@click.option("--exports-root", type=click.Path(file_okay=False, exists=True, path_type=Path), default=None,
+              help="[ray] Serve every export folder under DIR, by its folder name (loaded when first asked).")
+@click.option("--default-export", default=None, metavar="ID",
+              help="[ray] The export answering requests that name none [default: --onnx, or the only --export].")
+@click.option("--max-exports-per-replica", default=3, show_default=True, type=click.IntRange(1),
+              help="[ray] Exports one replica holds; the least recently used is unloaded for another.")
+@click.option("--replica-cpus", default=1.0, show_default=True, type=click.FloatRange(min=0.01),
+              help="[ray] CPUs each replica reserves (and onnxruntime threads, rounded down, at least 1).")
 @handle_errors
 def serve_cmd(onnx, hub_dir, base_model, knowledge_base, thresholds, chain_file, device, precision, layout, host, port,
               workers, max_batch_tokens, max_batch_requests, max_wait_ms, max_concurrent_requests, max_client_batch,
-              max_question_chars, api_key, cors_origins, log_format, log_level) -> None:
+              max_question_chars, api_key, cors_origins, log_format, log_level, engine, replicas, address, exports,
+              exports_root, default_export, max_exports_per_replica, replica_cpus) -> None:
     """Serve the chain over HTTP: POST /v1/ask, /v1/tasks/TASK/predict, /metrics, /docs.
 
     Needs the serve extra: pip install "lora-router[serve]". Concurrent
@@ -768,6 +786,8 @@ def serve_cmd(onnx, hub_dir, base_model, knowledge_base, thresholds, chain_file,
     curl -s localhost:8080/v1/ask -d '{"question": "帮我把sales_2024.csv导入到ODS层"}'
     curl -s localhost:8080/v1/tasks/question_classifier/predict -d '{"inputs": "数据清洗流程是什么？"}'
     lora-router serve --hub ./hub --base-model ./base --port 9000 --log-format json
+    lora-router serve --engine ray --onnx ./export --replicas 2
+    lora-router serve --engine ray --address auto --exports-root /mnt/exports --default-export team-a
     """
     from .errors import require
 
@@ -775,6 +795,21 @@ def serve_cmd(onnx, hub_dir, base_model, knowledge_base, thresholds, chain_file,
     from .serving import ModelSource, ServeSettings
     from .serving.host import serve
 
+    settings = ServeSettings(max_batch_tokens=max_batch_tokens, max_batch_requests=max_batch_requests,
+                             max_wait_ms=max_wait_ms, max_concurrent_requests=max_concurrent_requests,
+                             max_client_batch=max_client_batch, max_question_chars=max_question_chars,
+                             api_key=api_key, cors_origins=list(cors_origins), log_format=log_format)
+    if engine == "ray":
+        if hub_dir is not None or workers > 1:
+            raise click.UsageError("--engine ray serves exports (--onnx, --export, --exports-root) and scales "
+                                   "with --replicas; --hub and --workers are for --engine uvicorn")
+        _serve_on_ray(onnx, exports, exports_root, default_export, max_exports_per_replica, settings,
+                      dict(knowledge_base=knowledge_base and str(knowledge_base),
+                           thresholds=_parse_thresholds(thresholds), device=device, precision=precision,
+                           layout=layout, chain=chain_file and str(chain_file)),
+                      replicas=replicas, replica_cpus=replica_cpus, address=address, host=host, port=port,
+                      log_format=log_format, log_level=log_level)
+        return
     if onnx is None and hub_dir is None:
         raise click.UsageError("give --onnx DIR (an export) or --hub DIR (a hub, for development)")
     if onnx is not None:
@@ -785,14 +820,44 @@ def serve_cmd(onnx, hub_dir, base_model, knowledge_base, thresholds, chain_file,
                          knowledge_base=knowledge_base and str(knowledge_base),
                          thresholds=_parse_thresholds(thresholds), device=device, precision=precision,
                          layout=layout, chain=chain_file and str(chain_file))
-    settings = ServeSettings(max_batch_tokens=max_batch_tokens, max_batch_requests=max_batch_requests,
-                             max_wait_ms=max_wait_ms, max_concurrent_requests=max_concurrent_requests,
-                             max_client_batch=max_client_batch, max_question_chars=max_question_chars,
-                             api_key=api_key, cors_origins=list(cors_origins), log_format=log_format)
     if host not in ("127.0.0.1", "localhost", "::1") and not api_key:
         click.secho(f"warning: listening on {host} without --api-key: anyone who reaches it can ask", fg="yellow",
                     err=True)
     sys.exit(serve(source, settings, host=host, port=port, workers=workers, log_level=log_level))
+
+
+def _serve_on_ray(onnx, exports, exports_root, default_export, max_exports_per_replica, settings, options, *,
+                  replicas, replica_cpus, address, host, port, log_format, log_level) -> None:
+    from .runtime import read_manifest
+    from .serving.host import configure_logging
+    from .serving.ray import DEFAULT_EXPORT_ID, EXPORT_HEADER, ExportCatalog, serve_exports
+
+    folders = {DEFAULT_EXPORT_ID: onnx} if onnx is not None else {}
+    for item in exports:
+        export_id, sep, folder = item.partition("=")
+        if not sep or not export_id or not folder:
+            raise click.BadParameter(f"{item!r} is not ID=DIR", param_hint="--export")
+        folders[export_id] = Path(folder)
+    for folder in folders.values():
+        read_manifest(folder)  # a folder that is not an export fails here, before the cluster starts
+    # Absolute paths: replicas run in other processes, on other nodes, and must find the same folders.
+    catalog = ExportCatalog(exports={k: str(Path(v).resolve()) for k, v in folders.items()},
+                            root=exports_root and str(exports_root.resolve()),
+                            default=default_export or (DEFAULT_EXPORT_ID if onnx is not None else None),
+                            max_exports_per_replica=max_exports_per_replica)
+    configure_logging(log_format, log_level)
+    if host not in ("127.0.0.1", "localhost", "::1") and not settings.api_key:
+        click.secho(f"warning: listening on {host} without --api-key: anyone who reaches it can ask", fg="yellow",
+                    err=True)
+
+    def ready(url: str) -> None:
+        known = catalog.known()
+        click.echo(f"serving on Ray Serve at {url} ({replicas} replica{'s' * (replicas > 1)}; exports: "
+                   f"{', '.join(known)}; default: {catalog.default or 'none'})")
+        click.echo(f"name an export with the header {EXPORT_HEADER}: ID; Ctrl-C or SIGTERM stops")
+
+    sys.exit(serve_exports(catalog, options, settings, replicas=replicas, replica_cpus=replica_cpus,
+                           address=address, host=host, port=port, on_ready=ready))
 
 
 def _print_answer(out: dict) -> None:

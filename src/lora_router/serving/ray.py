@@ -450,75 +450,82 @@ def proxy_middlewares() -> list:
 
 
 @dataclass
-class RayDeployment:
-    """A running deployment: its URL, and whether this process started the Ray cluster it runs on."""
+class RayCluster:
+    """This process's connection to a Ray cluster, and whether it started that cluster."""
 
-    url: str
-    app_name: str
-    started_cluster: bool
+    started: bool
 
-    def shutdown(self) -> None:
+    def run(self, app, *, host: str = "127.0.0.1", port: int = 8000, app_name: str = APP_NAME) -> str:
+        """Run ``app`` behind Ray Serve's HTTP proxy on ``host:port``; its URL."""
+        from ray import serve
+
+        serve.start(http_options={"host": host, "port": port})
+        serve.run(app, name=app_name, route_prefix="/")
+        shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+        return f"http://{shown}:{port}"
+
+    def shutdown(self, app_name: str | None = APP_NAME) -> None:
         """Delete the app; stop Serve and Ray too when this process started the cluster."""
         import ray
         from ray import serve
 
         try:
-            serve.delete(self.app_name)
+            if app_name is not None and not self.started:
+                serve.delete(app_name)
         finally:
-            if self.started_cluster:
+            if self.started:
                 serve.shutdown()
             ray.shutdown()  # on a cluster this process joined, only disconnects
 
 
-def deploy(app, *, address: str | None = None, host: str = "127.0.0.1", port: int = 8000, app_name: str = APP_NAME,
-           init_options: dict | None = None, needed_cpus: float | None = None) -> RayDeployment:
-    """Start a local Ray cluster (``address=None``) or join one (``"auto"``, ``"ray://..."``, ``"HOST:PORT"``),
-    and run ``app`` behind Ray Serve's HTTP proxy on ``host:port``."""
+def connect(address: str | None = None, *, init_options: dict | None = None,
+            needed_cpus: float | None = None) -> RayCluster:
+    """Start a local Ray cluster (``address=None``) or join one (``"auto"``, ``"ray://..."``, ``"HOST:PORT"``)."""
     ray = require("ray", "ray")
-    from ray import serve
-
     started = address is None and not ray.is_initialized()
     if started:  # a cluster of our own: its proxy replays requests whose replica died (ReplayLostRequests)
         os.environ.setdefault(PROXY_CALLBACK_ENV, PROXY_CALLBACK)
     if not ray.is_initialized():
         ray.init(address=address, **(init_options or {}))
-    try:
-        if started and needed_cpus:
-            have = ray.cluster_resources().get("CPU", 0)
-            if needed_cpus > have:
-                raise ConfigError(f"the replicas need {needed_cpus:g} CPUs and this Ray cluster has {have:g}; give "
-                                  "fewer --replicas, a smaller --replica-cpus (e.g. 0.5), or join a bigger cluster "
-                                  "with --address")
-        serve.start(http_options={"host": host, "port": port})
-        serve.run(app, name=app_name, route_prefix="/")
-    except BaseException:
-        if started:
-            serve.shutdown()
-            ray.shutdown()
-        raise
-    shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
-    return RayDeployment(f"http://{shown}:{port}", app_name, started)
+    cluster = RayCluster(started)
+    have = ray.cluster_resources().get("CPU", 0)
+    if started and needed_cpus and needed_cpus > have:
+        cluster.shutdown(None)
+        raise ConfigError(f"the replicas need {needed_cpus:g} CPUs and this Ray cluster has {have:g}; give fewer "
+                          "--replicas, a smaller --replica-cpus (e.g. 0.5), or join a bigger cluster with --address")
+    return cluster
 
 
 def serve_on_ray(app, *, address: str | None = None, host: str = "127.0.0.1", port: int = 8000,
                  app_name: str = APP_NAME, on_ready=None, init_options: dict | None = None,
                  needed_cpus: float | None = None) -> int:
     """Deploy, call ``on_ready(url)``, and block until SIGTERM or Ctrl-C; then shut the app down. Exit code 0."""
+    cluster = connect(address, init_options=init_options, needed_cpus=needed_cpus)
+    # After ray.init, which installs a SIGTERM handler of its own that aborts the process.
     stop = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
-        deployment = deploy(app, address=address, host=host, port=port, app_name=app_name,
-                            init_options=init_options, needed_cpus=needed_cpus)
-        if on_ready is not None:
-            on_ready(deployment.url)
+        url = cluster.run(app, host=host, port=port, app_name=app_name)
+        if on_ready is not None and not stop.is_set():
+            on_ready(url)
         while not stop.wait(1.0):
             pass
-        logger.info("stopping: deleting the %s app", app_name)
-        deployment.shutdown()
+        logger.info("stopping the %s app", app_name)
         return 0
     finally:
+        cluster.shutdown(app_name)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def serve_exports(catalog: ExportCatalog, options: dict, settings: ServeSettings, *, replicas: int = 1,
+                  replica_cpus: float = 1.0, address: str | None = None, host: str = "127.0.0.1", port: int = 8000,
+                  on_ready=None) -> int:
+    """``lora-router serve --engine ray``: deploy ``replicas`` replicas and serve until SIGTERM or Ctrl-C."""
+    require("ray.serve", "ray")
+    app = build_app(catalog, options, settings, num_replicas=replicas, replica_cpus=replica_cpus)
+    return serve_on_ray(app, address=address, host=host, port=port, on_ready=on_ready,
+                        needed_cpus=replicas * replica_cpus)
 
 
 def _configure_logging(log_format: str) -> None:
