@@ -64,6 +64,8 @@ class _Index:
             self.owner = np.array([i for i, e in enumerate(kb.entries) for _ in e.questions], dtype=np.int64)
         self.phrasings = [q for e in kb.entries for q in e.questions]
         self.tfidf = CharTfidfIndex.from_bags(docs, **options)
+        # Which phrasings of a retrieved entry the cross-encoder sees: those closest to the question.
+        self.phrasing_vectors = [[self.tfidf.weights(b) for b in bags] for bags in self.phrasing_bags]
 
     def entry_scores(self, question: str, exclude: Collection[str]) -> tuple[np.ndarray, dict[int, float]]:
         """The retrieval score of every document (entry, or phrasing without ``index_answers``) and the query vector."""
@@ -184,7 +186,7 @@ class Answerer:
         out = []
         for e in np.argsort(-scores, kind="stable"):
             entry = index.kb.entries[int(e)]
-            kept = [(q, b) for q, b in zip(entry.questions, index.phrasing_bags[int(e)], strict=True)
+            kept = [(q, v) for q, v in zip(entry.questions, index.phrasing_vectors[int(e)], strict=True)
                     if q not in exclude]
             if not kept:  # nothing for the cross-encoder to compare the question with
                 continue

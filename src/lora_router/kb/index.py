@@ -13,8 +13,9 @@ knowledge base:
   ``怎么`` with the knowledge base scores low instead of matching it fully.
 
 A document is a bag of n-grams (``Counter``); a knowledge-base entry's bag is
-the sum of its phrasings' bags and its answer's, and ``cosine`` scores any such
-bag (an entry with one phrasing left out, a single phrasing) with the index's idf.
+the sum of its phrasings' bags and its answer's. ``scores_with`` scores the
+entries as if one had lost a phrasing (training's leave-one-out), exactly as a
+rebuilt index would; ``weights`` and ``cosine`` score a single phrasing.
 """
 
 from __future__ import annotations
@@ -122,8 +123,8 @@ class CharTfidfIndex:
     def _tf(self, tf: float) -> float:
         return (1.0 + math.log(tf)) if self.sublinear_tf else float(tf)
 
-    def _weights(self, counts: Counter) -> dict[int, float]:
-        """l2-normalised tf-idf weights of a document's known n-grams."""
+    def weights(self, counts: Counter) -> dict[int, float]:
+        """l2-normalised tf-idf weights of a bag's known n-grams (a document vector)."""
         vec = {}
         for g, tf in counts.items():
             col = self.vocabulary.get(g)
@@ -191,9 +192,11 @@ class CharTfidfIndex:
                          ((g, self.vocabulary[g]) for g in bag) if (w := query_vec.get(col)) is not None)
         return np.divide(out, norms, out=np.zeros_like(out), where=norms > 0)
 
-    def cosine(self, query: dict[int, float], bag: Counter) -> float:
-        """Cosine of a ``query_vector`` to any n-gram bag, weighted with this index's idf."""
-        doc = self._weights(bag)
+    @staticmethod
+    def cosine(query: dict[int, float], doc: dict[int, float]) -> float:
+        """Cosine of a ``query_vector`` to a document vector (``weights``)."""
+        if len(doc) < len(query):
+            query, doc = doc, query
         return float(sum(w * doc.get(col, 0.0) for col, w in query.items()))
 
 
