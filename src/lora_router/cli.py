@@ -769,11 +769,14 @@ def router_options(fn):
               help="[ray] Exports one replica holds; the least recently used is unloaded for another.")
 @click.option("--replica-cpus", default=1.0, show_default=True, type=click.FloatRange(min=0.01),
               help="[ray] CPUs each replica reserves (and onnxruntime threads, rounded down, at least 1).")
+@click.option("--ship", is_flag=True,
+              help="[ray] Upload --exports-root with the job (at most 512 MiB zipped) instead of reading it from "
+                   "a path every node shares.")
 @handle_errors
 def serve_cmd(onnx, hub_dir, base_model, knowledge_base, thresholds, chain_file, device, precision, layout, host, port,
               workers, max_batch_tokens, max_batch_requests, max_wait_ms, max_concurrent_requests, max_client_batch,
               max_question_chars, api_key, cors_origins, log_format, log_level, engine, replicas, address, exports,
-              exports_root, default_export, max_exports_per_replica, replica_cpus) -> None:
+              exports_root, default_export, max_exports_per_replica, replica_cpus, ship) -> None:
     """Serve the chain over HTTP: POST /v1/ask, /v1/tasks/TASK/predict, /metrics, /docs.
 
     Needs the serve extra: pip install "lora-router[serve]". Concurrent
@@ -808,7 +811,7 @@ def serve_cmd(onnx, hub_dir, base_model, knowledge_base, thresholds, chain_file,
                            thresholds=_parse_thresholds(thresholds), device=device, precision=precision,
                            layout=layout, chain=chain_file and str(chain_file)),
                       replicas=replicas, replica_cpus=replica_cpus, address=address, host=host, port=port,
-                      log_format=log_format, log_level=log_level)
+                      ship=ship, log_format=log_format, log_level=log_level)
         return
     if onnx is None and hub_dir is None:
         raise click.UsageError("give --onnx DIR (an export) or --hub DIR (a hub, for development)")
@@ -827,7 +830,7 @@ def serve_cmd(onnx, hub_dir, base_model, knowledge_base, thresholds, chain_file,
 
 
 def _serve_on_ray(onnx, exports, exports_root, default_export, max_exports_per_replica, settings, options, *,
-                  replicas, replica_cpus, address, host, port, log_format, log_level) -> None:
+                  replicas, replica_cpus, address, host, port, ship, log_format, log_level) -> None:
     from .runtime import read_manifest
     from .serving.host import configure_logging
     from .serving.ray import DEFAULT_EXPORT_ID, EXPORT_HEADER, ExportCatalog, serve_exports
@@ -857,7 +860,7 @@ def _serve_on_ray(onnx, exports, exports_root, default_export, max_exports_per_r
         click.echo(f"name an export with the header {EXPORT_HEADER}: ID; Ctrl-C or SIGTERM stops")
 
     sys.exit(serve_exports(catalog, options, settings, replicas=replicas, replica_cpus=replica_cpus,
-                           address=address, host=host, port=port, on_ready=ready))
+                           address=address, host=host, port=port, ship=ship, on_ready=ready))
 
 
 def _print_answer(out: dict) -> None:

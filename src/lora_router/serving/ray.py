@@ -520,11 +520,23 @@ def serve_on_ray(app, *, address: str | None = None, host: str = "127.0.0.1", po
 
 def serve_exports(catalog: ExportCatalog, options: dict, settings: ServeSettings, *, replicas: int = 1,
                   replica_cpus: float = 1.0, address: str | None = None, host: str = "127.0.0.1", port: int = 8000,
-                  on_ready=None) -> int:
-    """``lora-router serve --engine ray``: deploy ``replicas`` replicas and serve until SIGTERM or Ctrl-C."""
+                  ship: bool = False, on_ready=None) -> int:
+    """``lora-router serve --engine ray``: deploy ``replicas`` replicas and serve until SIGTERM or Ctrl-C.
+
+    With ``ship``, the catalog's root folder is uploaded with the job (Ray's
+    ``runtime_env`` ``working_dir``, at most 512 MiB zipped) and every replica
+    reads its copy, so no node needs the folder on a shared path.
+    """
     require("ray.serve", "ray")
+    init_options = None
+    if ship:
+        if catalog.root is None or catalog.exports:
+            raise ConfigError("--ship uploads --exports-root DIR; give the exports as folders under it, not as "
+                              "--onnx or --export")
+        init_options = {"runtime_env": {"working_dir": catalog.root}}
+        catalog = dataclasses.replace(catalog, root=".")  # a replica runs inside its copy of the folder
     app = build_app(catalog, options, settings, num_replicas=replicas, replica_cpus=replica_cpus)
-    return serve_on_ray(app, address=address, host=host, port=port, on_ready=on_ready,
+    return serve_on_ray(app, address=address, host=host, port=port, on_ready=on_ready, init_options=init_options,
                         needed_cpus=replicas * replica_cpus)
 
 
