@@ -224,7 +224,8 @@ class _Export:
             "precisions": self.precisions,
             "quantization": ({"mode": "dynamic", "weights": "int8", "target": target, "per_channel": False,
                               "tool": "optimum ORTQuantizer", "shared_lora": "float32 (LoRA nodes excluded)",
-                              **({"one_call_lora": "float32 (LoRA nodes excluded)"} if one_call else {})}
+                              **({"one_call_lora": "int8 (LoRA matrices quantised like the base weights)"}
+                                 if one_call else {})}
                              if "int8" in self.precisions else None),
             "tokenizer": fmt.TOKENIZER_FILE,
             "chain": fmt.CHAIN_FILE,
@@ -296,10 +297,10 @@ class _Export:
         trunk = trunk_layers(loras, base.config.num_hidden_layers) if layout == "trunk" else 0
         info = export_one_call(base, loras, folder / fmt.MODEL_FILE, trunk=trunk, opset=self.opset)
         base.config.save_pretrained(folder)  # the quantiser reads it (and warns without it)
-        lora_nodes = info.pop("lora_nodes")
+        float_nodes = info.pop("float_nodes")
         info["fp32"] = f"{fmt.encoder_dir(layout)}/{fmt.MODEL_FILE}"
         if "int8" in self.precisions:
-            quantize_folder(folder, quantization_config(target, exclude=lora_nodes))
+            quantize_folder(folder, quantization_config(target, exclude=float_nodes))
             info["int8"] = f"{fmt.encoder_dir(layout)}/{fmt.QUANTIZED_FILE}"
         for t in loras:
             if not (self.root / fmt.head_file(t)).is_file():

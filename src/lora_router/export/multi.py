@@ -26,6 +26,13 @@ Layout ``multi`` gathers the rows right after the embeddings. Layout
 tasks pays for the trunk once. It needs every task's adapter to leave the
 lower layers alone (``train --layers 6-11``).
 
+A leaner graph than the plain export: each layer's attention core
+(softmax(QK^T/sqrt(d) + mask)V over the heads) is one onnxruntime
+``com.microsoft.MultiHeadAttention`` node instead of some 25 reshape,
+transpose, shape and matmul nodes, and it stays float under int8 (the plain
+int8 export quantises the two activation-by-activation matmuls of attention
+as well). The graph therefore needs onnxruntime, which is what runs it.
+
 The graph is traced from the base's own PyTorch modules (embeddings, layers,
 pooler), and the parity gate compares it with the PyTorch router, with the
 merged models, and mixed-task batches with single-task ones.
@@ -47,9 +54,8 @@ from .shared import LoraMatrices
 ONE_CALL_LAYOUTS = ("multi", "trunk")
 INPUTS = ("input_ids", "attention_mask", "token_type_ids", "row_text", "row_task")
 OUTPUTS = ("last_hidden_state", "pooler_output")
-# LoRA nodes carry this in their names (the TorchScript exporter names nodes by module path).
-LORA_SCOPE = "multi_lora"
 DEFAULT_OPSET = 17
+MS_DOMAIN = "com.microsoft"
 _LAYER = re.compile(r"^encoder\.layer\.(\d+)\.")
 
 
@@ -176,8 +182,41 @@ def _modules():
         def forward(self, x, mask):
             return torch.matmul(torch.matmul(x, self.a) * mask, self.b)
 
+    class Attention(torch.autograd.Function):
+        """Scaled dot-product attention over the heads; exported as one com.microsoft MultiHeadAttention."""
+
+        @staticmethod
+        def forward(ctx, q, k, v, padding_mask, num_heads: int):
+            b, s, d = q.shape
+
+            def heads(x):
+                return x.view(b, s, num_heads, d // num_heads).transpose(1, 2)
+
+            bias = (1.0 - padding_mask[:, None, None, :].to(q.dtype)) * torch.finfo(q.dtype).min
+            out = torch.nn.functional.scaled_dot_product_attention(heads(q), heads(k), heads(v), attn_mask=bias)
+            return out.transpose(1, 2).reshape(b, s, d)
+
+        @staticmethod
+        def symbolic(g, q, k, v, padding_mask, num_heads: int):
+            # inputs: query, key, value, (bias), key_padding_mask; the empty bias is put in after export
+            out = g.op(f"{MS_DOMAIN}::MultiHeadAttention", q, k, v, padding_mask, num_heads_i=num_heads)
+            out.setType(q.type())  # same shape and type as the query
+            return out
+
+    class FusedSelfAttention(nn.Module):
+        """BERT self-attention whose softmax(QK^T/sqrt(d) + mask)V is one fused node; takes a 0/1 padding mask."""
+
+        def __init__(self, original):
+            super().__init__()
+            self.query, self.key, self.value = original.query, original.key, original.value
+            self.num_heads = original.num_attention_heads
+
+        def forward(self, hidden_states, attention_mask=None, *args, **kwargs):
+            q, k, v = self.query(hidden_states), self.key(hidden_states), self.value(hidden_states)
+            return Attention.apply(q, k, v, attention_mask, self.num_heads), None
+
     class OneCallEncoder(nn.Module):
-        def __init__(self, bert, masks: list[np.ndarray], trunk: int):
+        def __init__(self, bert, masks: list[np.ndarray], trunk: int, fused_attention: bool = True):
             super().__init__()
             self.bert = bert
             self.trunk = trunk
@@ -185,6 +224,10 @@ def _modules():
                 self.register_buffer(f"task_mask_{i}", torch.from_numpy(mask))
             self.n_masks = len(masks)
             self.lora_layers = [m for m in bert.modules() if isinstance(m, MultiLoraLinear)]
+            self.fused_attention = fused_attention
+            if fused_attention:
+                for layer in bert.encoder.layer:
+                    layer.attention.self = FusedSelfAttention(layer.attention.self)
 
         def forward(self, input_ids, attention_mask, token_type_ids, row_text, row_task):
             masks = [getattr(self, f"task_mask_{i}").index_select(0, row_task).unsqueeze(1)
@@ -194,7 +237,10 @@ def _modules():
             bert = self.bert
             hidden = bert.embeddings(input_ids=input_ids, token_type_ids=token_type_ids)
             dtype = hidden.dtype
-            extended = (1.0 - attention_mask[:, None, None, :].to(dtype)) * torch.finfo(dtype).min
+            if self.fused_attention:
+                extended = attention_mask.to(torch.int32)
+            else:
+                extended = (1.0 - attention_mask[:, None, None, :].to(dtype)) * torch.finfo(dtype).min
             layers = bert.encoder.layer
             for layer in layers[: self.trunk]:
                 hidden = layer(hidden, attention_mask=extended)[0]
@@ -223,8 +269,9 @@ def export_one_call(base, loras: dict[str, dict[str, LoraMatrices]], path: Path,
                     opset: int | None = None) -> dict:
     """Trace the one-call encoder to ``path``; return what the manifest records about it.
 
-    ``{"tasks", "trunk_layers", "lora_modules", "lora_ranks", "lora_nodes"}``:
-    ``lora_nodes`` are the graph's LoRA node names (kept float by int8 quantisation).
+    ``{"tasks", "trunk_layers", "lora_modules", "lora_ranks", "float_nodes"}``: ``float_nodes``
+    are the nodes int8 quantisation must leave alone (the row -> task mask lookup: 0/1 values that
+    feed every LoRA branch). The LoRA matrices themselves are quantised like the base weights.
     """
     import onnx
     import torch
@@ -244,13 +291,18 @@ def export_one_call(base, loras: dict[str, dict[str, LoraMatrices]], path: Path,
         warnings.filterwarnings("ignore", category=Warning, module=r"(torch|transformers)\.")
         torch.onnx.export(module, example, str(path), input_names=list(INPUTS), output_names=list(OUTPUTS),
                           dynamic_axes=dynamic, opset_version=opset or DEFAULT_OPSET, do_constant_folding=True,
-                          dynamo=False)
+                          custom_opsets={MS_DOMAIN: 1}, dynamo=False)
     model = onnx.load(str(path))
+    for node in model.graph.node:
+        if node.op_type == "MultiHeadAttention" and node.domain == MS_DOMAIN and len(node.input) == 4:
+            node.input.insert(3, "")  # no fused projection bias: the mask is input 4, key_padding_mask
+    onnx.save(model, str(path))
     onnx.checker.check_model(model)
-    lora_nodes = [n.name for n in model.graph.node if f"/{LORA_SCOPE}/" in n.name]
+    masks = {init.name for init in model.graph.initializer if init.name.startswith("task_mask_")}
+    float_nodes = [n.name for n in model.graph.node if masks.intersection(n.input)]
     ranks: dict[str, int] = {}
     for mats in loras.values():
         for m, lm in mats.items():
             ranks[m] = max(ranks.get(m, 0), lm.rank)
     return {"tasks": task_order(loras), "trunk_layers": trunk, "lora_modules": sorted(ranks),
-            "lora_ranks": ranks, "lora_nodes": lora_nodes}
+            "lora_ranks": ranks, "float_nodes": float_nodes}
