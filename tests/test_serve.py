@@ -286,25 +286,39 @@ class Load:
 def test_sigterm_under_load_answers_in_flight_and_exits_0(exported, tmp_path):
     s = Server("--onnx", str(exported.export), log_path=tmp_path / "log")
     with s:
-        big = {"questions": chain_questions(64)}
-        results: list = []
-
-        def slow_request():
-            try:
-                results.append(httpx.post(f"{s.url}/v1/ask", json=big, timeout=60).status_code)
-            except httpx.HTTPError as exc:
-                results.append(repr(exc))
-
-        threads = [threading.Thread(target=slow_request) for _ in range(6)]
-        for t in threads:
-            t.start()
-        time.sleep(0.3)
+        body = json.dumps({"questions": chain_questions(64)}).encode()
+        in_flight = []
+        for _ in range(3):  # requests the server has begun: headers and most of the body sent
+            sock = socket.create_connection(("127.0.0.1", s.port), timeout=60)
+            sock.sendall(b"POST /v1/ask HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                         + f"Content-Length: {len(body)}\r\n\r\n".encode() + body[:-5])
+            in_flight.append(sock)
+        _wait_for(lambda: "lora_router_requests_in_flight 3.0" in httpx.get(f"{s.url}/metrics").text)
         s.signal(signal.SIGTERM)
-        for t in threads:
-            t.join(60)
+        time.sleep(0.5)
+        replies = []
+        for sock in in_flight:
+            sock.sendall(body[-5:])
+            replies.append(_read_all(sock))
+            sock.close()
         assert s.wait(60) == 0, s.log()
-    assert results.count(200) == len(results) == 6, results
+    assert all(r.startswith(b"HTTP/1.1 200") for r in replies), [r[:80] for r in replies]
+    assert all(json.loads(r.split(b"\r\n\r\n", 1)[1])[0]["question"] for r in replies)
     assert "Traceback" not in s.log()
+
+
+def _read_all(sock: socket.socket) -> bytes:
+    chunks = []
+    while True:
+        chunk = sock.recv(1 << 16)
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
+        head, _, rest = b"".join(chunks).partition(b"\r\n\r\n")
+        length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                       if line.lower().startswith(b"content-length:")), None)
+        if length is not None and len(rest) >= length:
+            return b"".join(chunks)
 
 
 def test_sighup_reloads_under_load_and_a_damaged_export_is_refused(exported, tmp_path):
