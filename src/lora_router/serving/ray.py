@@ -455,14 +455,15 @@ class RayCluster:
 
     started: bool
 
-    def run(self, app, *, host: str = "127.0.0.1", port: int = 8000, app_name: str = APP_NAME) -> str:
-        """Run ``app`` behind Ray Serve's HTTP proxy on ``host:port``; its URL."""
+    def run(self, app, *, host: str = "127.0.0.1", port: int = 8000, app_name: str = APP_NAME,
+            route_prefix: str = "/") -> str:
+        """Run ``app`` behind Ray Serve's HTTP proxy on ``host:port`` under ``route_prefix``; its URL."""
         from ray import serve
 
         serve.start(http_options={"host": host, "port": port})
-        serve.run(app, name=app_name, route_prefix="/")
+        serve.run(app, name=app_name, route_prefix=route_prefix)
         shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
-        return f"http://{shown}:{port}"
+        return f"http://{shown}:{port}{route_prefix.rstrip('/')}"
 
     def shutdown(self, app_name: str | None = APP_NAME) -> None:
         """Delete the app; stop Serve and Ray too when this process started the cluster."""
