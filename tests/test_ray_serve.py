@@ -267,7 +267,7 @@ class _Replica:
 
 
 def test_the_proxy_replays_a_request_whose_replica_died_before_answering():
-    from lora_router.serving.ray import ReplayLostRequests
+    from lora_router.serving.ray_proxy import ReplayLostRequests
 
     inner = _Replica(silent=2)
     status, _, body = _asgi_call(ReplayLostRequests(inner))
@@ -276,7 +276,7 @@ def test_the_proxy_replays_a_request_whose_replica_died_before_answering():
 
 
 def test_the_proxy_answers_503_with_retry_after_when_no_replica_answers():
-    from lora_router.serving.ray import ReplayLostRequests
+    from lora_router.serving.ray_proxy import ReplayLostRequests
 
     inner = _Replica(silent=99)
     status, headers, body = _asgi_call(ReplayLostRequests(inner, tries=3))
@@ -286,7 +286,7 @@ def test_the_proxy_answers_503_with_retry_after_when_no_replica_answers():
 
 
 def test_the_proxy_never_replays_an_answer_the_app_gave_nor_for_a_client_gone():
-    from lora_router.serving.ray import ReplayLostRequests
+    from lora_router.serving.ray_proxy import ReplayLostRequests
 
     inner = _Replica(silent=0, status=500)
     assert _asgi_call(ReplayLostRequests(inner))[0] == 500 and len(inner.bodies) == 1

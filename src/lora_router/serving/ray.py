@@ -16,14 +16,16 @@ Export ids map to folders that every replica can read: an explicit map
 letters, digits, ``.``, ``_`` and ``-``: never a path.
 
 ``app_builder(args)`` is the entry a Ray Serve config file names
-(``import_path: lora_router.serving.ray:app_builder``); ``serve_on_ray`` is
-what ``lora-router serve --engine ray`` runs. Install with
-``pip install "lora-router[ray]"``.
+(``import_path: lora_router.serving.ray:app_builder``); ``serve_exports`` is
+what ``lora-router serve --engine ray`` runs. A cluster it starts gets the
+proxy middleware of ``ray_proxy``, which replays requests whose replica died.
+Install with ``pip install "lora-router[ray]"``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
 import logging
@@ -37,6 +39,7 @@ from pathlib import Path
 
 from ..errors import ConfigError, InputError, LoraRouterError, require
 from .metrics import ServiceMetrics
+from .ray_proxy import PROXY_CALLBACK, PROXY_CALLBACK_ENV
 from .service import Service
 from .settings import ModelSource, ServeSettings
 
@@ -49,11 +52,6 @@ DEPLOYMENT_NAME = "LoraRouter"
 # Ray Serve's default (5) would starve the batcher: concurrent requests on a replica are what it batches.
 MAX_ONGOING_REQUESTS = 64
 _EXPORT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-# Ray Serve's HTTP proxy installs the middlewares this callback returns (read when the proxy starts).
-PROXY_CALLBACK_ENV = "RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH"
-PROXY_CALLBACK = "lora_router.serving.ray:proxy_middlewares"
-REPLAY_TRIES = 3
-REPLAY_MAX_BODY = (1 << 20) + 1  # the app refuses bodies over 1 MiB anyway
 # What a deployment may set per export, from ModelSource (the folder itself comes from the catalog).
 SOURCE_OPTIONS = ("knowledge_base", "thresholds", "device", "threads", "layout", "precision", "chain")
 
@@ -151,11 +149,6 @@ class ExportCatalog:
         return cls(**json.loads(text))
 
 
-def source_options(source: ModelSource) -> dict:
-    """The per-export options of a ``ModelSource`` (everything but where the models are)."""
-    return {name: getattr(source, name) for name in SOURCE_OPTIONS}
-
-
 def export_source(folder: str, options: dict) -> ModelSource:
     unknown = sorted(set(options) - set(SOURCE_OPTIONS))
     if unknown:
@@ -199,20 +192,16 @@ class ExportService(Service):
         await super().stop()
         logger.info("export %r stopped on this replica", self.export_id)
 
+    @contextlib.contextmanager
     def _counted(self):
-        service = self
-
-        class _Count:
-            def __enter__(self):
-                service._requests += 1
-                service._idle.clear()
-
-            def __exit__(self, *exc):
-                service._requests -= 1
-                if service._requests == 0:
-                    service._idle.set()
-
-        return _Count()
+        self._requests += 1
+        self._idle.clear()
+        try:
+            yield
+        finally:
+            self._requests -= 1
+            if self._requests == 0:
+                self._idle.set()
 
 
 class ReplicaApp:
@@ -295,16 +284,14 @@ def deployment_class(max_exports_per_replica: int = 3):
     class LoraRouter(ReplicaApp):
         @serve.multiplexed(max_num_models_per_replica=max_exports_per_replica)
         async def export(self, export_id: str) -> ExportService:
-            service = await self.load_export(export_id)
-            return service
+            return await self.load_export(export_id)
 
     return LoraRouter
 
 
 def build_app(catalog: ExportCatalog, options: dict | None = None, settings: ServeSettings | None = None, *,
               num_replicas: int | None = 1, autoscaling_config: dict | None = None,
-              max_ongoing_requests: int = MAX_ONGOING_REQUESTS, replica_cpus: float = 1.0,
-              runtime_env: dict | None = None):
+              max_ongoing_requests: int = MAX_ONGOING_REQUESTS, replica_cpus: float = 1.0):
     """A Ray Serve application (``serve.run`` it): ``num_replicas`` replicas, or autoscaling between bounds.
 
     ``autoscaling_config`` is Ray Serve's (``min_replicas``, ``max_replicas``,
@@ -321,9 +308,7 @@ def build_app(catalog: ExportCatalog, options: dict | None = None, settings: Ser
         options["threads"] = max(1, int(replica_cpus))
     if autoscaling_config is None and (not isinstance(num_replicas, int) or num_replicas < 1):
         raise ConfigError(f"num_replicas must be a whole number >= 1, got {num_replicas!r}")
-    actor_options: dict = {"num_cpus": replica_cpus}
-    if runtime_env:
-        actor_options["runtime_env"] = runtime_env
+    actor_options = {"num_cpus": replica_cpus}
     deployment = deployment_class(catalog.max_exports_per_replica).options(
         name=DEPLOYMENT_NAME, max_ongoing_requests=max_ongoing_requests, ray_actor_options=actor_options,
         **({"autoscaling_config": autoscaling_config} if autoscaling_config else {"num_replicas": num_replicas}))
@@ -358,95 +343,6 @@ def app_builder(args: dict):
                      autoscaling_config=args.get("autoscaling_config"),
                      max_ongoing_requests=args.get("max_ongoing_requests", MAX_ONGOING_REQUESTS),
                      replica_cpus=float(args.get("replica_cpus", 1.0)))
-
-
-class ReplayLostRequests:
-    """Ray Serve proxy middleware: a request whose replica died before answering is sent again.
-
-    When a replica's process dies with requests in flight, Ray's proxy sends
-    no response and the client gets a bare 500, indistinguishable from a bug.
-    Every endpoint of this app only reads, so the proxy can safely send the
-    request again: Ray's router has dropped the dead replica by then and picks
-    a live one. After ``tries`` the answer is a 503 with ``Retry-After``, a
-    status a client can act on. A response the app started is never replayed,
-    nor a request whose client went away.
-    """
-
-    def __init__(self, app, tries: int = REPLAY_TRIES, max_body: int = REPLAY_MAX_BODY):
-        self.app = app
-        self.tries = tries
-        self.max_body = max_body
-        self.replayed = 0
-
-    async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] != "http" or scope.get("path", "").startswith("/-/"):
-            await self.app(scope, receive, send)
-            return
-        body, complete, gone = await _read_body(receive, self.max_body)
-        if gone:
-            return
-        if not complete:  # too large to hold: no replay, the app answers it (413)
-            await self.app(scope, _replay(body, receive, more=True, state={}), send)
-            return
-        for attempt in range(self.tries):
-            state = {"started": False, "gone": False}
-
-            async def tracked(message, state=state):
-                if message["type"] == "http.response.start":
-                    state["started"] = True
-                await send(message)
-
-            await self.app(scope, _replay(body, receive, more=False, state=state), tracked)
-            if state["started"] or state["gone"]:
-                return
-            self.replayed += 1
-            logger.warning("%s %s: the replica answering it stopped before answering; sending it again (%d/%d)",
-                           scope.get("method"), scope.get("path"), attempt + 1, self.tries)
-            await asyncio.sleep(0.05 * (attempt + 1))
-        message = json.dumps({"error": f"no replica answered after {self.tries} tries; retry later",
-                              "error_type": "unavailable"}).encode("utf-8")
-        await send({"type": "http.response.start", "status": 503,
-                    "headers": [(b"content-type", b"application/json"), (b"retry-after", b"1"),
-                                (b"content-length", str(len(message)).encode())]})
-        await send({"type": "http.response.body", "body": message})
-
-
-async def _read_body(receive, limit: int) -> tuple[bytes, bool, bool]:
-    """(body read, whether it is complete, whether the client went away)."""
-    body = b""
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            return body, False, True
-        body += message.get("body", b"")
-        if not message.get("more_body", False):
-            return body, True, False
-        if len(body) > limit:
-            return body, False, False
-
-
-def _replay(body: bytes, receive, *, more: bool, state: dict):
-    """An ASGI ``receive`` that gives ``body`` first, then defers to the client's (more body, or disconnect)."""
-    sent = False
-
-    async def replay():
-        nonlocal sent
-        if not sent:
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": more}
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            state["gone"] = True
-        return message
-
-    return replay
-
-
-def proxy_middlewares() -> list:
-    """What Ray Serve's HTTP proxy runs before routing (``RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH``)."""
-    from starlette.middleware import Middleware
-
-    return [Middleware(ReplayLostRequests)]
 
 
 @dataclass
