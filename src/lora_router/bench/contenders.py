@@ -24,11 +24,16 @@ CONTENDERS = {
     "d": "(d) ONNX fp32",
     "e": "(e) ONNX int8",
     "f": "(f) ONNX int8, shared weights",
+    "g": "(g) ONNX int8, the chain in one call",
+    "h": "(h) ONNX int8, one call, shared trunk",
 }
 TORCH_KEYS = ("a1", "a2", "b", "c")
-ONNX_KEYS = ("d", "e", "f")
+ONNX_KEYS = ("d", "e", "f", "g", "h")
 # (layout, precision) of OnnxRouter for each ONNX contender.
-ONNX_VARIANTS = {"d": ("merged", "fp32"), "e": ("merged", "int8"), "f": ("shared", "int8")}
+ONNX_VARIANTS = {"d": ("merged", "fp32"), "e": ("merged", "int8"), "f": ("shared", "int8"), "g": ("multi", "int8"),
+                 "h": ("trunk", "int8")}
+# (h) needs adapters on the upper layers only: its own hub (bench.trunk), exported with layout trunk.
+TRUNK_KEYS = ("h",)
 
 
 class Contender:
@@ -233,7 +238,11 @@ class _Rows:
 
 
 class OnnxContender(Contender):
-    """(d), (e), (f): ``lora_router.runtime.OnnxRouter`` over the exported models."""
+    """(d) to (h): ``lora_router.runtime.OnnxRouter`` over the exported models.
+
+    (g) and (h) answer ``ask`` with every chain step in one call and ``mixed``
+    with one call for rows of every task (``OnnxRouter.predict_mixed``).
+    """
 
     def __init__(self, key: str, export_dir: Path, tasks: Sequence[str], chain: Chain, device: str = "cpu",
                  threads: int | None = None):
@@ -251,6 +260,11 @@ class OnnxContender(Contender):
 
     def ask(self, text: str) -> dict:
         return self.router.ask(text)
+
+    def mixed(self, items: Sequence[tuple[str, str]]) -> list[dict]:
+        if self.router.one_call is not None:
+            return self.router.predict_mixed(items)
+        return super().mixed(items)
 
     def close(self) -> None:
         self.router = None

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from ..core.chain import Chain
-from .contenders import CONTENDERS, ONNX_KEYS, ONNX_VARIANTS, TORCH_KEYS, Contender, load_contender
+from .contenders import CONTENDERS, ONNX_KEYS, ONNX_VARIANTS, TORCH_KEYS, TRUNK_KEYS, Contender, load_contender
 from .fixture import LENGTHS, bench_chain, build_fixture
 from .load import CpuMonitor
 from .timing import interleaved, summary
@@ -87,6 +87,9 @@ def measure_all(size: str, device: dict, work: Path, keys: tuple[str, ...], opts
     phase("chain")
     chain_times = interleaved({k: _ask(c, text) for k, c in loaded.items()}, opts["runs"], opts["warmup"])
     chain_stats = {k: summary(t) for k, t in chain_times.items()}
+    from .speculation import speculation_cost
+
+    speculation = speculation_cost(loaded, text, opts["runs"], opts["warmup"])
     bar.update()
 
     phase("throughput")
@@ -133,6 +136,7 @@ def measure_all(size: str, device: dict, work: Path, keys: tuple[str, ...], opts
         "agreement": agreement,
         "per_task_latency": per_task,
         "chain_latency": chain_stats,
+        "speculation": speculation,
         "throughput": throughput,
         "set_adapter": set_adapter,
         "fresh_process": fresh,
@@ -152,8 +156,12 @@ NOTES = [
     "routed onward, so each ask runs 3 steps on a 16-token question; question_answer is loaded (memory) "
     "but not timed: its cost depends on the knowledge base, not on the contender.",
     "(c) answers ask() by running all 3 chain tasks in one mixed batch of 3, then walking the chain.",
-    "Throughput: 32 requests of 32 tokens spread over the 3 chain tasks; (c) runs them in one pass, "
-    "the others group them by task (one batch per task).",
+    "(g) and (h) answer ask() with all 3 chain steps as rows of one onnxruntime call, then walk the chain "
+    "(OnnxRouter's speculative ask); (h) runs the layers below the adapters once per question. (h)'s "
+    "adapters sit on the upper half of the layers only (its own random hub), so its answers are not "
+    "comparable with (b)'s in 'Same answers?'.",
+    "Throughput: 32 requests of 32 tokens spread over the 3 chain tasks; (c), (g) and (h) run them in one "
+    "pass, the others group them by task (one batch per task).",
     "Memory and cold start: each contender in a fresh process; RSS after the chain ran 4 times; "
     "cold start from before the process starts to its first answer (models in the page cache).",
     "(a2) never holds all tasks: its RSS is the process after the chain ran (one task loaded at a time).",
@@ -175,25 +183,34 @@ def _mixed(c: Contender, items):
 
 
 def _exports(fixture, work: Path, keys, status: dict, progress: bool) -> tuple[dict, dict]:
-    """One export (merged and shared, fp32 and int8) for every ONNX contender; a reason where it failed."""
+    """One export (merged, shared and multi, fp32 and int8) for the ONNX contenders, and one of the trunk
+    layout from a hub with adapters on the upper layers (h); a reason where one failed."""
     from .onnx import export_for_bench, folder_mb
+    from .trunk import trunk_hub, upper_layers
 
     exports: dict[str, dict] = {}
     dirs: dict[str, Path] = {}
-    if not any(k in ONNX_KEYS for k in keys):
-        return exports, dirs
-    full = export_for_bench(fixture.base_dir, fixture.hub_dir, work / "onnx", tasks=list(fixture.tasks),
-                            quantize="int8", layout="both", progress=progress)
-    exports["all"] = full
-    for key in ONNX_KEYS:
-        if key in keys:
-            if "error" in full:
-                status[key]["reason"] = f"export failed: {full['error']}"
+    plain = [k for k in ONNX_KEYS if k in keys and k not in TRUNK_KEYS]
+    jobs = {"all": (plain, fixture.hub_dir, ",".join(sorted({ONNX_VARIANTS[k][0] for k in plain}))),
+            "trunk": ([k for k in TRUNK_KEYS if k in keys], None, "trunk")}
+    for name, (wanted, hub_dir, layout) in jobs.items():
+        if not wanted:
+            continue
+        if hub_dir is None:
+            hub_dir = trunk_hub(fixture, work / "models" / "hub-trunk")
+        done = export_for_bench(fixture.base_dir, hub_dir, work / f"onnx-{name}", tasks=list(fixture.tasks),
+                                quantize="int8", layout=layout, progress=progress)
+        exports[name] = done
+        for key in wanted:
+            if "error" in done:
+                status[key]["reason"] = f"export failed: {done['error']}"
             else:
-                dirs[key] = Path(full["dir"])
-    if "dir" in full:
-        full["size_mb"] = folder_mb(full["dir"])
-        full["files_mb"] = _export_files_mb(Path(full["dir"]))
+                dirs[key] = Path(done["dir"])
+        if "dir" in done:
+            done["size_mb"] = folder_mb(done["dir"])
+            done["files_mb"] = _export_files_mb(Path(done["dir"]))
+        if name == "trunk":
+            done["lora_layers"] = upper_layers(fixture.base_dir)
     return exports, dirs
 
 

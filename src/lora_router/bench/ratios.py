@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-REFERENCES = ("a1", "b")
+REFERENCES = ("a1", "b", "e")
 GOAL_KEY = "f"
+# Issue 11's goals: the chain in one call, (g), and with a shared trunk, (h).
+ONE_CALL_GOAL_KEYS = ("g", "h")
 
 
 def _p50(stats: dict | None) -> float | None:
@@ -57,4 +59,19 @@ def goals(results: dict) -> list[dict]:
         if value is None:
             row["note"] = f"not available: {status.get('reason') or 'figure missing'}"
         out.append(row)
+    one_cold = fresh.get("one_int8", {}).get("cold_start_s")
+    for key in ONE_CALL_GOAL_KEYS:
+        r = results["ratios"].get(key, {})
+        reason = results["contenders"].get(key, {}).get("reason")
+        for goal, target, value, ok in (
+            (f"chain of ({key}) at least 3x faster than (e)", ">= 3", r.get("chain_speedup_vs_e"), lambda v: v >= 3),
+            (f"chain of ({key}) at least 10x faster than (b)", ">= 10", r.get("chain_speedup_vs_b"),
+             lambda v: v >= 10),
+            (f"cold start of ({key}) no slower than one int8 model's", "<= 1.0",
+             _div(fresh.get(key, {}).get("cold_start_s"), one_cold), lambda v: v <= 1.0),
+        ):
+            row = {"goal": goal, "target": target, "value": value, "met": None if value is None else bool(ok(value))}
+            if value is None:
+                row["note"] = f"not available: {reason or 'figure missing'}"
+            out.append(row)
     return out

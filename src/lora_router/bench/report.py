@@ -74,10 +74,12 @@ def markdown(results: dict) -> str:
         rows.append([CONTENDERS[k], _f(c.get("p50_ms")), _f(c.get("p90_ms")), _f(c.get("p99_ms")),
                      _f(fr.get("rss_mb"), 0), _f(fr.get("cold_start_s"), 2),
                      _f(ra.get("chain_speedup_vs_a1"), 2, "×"), _f(ra.get("chain_speedup_vs_b"), 2, "×"),
-                     _f(ra.get("memory_vs_a1"), 2), _f(ra.get("memory_vs_b"), 2)])
+                     _f(ra.get("chain_speedup_vs_e"), 2, "×"), _f(ra.get("memory_vs_a1"), 2),
+                     _f(ra.get("memory_vs_b"), 2)])
     lines += _table(["contender", "p50 ms", "p90 ms", "p99 ms", "RSS MB", "cold start s", "speed vs a1",
-                     "speed vs b", "memory / a1", "memory / b"], rows)
+                     "speed vs b", "speed vs e", "memory / a1", "memory / b"], rows)
 
+    lines += _speculation_lines(results)
     lines += ["## Per-task latency, batch 1 (p50 ms)", ""]
     rows = []
     for k in keys:
@@ -145,6 +147,22 @@ def markdown(results: dict) -> str:
     lines += ["## Notes", ""] + [f"- {n}" for n in results["notes"]]
     lines += ["", f"Total run time: {results['duration_s']} s.", ""]
     return "\n".join(lines)
+
+
+def _speculation_lines(results: dict) -> list[str]:
+    """The one-call contenders' ask with every step in one call against step by step (p50 ms)."""
+    spec = results.get("speculation") or {}
+    if not spec:
+        return []
+    lines = ["## The chain in one call or step by step (p50 ms)", "",
+             "A question that goes through all 3 steps, and one that stops at the first step (the first step's "
+             "labels all routed to a final route), each with every step in one call (`ask` by default) and "
+             "step by step (`OnnxRouter(speculate=False)`).", ""]
+    rows = [[CONTENDERS.get(k, k), _f(v["full_one_call"]["p50_ms"]), _f(v["full_step_by_step"]["p50_ms"]),
+             _f(v["full_chain_gain"], 2, "×"), _f(v["stop_at_1_one_call"]["p50_ms"]),
+             _f(v["stop_at_1_step_by_step"]["p50_ms"]), _f(v["stop_at_1_cost"], 2, "×")] for k, v in spec.items()]
+    return lines + _table(["contender", "3 steps, one call", "3 steps, step by step", "gain",
+                           "stops at 1, one call", "stops at 1, step 1 alone", "cost"], rows)
 
 
 def write_markdown(results: dict, path: str | Path) -> None:
