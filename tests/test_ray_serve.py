@@ -42,7 +42,8 @@ def namespace_command() -> list[str] | None:
     """``unshare`` with a private network, PID and mount namespace, or None when this machine refuses one."""
     if shutil.which("unshare") is None or shutil.which("ip") is None:
         return None
-    base = ["unshare", "--net", "--pid", "--fork", "--mount-proc"]
+    # --kill-child: if this test dies or times out, the namespace's first process, and with it every other, dies too.
+    base = ["unshare", "--net", "--pid", "--fork", "--mount-proc", "--kill-child"]
     if os.geteuid() != 0:
         base.insert(1, "--map-root-user")
     probe = subprocess.run([*base, "ip", "link", "set", "lo", "up"], capture_output=True, timeout=30)
