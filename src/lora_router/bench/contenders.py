@@ -95,7 +95,7 @@ class TaskModel:
         self.device = device
         self.model = _prepare(PeftModel.from_pretrained(base, folder), device, fp16)
         self.head = _prepare(TaskHead(self.spec, base.config.hidden_size, 0.0).load(folder), device, fp16)
-        self.encoder = TextEncoder(tokenizer, manifest["training"]["max_length"])
+        self.encoder = TextEncoder.for_adapter(tokenizer, manifest["training"]["max_length"], manifest)
 
     def predict_batch(self, texts: Sequence[str]) -> list[dict]:
         import torch
