@@ -436,7 +436,7 @@ def _print_eval(task: str, m: dict, base: dict | None, where: str) -> None:
 
 
 def _eval_chain(chain_file, base_model, hub, onnx, knowledge_base, thresholds, as_json) -> None:
-    from .router.chain_eval import bundled_chain_cases, evaluate_chain, read_chain_cases
+    from .core.chain_eval import bundled_chain_cases, evaluate_chain, read_chain_cases
 
     path = bundled_chain_cases() if chain_file == _BUNDLED_CHAIN else Path(chain_file)
     cases = read_chain_cases(path)
