@@ -1,6 +1,6 @@
 """The offline main job of README's first command, end to end (one epoch, so it stays quick)."""
 
-from lora_router.demo import SAMPLE_QUESTIONS, run_demo
+from lora_router.demo import EXPECTED_ROUTES, SAMPLE_QUESTIONS, run_demo
 
 
 def test_demo_trains_every_task_and_answers_the_sample_questions(tmp_path):
@@ -12,3 +12,6 @@ def test_demo_trains_every_task_and_answers_the_sample_questions(tmp_path):
     for out in summary["answers"]:
         assert out["route"] in {"answer", "task", "general", "out_of_scope", "uncertain"}
         assert out["steps"][0]["task"] == "question_classifier"
+    assert summary["samples_routed_as_expected"] == sum(
+        a["route"] == EXPECTED_ROUTES[a["question"]] for a in summary["answers"])
+    assert summary["random_base"] and summary["chain"]["n"] >= 150

@@ -1043,11 +1043,32 @@ def demo_cmd(base_model, folder, epochs, quiet) -> None:
             _print_metrics(payload["task"]["name"], payload["metrics"], payload)
         elif event == "answer":
             click.echo()
-            _print_answer(payload)
+            _print_answer(payload["answer"])
+            got, expected = payload["answer"]["route"], payload["expected_route"]
+            mark = click.style("as a person would", fg="green") if got == expected else click.style(
+                f"a person would say {expected}", fg="yellow")
+            click.echo(f"expected route: {expected} ({mark})")
+        elif event == "summary":
+            _print_demo_summary(payload)
 
     summary = run_demo(folder, base_model=base_model, epochs=epochs, progress=not quiet, report=report)
     click.secho(f"\ndemo hub: {summary['hub']}  (try: lora-router ask --base-model {summary['base_model']} "
                 f"--hub {summary['hub']} \"数据清洗流程是什么？\")", bold=True)
+
+
+def _print_demo_summary(summary: dict) -> None:
+    n, right = len(summary["answers"]), summary["samples_routed_as_expected"]
+    chain = summary["chain"]
+    click.secho(f"\n{right} of {n} sample questions went where a person would send them; on the bundled chain test "
+                f"set ({chain['n']} questions) {chain['route_accuracy']:.0%} of routes are right "
+                f"({chain['uncertain']} stopped as uncertain). Details: lora-router eval --chain", bold=True)
+    if summary["random_base"]:
+        click.echo(
+            "Why not all: this demo's base is a RANDOM tiny BERT (nothing is downloaded), so each adapter learns\n"
+            "from characters alone, in seconds; a character n-gram baseline often beats it here (see the baseline\n"
+            "lines above). The chain's thresholds compare calibrated probabilities, so an unsure step stops as\n"
+            "'uncertain' instead of guessing. With the real weights, train the same way on bert-base-chinese:\n"
+            "  lora-router demo --base-model bert-base-chinese   (from the Hugging Face cache, or a folder)")
 
 
 def run() -> None:  # pragma: no cover - console entry
