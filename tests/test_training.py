@@ -48,7 +48,7 @@ def test_hub_layout_and_manifest(trained_hub):
     assert len(m["base_model"]["fingerprint"]) == 16
     assert len(m["data"]["train_hash"]) == 64
     assert {"torch", "transformers", "peft"} <= set(m["versions"])
-    assert m["lora"] == {"r": 16, "alpha": 32, "dropout": 0.1, "target_modules": ["query", "value"]}
+    assert m["lora"] == {"r": 16, "alpha": 32, "dropout": 0.1, "target_modules": ["query", "value"], "layers": []}
 
 
 def test_adapter_loads_with_plain_peft(trained_hub, tiny_base):
