@@ -134,3 +134,17 @@ def test_the_gate_names_a_one_call_layout_that_mixes_rows():
     figures = {"n": 4, "max_abs_logit_diff": 1e-6, "label_agreement": 1.0, "mixed_max_abs_logit_diff": 0.3}
     with pytest.raises(ExportError, match=r"question_classifier' \(multi fp32\): mixed max abs logit diff 0.3 > 1e-05"):
         check_parity({"question_classifier": {"multi": {"fp32": figures}}})
+
+
+def test_the_graph_onnxruntime_optimised_at_export_is_opened_on_the_same_onnxruntime(exported, monkeypatch):
+    import onnxruntime as ort
+
+    from lora_router.runtime import OnnxRouter
+
+    optimized = exported.manifest["multi"]["optimized"]
+    assert optimized["int8"] == "multi/encoder/model_quantized_optimized.onnx"
+    assert optimized["onnxruntime"] == ort.__version__
+    assert OnnxRouter(exported.export, tasks=["question_classifier"])._one_call_file() == optimized["int8"]
+    monkeypatch.setattr(ort, "__version__", "0.0.1")  # another onnxruntime: the plain graph
+    assert OnnxRouter(exported.export, tasks=["question_classifier"])._one_call_file() == \
+        "multi/encoder/model_quantized.onnx"

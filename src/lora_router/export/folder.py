@@ -289,7 +289,7 @@ class _Export:
         return info
 
     def _write_one_call(self, layout: str, base, loras: dict[str, dict], tasks_info: dict, target: str) -> dict:
-        from .multi import export_one_call, trunk_layers
+        from .multi import export_one_call, trunk_layers, write_optimized
         from .quantize import quantization_config, quantize_folder
         from .shared import head_reads, write_head
 
@@ -302,6 +302,9 @@ class _Export:
         if "int8" in self.precisions:
             quantize_folder(folder, quantization_config(target, exclude=float_nodes))
             info["int8"] = f"{fmt.encoder_dir(layout)}/{fmt.QUANTIZED_FILE}"
+            optimized = f"{fmt.encoder_dir(layout)}/{fmt.OPTIMIZED_QUANTIZED_FILE}"
+            info["optimized"] = {"int8": optimized,
+                                 **write_optimized(folder / fmt.QUANTIZED_FILE, self.root / optimized)}
         for t in loras:
             if not (self.root / fmt.head_file(t)).is_file():
                 write_head(self.root / fmt.head_file(t), self.hub.task_dir(t))

@@ -306,3 +306,20 @@ def export_one_call(base, loras: dict[str, dict[str, LoraMatrices]], path: Path,
             ranks[m] = max(ranks.get(m, 0), lm.rank)
     return {"tasks": task_order(loras), "trunk_layers": trunk, "lora_modules": sorted(ranks),
             "lora_ranks": ranks, "float_nodes": float_nodes}
+
+
+def write_optimized(src: Path, dst: Path) -> dict:
+    """``src`` as onnxruntime optimises it (fusions, level "extended"), saved to ``dst``; what the manifest records.
+
+    Opening the saved graph skips most of a session's start-up (base size, int8: about 0.25 -> 0.1 s).
+    The fusions are CPU kernels of this onnxruntime version: the runtime opens this file only on the
+    CPU with the same version, and the plain graph otherwise.
+    """
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    opts.optimized_model_filepath = str(dst)
+    opts.log_severity_level = 3
+    ort.InferenceSession(str(src), opts, providers=["CPUExecutionProvider"])
+    return {"onnxruntime": ort.__version__, "level": "extended", "device": "cpu"}

@@ -15,6 +15,7 @@ Written by ``lora_router.export``, read by ``OnnxRouter``. No torch here::
     shared/heads/<task>.npz             one task's head (classifier.weight, .bias); also read by multi and trunk
     multi/encoder/model.onnx            every task in one graph: one row per (task, text), LoRA as constants
     multi/encoder/model_quantized.onnx  the same, int8
+    multi/encoder/model_quantized_optimized.onnx  the int8 graph as onnxruntime optimised it (opens faster)
     trunk/encoder/model[_quantized].onnx  as multi, the layers below every adapter run once per text
 """
 
@@ -37,6 +38,7 @@ TOKENIZER_FILE = "tokenizer.json"
 CHAIN_FILE = "chain.json"
 MODEL_FILE = "model.onnx"
 QUANTIZED_FILE = "model_quantized.onnx"
+OPTIMIZED_QUANTIZED_FILE = "model_quantized_optimized.onnx"  # one-call layouts: as onnxruntime (CPU) optimises it
 KNOWLEDGE_BASE_FILE = "knowledge_base.jsonl"
 
 

@@ -8,8 +8,10 @@ results of the same shape, and the export's parity gate checks the numbers.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +19,7 @@ import numpy as np
 from ..config import TaskSpec
 from ..core.chain import Chain
 from ..core.predictor import TaskPredictor
-from ..encoding import Encoded, TextEncoder
+from ..encoding import Encoded, TextEncoder, encoding_of
 from ..errors import ConfigError, ExportFormatError
 from . import layout as fmt
 from .models import Head, MergedTaskModel, OneCallModel, SharedTaskModel
@@ -78,31 +80,20 @@ class OnnxRouter(OneCallPredictor, TaskPredictor):
         if unknown:
             raise ConfigError(f"task(s) {unknown} are not in export {self.export_dir}; "
                               f"it has: {', '.join(self.manifest['tasks'])}")
+        # each file once: the encoder of the shared and one-call layouts is every task's
         needed = [fmt.TOKENIZER_FILE, fmt.CHAIN_FILE] + [p for t in names for p in self._task_files(t)]
-        fmt.verify_files(self.export_dir, self.manifest, needed, hashes=verify)
-
-        from tokenizers import Tokenizer
-
-        tokenizer = Tokenizer.from_file(str(self.export_dir / fmt.TOKENIZER_FILE))
-        options = session_options(threads, spinning=spinning)
-        self.specs: dict[str, TaskSpec] = {}
-        self.encoders: dict[str, TextEncoder] = {}
-        self.manifests: dict[str, dict] = {}
-        self.models: dict[str, object] = {}
-        self._encoder_session = None
-        for name in names:
-            info = self.manifest["tasks"][name]
-            self.specs[name] = TaskSpec.from_dict(info["spec"])
-            self.encoders[name] = TextEncoder.for_adapter(tokenizer, int(info["max_length"]), info)
-            self.manifests[name] = _read_json(self.export_dir / info["manifest"])
-            if self.layout not in fmt.ONE_CALL_LAYOUTS:
-                self.models[name] = self._open_model(name, info, options)
-        self.one_call: OneCallModel | None = None
-        if self.layout in fmt.ONE_CALL_LAYOUTS:
-            self.one_call = self._open_one_call(names, options)
-            self.models = {name: self.one_call.task(name) for name in names}
+        needed = list(dict.fromkeys(needed))
+        # The sha256 of the model files (~100 MB at base size) runs beside the sessions' start-up, the other
+        # half of a cold start; a damaged file is still what is reported, whatever the loading says about it.
+        with ThreadPoolExecutor(1) as pool:
+            check = pool.submit(fmt.verify_files, self.export_dir, self.manifest, needed, hashes=verify)
+            try:
+                self._load(names, threads, spinning)
+            except Exception:
+                check.result()
+                raise
+            check.result()
         self.speculate = speculate
-        self.tokenizer = tokenizer
         self.chain = chain if isinstance(chain, Chain) else Chain.load(chain or self.export_dir / fmt.CHAIN_FILE)
         if thresholds:
             self.chain.with_thresholds(thresholds)
@@ -113,13 +104,40 @@ class OnnxRouter(OneCallPredictor, TaskPredictor):
                     ", ".join(self.specs) or "none")
 
     # ------------------------------------------------------------ loading
+    def _load(self, names: Sequence[str], threads: int | None, spinning: bool) -> None:
+        from tokenizers import Tokenizer
+
+        tokenizer = Tokenizer.from_file(str(self.export_dir / fmt.TOKENIZER_FILE))
+        options = session_options(threads, spinning=spinning)
+        self.specs: dict[str, TaskSpec] = {}
+        self.encoders: dict[str, TextEncoder] = {}
+        self.manifests: dict[str, dict] = {}
+        self.models: dict[str, object] = {}
+        self._encoder_session = None
+        alike: dict[tuple, TextEncoder] = {}  # tasks that encode alike share one encoder (and one tokenisation)
+        for name in names:
+            info = self.manifest["tasks"][name]
+            self.specs[name] = TaskSpec.from_dict(info["spec"])
+            key = (int(info["max_length"]), json.dumps(encoding_of(info), sort_keys=True))
+            if key not in alike:
+                alike[key] = TextEncoder.for_adapter(tokenizer, int(info["max_length"]), info)
+            self.encoders[name] = alike[key]
+            self.manifests[name] = _read_json(self.export_dir / info["manifest"])
+            if self.layout not in fmt.ONE_CALL_LAYOUTS:
+                self.models[name] = self._open_model(name, info, options)
+        self.one_call: OneCallModel | None = None
+        if self.layout in fmt.ONE_CALL_LAYOUTS:
+            self.one_call = self._open_one_call(names, options)
+            self.models = {name: self.one_call.task(name) for name in names}
+        self.tokenizer = tokenizer
+
     def _task_files(self, task: str) -> list[str]:
         info = self.manifest["tasks"][task]
         files = [info["manifest"]]
         if self.layout == "merged":
             files.append(info["merged"][self.precision])
         elif self.layout in fmt.ONE_CALL_LAYOUTS:
-            files += [self.manifest[self.layout][self.precision], info[self.layout]["head"]]
+            files += [self._one_call_file(), info[self.layout]["head"]]
         else:
             files += [self.manifest["shared"][self.precision], info["shared"]["adapter"], info["shared"]["head"]]
         if info.get("knowledge_base"):
@@ -136,9 +154,19 @@ class OnnxRouter(OneCallPredictor, TaskPredictor):
         return SharedTaskModel(self._encoder_session, self.export_dir / shared["adapter"],
                                self.export_dir / shared["head"], shared["reads"])
 
+    def _one_call_file(self) -> str:
+        """The graph to open: the one onnxruntime optimised at export (CPU, same onnxruntime), else the plain one."""
+        import onnxruntime as ort
+
+        layout = self.manifest[self.layout]
+        optimized = layout.get("optimized") or {}
+        if self.device == "cpu" and optimized.get(self.precision) and optimized.get("onnxruntime") == ort.__version__:
+            return optimized[self.precision]
+        return layout[self.precision]
+
     def _open_one_call(self, names: Sequence[str], options) -> OneCallModel:
         layout = self.manifest[self.layout]
-        session = open_session(self.export_dir / layout[self.precision], self.device, options)
+        session = open_session(self.export_dir / self._one_call_file(), self.device, options)
         heads = {}
         for name in names:
             info = self.manifest["tasks"][name][self.layout]
@@ -174,8 +202,6 @@ def _pick(asked: str | None, available: Sequence[str], preference: Sequence[str]
 
 
 def _read_json(path: Path) -> dict:
-    import json
-
     try:
         return json.loads(path.read_text("utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
