@@ -28,7 +28,7 @@ def questions():
 def _routers(export, **kwargs):
     from lora_router.runtime import OnnxRouter
 
-    return (OnnxRouter(export, layout="multi", precision="fp32", **kwargs),
+    return (OnnxRouter(export, layout="multi", precision="fp32", speculate=True, **kwargs),
             OnnxRouter(export, layout="multi", precision="fp32", speculate=False, **kwargs))
 
 
@@ -78,9 +78,12 @@ def test_every_route_is_the_same_in_one_call(exported, questions):
 
 
 def test_one_call_step_times_add_up_to_the_call(exported):
+    from lora_router.runtime import OnnxRouter
+
     one_call, _ = _routers(exported.export)
     answer = one_call.ask(ASK[0])
     assert all(s["ms"] > 0 for s in answer["steps"])
+    assert OnnxRouter(exported.export).speculate is False  # multi walks the chain step by step unless asked
 
 
 def test_predict_mixed_equals_predict_per_task(exported, questions):

@@ -118,7 +118,7 @@ def test_trunk_answers_as_pytorch_and_as_the_chain_step_by_step(trunk_export):
 
     root, hub, manifest = trunk_export
     router = OnnxRouter(root / "out")
-    assert (router.layout, router.precision) == ("trunk", "int8")
+    assert (router.layout, router.precision, router.speculate) == ("trunk", "int8", True)  # the chain in one call
     fp32 = OnnxRouter(root / "out", precision="fp32")
     step_by_step = OnnxRouter(root / "out", precision="fp32", speculate=False)
     with warnings.catch_warnings():

@@ -251,7 +251,8 @@ class OnnxContender(Contender):
         layout, precision = ONNX_VARIANTS[key]
         self.key = key
         self.router = OnnxRouter(str(export_dir), layout=layout, precision=precision, device=device,
-                                 threads=threads, tasks=list(tasks), chain=chain)
+                                 threads=threads, tasks=list(tasks), chain=chain,
+                                 speculate=True if layout in ("multi", "trunk") else None)
         self.chain = chain
         self.tasks = tuple(self.router.tasks)
 

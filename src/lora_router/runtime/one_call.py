@@ -12,8 +12,9 @@ session takes rows of different tasks (``runtime.models.OneCallModel``):
   routes, steps and results are those of the step-by-step chain. Pair-ranking
   steps (question_answer: scores over knowledge-base candidates) run after,
   as before. A question that stops at the first step has paid for rows it
-  does not use; README "Benchmarks" gives the measured cost of that, and
-  ``OnnxRouter(speculate=False)`` walks the chain step by step instead.
+  does not use: ``OnnxRouter``'s ``speculate`` chooses, by default one call
+  with the trunk layout and step by step without (``SPECULATE_BY_DEFAULT``,
+  with the figures it rests on).
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ class OneCallPredictor:
     """``predict_mixed`` and ``ask_batch`` in one call per batch; falls back to ``TaskPredictor`` without one."""
 
     one_call = None  # OneCallModel when the layout is multi or trunk
-    speculate = True
+    speculate = False
 
     # ------------------------------------------------------------ mixed batches
     def predict_mixed(self, items: Sequence[tuple[str, str]]) -> list[dict]:
