@@ -135,3 +135,15 @@ def test_trunk_answers_as_pytorch_and_as_the_chain_step_by_step(trunk_export):
                                 ("question_type_classifier", ASK[1])])
     assert mixed[0]["file_names"] == torch_router.predict("file_name_pick", ASK[0])["file_names"]
     assert mixed[1]["predicted_label"] == torch_router.predict("question_classifier", ASK[0])["predicted_label"]
+
+
+def test_train_cli_takes_layers(tiny_base, tmp_path):
+    from click.testing import CliRunner
+
+    from lora_router.cli import main
+
+    result = CliRunner().invoke(main, ["train", "--task", "question_classifier", "--base-model", tiny_base,
+                                       "--hub", str(tmp_path / "hub"), "--layers", "1-5", "--quiet"])
+    assert result.exit_code == 1
+    assert "lora layers [1, 2, 3, 4, 5] go past the base's 2 layers; valid: 0-1" in result.output
+    assert "--layers" in CliRunner().invoke(main, ["train", "--help"]).output
