@@ -56,6 +56,13 @@ def test_chinese_letters_belong_to_a_stem_only_where_the_model_marks_them():
     assert names(text, "直播间成交明细") == ["直播间成交明细.xlsx"]  # the extension joins the marked stem
 
 
+def test_a_function_word_before_a_name_is_not_part_of_it_even_when_marked():
+    assert names("帮我把sales_2024.csv导入到ODS层", "把sales_2024.csv") == ["sales_2024.csv"]
+    assert names("从orders.csv里删掉重复行", "从orders.csv") == ["orders.csv"]
+    assert names("把直播间成交明细.xlsx导入", "把直播间成交明细.xlsx") == ["直播间成交明细.xlsx"]
+    assert names("下载用户留存分析.xlsx", "用户留存分析.xlsx") == ["用户留存分析.xlsx"]  # 用 begins names
+
+
 def test_mixed_stems_and_windows_paths_with_chinese_folders():
     text = "我下载的 VIP客户清单_2024Q2.csv 少了手机号那列"
     assert names(text, "P客户清单_2024Q2.csv") == ["VIP客户清单_2024Q2.csv"]  # part of a run marked: all of it
