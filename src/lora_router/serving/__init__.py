@@ -3,9 +3,11 @@
 ``app`` validates requests and answers them (FastAPI), ``batcher`` gathers
 concurrent requests into batches per chain step, ``service`` runs the chain
 over the batcher and swaps models on reload, ``metrics`` counts it all for
-Prometheus. ``host`` runs the app on uvicorn (one machine). Like the runtime,
-nothing here imports torch unless the service is asked to serve a hub.
-Install with ``pip install "lora-router[serve]"``.
+Prometheus. Two hosts run the same app: ``host`` on uvicorn (one machine)
+and ``ray`` as Ray Serve replicas across a cluster, several exports
+multiplexed (``ray_proxy`` replays a request whose replica died). Like the
+runtime, nothing here imports torch unless the service is asked to serve a
+hub. Install with ``pip install "lora-router[serve]"`` (or ``[ray]``).
 """
 
 from .settings import ModelSource, ServeSettings
