@@ -192,3 +192,31 @@ def _wait_ready(client, tries: int = 600) -> None:
             return
         time.sleep(0.05)
     raise TimeoutError("app not ready")
+
+
+def test_a_batch_runs_in_groups_of_similar_length_and_answers_in_order():
+    from lora_router.serving.batcher import length_groups
+
+    groups = length_groups([10, 60, 12, 58, 11, 30])
+    assert sorted(i for g in groups for i in g) == list(range(6))
+    for g in groups:
+        lengths = [[10, 60, 12, 58, 11, 30][i] for i in g]
+        assert len(lengths) * max(lengths) <= 1.25 * sum(lengths)
+    assert [0, 4, 2] in groups and [3, 1] in groups
+
+    seen: list[list] = []
+
+    def predict(items):
+        seen.append([text for _, text in items])
+        return [{"echo": text} for _, text in items]
+
+    async def main():
+        b = _batcher(predict)
+        texts = ["短", "长" * 50, "短句", "长" * 48]
+        out = await asyncio.gather(*(b.submit("t", t) for t in texts))
+        await b.close()
+        return texts, out
+
+    texts, out = asyncio.run(main())
+    assert [o["echo"] for o in out] == texts
+    assert all(max(map(len, g)) <= 2 * min(map(len, g)) for g in seen), "no group mixes short and long"
