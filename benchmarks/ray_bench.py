@@ -35,6 +35,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from lora_router.bench.serve import load_requests, write_bench_chain
+
 logger = logging.getLogger("ray_bench")
 
 CLIENTS = (1, 16)
@@ -56,44 +58,11 @@ def make_export(work: Path, size: str) -> Path:
     return out
 
 
-def write_bench_chain(export_dir: Path, path: Path) -> Path:
-    from lora_router.bench.fixture import bench_chain
-    from lora_router.config import TaskSpec
-
-    manifest = json.loads((export_dir / "manifest.json").read_text("utf-8"))
-    specs = {t: TaskSpec.from_dict(info["spec"]) for t, info in manifest["tasks"].items()}
-    path.write_text(json.dumps(bench_chain(specs), ensure_ascii=False), "utf-8")
-    return path
-
-
 def bundled_questions() -> list[str]:
     from lora_router.data.bundled import bundled_dir
 
     lines = (bundled_dir() / "chain" / "test.jsonl").read_text("utf-8").splitlines()
     return [json.loads(line)["question"] for line in lines]
-
-
-async def load(url: str, questions: list[str], clients: int, total: int) -> tuple[list[float], float, int]:
-    """``total`` requests from ``clients`` concurrent clients: (latencies, wall seconds, errors)."""
-    import httpx
-
-    latencies: list[float] = []
-    errors = 0
-    counter = iter(range(total))
-
-    async def client(http: httpx.AsyncClient) -> None:
-        nonlocal errors
-        for i in counter:
-            t0 = time.perf_counter()
-            r = await http.post(f"{url}/v1/ask", json={"question": questions[i % len(questions)]})
-            latencies.append(time.perf_counter() - t0)
-            errors += r.status_code != 200
-
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    async with httpx.AsyncClient(timeout=120, limits=limits) as http:
-        t0 = time.perf_counter()
-        await asyncio.wait_for(asyncio.gather(*(client(http) for _ in range(clients))), timeout=1200)
-        return latencies, time.perf_counter() - t0, errors
 
 
 def wait_ready(url: str, timeout: float = 600, alive=lambda: True) -> None:
@@ -118,14 +87,14 @@ def measure(urls: dict[str, str], questions: list[str], clients, requests: int, 
     from lora_router.bench.timing import summary
 
     for url in urls.values():
-        asyncio.run(load(url, questions, 4, 40))  # warm-up: connections, lazy parts, the first batches
+        asyncio.run(load_requests(url, questions, 4, 40))  # warm-up: connections, lazy parts, the first batches
     names = list(urls)
     raw = {name: {n: ([], 0.0, 0) for n in clients} for name in names}
     for r in range(rounds):
         order = names[r % len(names):] + names[:r % len(names)]
         for name in order:
             for n in clients:
-                latencies, wall, errors = asyncio.run(load(urls[name], questions, n,
+                latencies, wall, errors = asyncio.run(load_requests(urls[name], questions, n,
                                                            max(requests, 20 * n) // rounds))
                 seen = raw[name][n]
                 raw[name][n] = (seen[0] + latencies, seen[1] + wall, seen[2] + errors)

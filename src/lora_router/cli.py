@@ -289,15 +289,20 @@ def _specs_to_train(task_name: str, data, store):
         return [infer_task_spec(task_name, data)]
 
 
+def _print_label_tables(m: dict) -> None:
+    """Per-label precision/recall/F1 and the confusion matrix of a classification task's metrics."""
+    rows = [[label, f"{v['precision']:.3f}", f"{v['recall']:.3f}", f"{v['f1']:.3f}", str(v["support"])]
+            for label, v in m["per_label"].items()]
+    _table(rows, ["label", "precision", "recall", "f1", "support"])
+    click.echo("confusion matrix (rows gold, columns predicted):")
+    _table([[lab, *map(str, row)] for lab, row in zip(m["labels"], m["confusion_matrix"])],
+           ["", *[str(i) for i in range(len(m["labels"]))]])
+
+
 def _print_metrics(task: str, m: dict, manifest: dict | None = None) -> None:
     if "accuracy" in m:
         click.echo(f"{task}: accuracy {m['accuracy']:.4f}  macro-F1 {m['macro_f1']:.4f}  (n={m['n']})")
-        rows = [[label, f"{v['precision']:.3f}", f"{v['recall']:.3f}", f"{v['f1']:.3f}", str(v["support"])]
-                for label, v in m["per_label"].items()]
-        _table(rows, ["label", "precision", "recall", "f1", "support"])
-        click.echo("confusion matrix (rows gold, columns predicted):")
-        _table([[lab, *map(str, row)] for lab, row in zip(m["labels"], m["confusion_matrix"])],
-               ["", *[str(i) for i in range(len(m["labels"]))]])
+        _print_label_tables(m)
     elif "top1" in m:
         click.echo(f"{task}: top-1 {m['top1']:.4f}  MRR {m['mrr']:.4f}  no-answer P {m['no_answer_precision']:.4f} "
                    f"R {m['no_answer_recall']:.4f}  (n={m['n']}, answerable {m['n_answerable']})")
@@ -427,12 +432,7 @@ def _print_eval(task: str, m: dict, base: dict | None, where: str) -> None:
         else:
             click.echo("confidence: no temperature (adapter trained before calibration; retrain to fit one)")
     if kind == "classification":
-        rows = [[label, f"{v['precision']:.3f}", f"{v['recall']:.3f}", f"{v['f1']:.3f}", str(v["support"])]
-                for label, v in m["per_label"].items()]
-        _table(rows, ["label", "precision", "recall", "f1", "support"])
-        click.echo("confusion matrix (rows gold, columns predicted):")
-        _table([[lab, *map(str, row)] for lab, row in zip(m["labels"], m["confusion_matrix"])],
-               ["", *[str(i) for i in range(len(m["labels"]))]])
+        _print_label_tables(m)
 
 
 def _eval_chain(chain_file, base_model, hub, onnx, knowledge_base, thresholds, as_json) -> None:

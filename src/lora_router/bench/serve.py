@@ -40,7 +40,7 @@ def run_serve_bench(out_dir: str | Path, *, size: str = "base", export_dir: str 
     out_dir.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="lora-router-serve-bench-"))
     export_dir = Path(export_dir) if export_dir else _make_export(work, size, progress)
-    chain_file = _write_bench_chain(export_dir, work / "chain.json")
+    chain_file = write_bench_chain(export_dir, work / "chain.json")
     lines = (bundled_dir() / "chain" / "test.jsonl").read_text("utf-8").splitlines()
     questions = [json.loads(line)["question"] for line in lines]
     results: dict = {"kind": "serve", "size": size, "export": str(export_dir), "questions": len(questions),
@@ -73,7 +73,8 @@ def _make_export(work: Path, size: str, progress: bool) -> Path:
     return Path(made["dir"])
 
 
-def _write_bench_chain(export_dir: Path, path: Path) -> Path:
+def write_bench_chain(export_dir: Path, path: Path) -> Path:
+    """The chain every benchmark question runs whole (``fixture.bench_chain``), for ``export_dir``'s tasks."""
     from ..config import TaskSpec
     from .fixture import bench_chain
 
@@ -124,7 +125,8 @@ def _measure_server(export_dir: Path, chain: Path, extra: list[str], questions: 
                 proc.kill()
 
 
-async def _load(url: str, questions: list[str], clients: int, total: int) -> dict:
+async def load_requests(url: str, questions: list[str], clients: int, total: int) -> tuple[list[float], float, int]:
+    """``total`` POST /v1/ask from ``clients`` concurrent clients: (latencies in s, wall s, non-200 count)."""
     import httpx
 
     latencies: list[float] = []
@@ -134,17 +136,20 @@ async def _load(url: str, questions: list[str], clients: int, total: int) -> dic
     async def client(http: httpx.AsyncClient) -> None:
         nonlocal errors
         for i in counter:
-            q = questions[i % len(questions)]
             t0 = time.perf_counter()
-            r = await http.post("/v1/ask", json={"question": q})
+            r = await http.post(f"{url}/v1/ask", json={"question": questions[i % len(questions)]})
             latencies.append(time.perf_counter() - t0)
             errors += r.status_code != 200
 
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits) as http:
+    async with httpx.AsyncClient(timeout=120, limits=limits) as http:
         t0 = time.perf_counter()
-        await asyncio.wait_for(asyncio.gather(*(client(http) for _ in range(clients))), timeout=900)
-        wall = time.perf_counter() - t0
+        await asyncio.wait_for(asyncio.gather(*(client(http) for _ in range(clients))), timeout=1200)
+        return latencies, time.perf_counter() - t0, errors
+
+
+async def _load(url: str, questions: list[str], clients: int, total: int) -> dict:
+    latencies, wall, errors = await load_requests(url, questions, clients, total)
     return {"clients": clients, "requests": len(latencies), "errors": errors,
             "requests_per_s": round(len(latencies) / wall, 2), **summary(latencies)}
 
