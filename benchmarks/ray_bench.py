@@ -35,7 +35,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from lora_router.bench.serve import load_requests, write_bench_chain
+from lora_router.bench.serve import load_requests, wait_ready, write_bench_chain
 
 logger = logging.getLogger("ray_bench")
 
@@ -63,22 +63,6 @@ def bundled_questions() -> list[str]:
 
     lines = (bundled_dir() / "chain" / "test.jsonl").read_text("utf-8").splitlines()
     return [json.loads(line)["question"] for line in lines]
-
-
-def wait_ready(url: str, timeout: float = 600, alive=lambda: True) -> None:
-    import httpx
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not alive():
-            raise RuntimeError(f"the service behind {url} exited")
-        try:
-            if httpx.get(f"{url}/ready", timeout=5).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    raise TimeoutError(f"{url} not ready in {timeout} s")
 
 
 def measure(urls: dict[str, str], questions: list[str], clients, requests: int, rounds: int) -> dict:

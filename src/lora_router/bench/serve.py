@@ -92,7 +92,6 @@ def _free_port() -> int:
 
 def _measure_server(export_dir: Path, chain: Path, extra: list[str], questions: list[str], clients, requests: int,
                     log_path: Path) -> dict:
-    import httpx
 
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
@@ -101,16 +100,10 @@ def _measure_server(export_dir: Path, chain: Path, extra: list[str], questions: 
                                  str(export_dir), "--chain", str(chain), "--port", str(port), "--log-level", "warning",
                                  *extra], stdout=log, stderr=subprocess.STDOUT)
         try:
-            deadline = time.monotonic() + 300
-            while time.monotonic() < deadline:
-                if proc.poll() is not None:
-                    raise RuntimeError(f"server exited: {log_path.read_text(errors='replace')[-2000:]}")
-                try:
-                    if httpx.get(f"{url}/ready", timeout=2).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                time.sleep(0.2)
+            try:
+                wait_ready(url, timeout=300, alive=lambda: proc.poll() is None)
+            except RuntimeError:
+                raise RuntimeError(f"server exited: {log_path.read_text(errors='replace')[-2000:]}") from None
             out = {}
             asyncio.run(_load(url, questions, 4, 40))  # warm-up
             for n in clients:
@@ -123,6 +116,23 @@ def _measure_server(export_dir: Path, chain: Path, extra: list[str], questions: 
                 proc.wait(60)
             except subprocess.TimeoutExpired:
                 proc.kill()
+
+
+def wait_ready(url: str, timeout: float = 600, alive=lambda: True) -> None:
+    """Poll ``url``/ready until 200; ``RuntimeError`` when ``alive()`` says the service died, else ``TimeoutError``."""
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not alive():
+            raise RuntimeError(f"the service behind {url} exited")
+        try:
+            if httpx.get(f"{url}/ready", timeout=5).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise TimeoutError(f"{url} not ready in {timeout} s")
 
 
 async def load_requests(url: str, questions: list[str], clients: int, total: int) -> tuple[list[float], float, int]:
