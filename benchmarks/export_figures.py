@@ -62,12 +62,12 @@ def worker(spec: dict) -> dict:
         import warnings
 
         warnings.simplefilter("ignore")
-        from lora_router.router import Router
+        from lora_router.backends.torch_peft import Router
 
         t_import = time.perf_counter()
         router = Router(spec["base"], spec["hub"], tasks=spec["tasks"])
     else:
-        from lora_router.runtime import OnnxRouter
+        from lora_router.backends.onnx import OnnxRouter
 
         t_import = time.perf_counter()
         router = OnnxRouter(spec["export"], layout=spec["layout"], precision=spec["precision"], tasks=spec["tasks"],
@@ -139,10 +139,10 @@ def make_hub(work: Path, size: str) -> tuple[str, Path]:
 def parity_report(base: str, hub: Path, export: Path, layouts, precisions, limit: int | None) -> dict:
     import warnings
 
+    from lora_router.backends.onnx import OnnxRouter
+    from lora_router.backends.torch_peft import Router
     from lora_router.data import load_bundled
     from lora_router.export.parity import parity_problems, task_parity
-    from lora_router.router import Router
-    from lora_router.runtime import OnnxRouter
 
     warnings.simplefilter("ignore")
     torch_router = Router(base, hub)

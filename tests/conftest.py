@@ -106,7 +106,7 @@ def torch_router(exported):
     """The PyTorch router over the exported hub, to compare the runtime against."""
     import warnings
 
-    from lora_router.router import Router
+    from lora_router.backends.torch_peft import Router
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -6,8 +6,8 @@ import json
 
 from conftest import SCENE_ROWS
 from lora_router.data import Record, load_bundled
+from lora_router.evaluation.baselines import TextClassifierBaseline, baseline_for, file_names
 from lora_router.tasks import get_task
-from lora_router.training.baseline import TextClassifierBaseline, baseline_for, file_names
 
 
 def _scene(rows):

@@ -11,8 +11,8 @@ from lora_router.bench import run_bench
 from lora_router.bench.contenders import CONTENDERS
 from lora_router.bench.fixture import bench_chain
 from lora_router.bench.timing import interleaved, summary
-from lora_router.errors import ConfigError
 from lora_router.core.chain import Chain, run_chain
+from lora_router.errors import ConfigError
 from lora_router.tasks import get_task
 
 TOP_KEYS = {"schema", "size", "device", "settings", "environment", "contenders", "per_task_latency", "chain_latency",

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from lora_router.training.calibration import (
+from lora_router.evaluation.calibration import (
     calibrate,
     cross_fitted_ece,
     expected_calibration_error,
@@ -80,7 +80,7 @@ def test_reliability_bins_hold_every_example_once_and_ece_weighs_them():
 
 
 def test_training_saves_a_temperature_and_routers_divide_logits_by_it(trained_hub, tiny_base):
-    from lora_router.router import Router
+    from lora_router.backends.torch_peft import Router
 
     saved = trained_hub.manifest("question_classifier")["calibration"]
     assert saved["method"] == "temperature" and saved["temperature"] > 0 and saved["n"] == 9
@@ -95,7 +95,7 @@ def test_training_saves_a_temperature_and_routers_divide_logits_by_it(trained_hu
 
 
 def test_an_adapter_trained_before_calibration_uses_temperature_one(trained_hub, tiny_base):
-    from lora_router.router import Router
+    from lora_router.backends.torch_peft import Router
 
     router = Router(tiny_base, trained_hub, tasks=["question_classifier"])
     del router.manifests["question_classifier"]["calibration"]
@@ -108,7 +108,7 @@ def test_an_adapter_trained_before_calibration_uses_temperature_one(trained_hub,
 
 @pytest.mark.slow
 def test_the_export_ships_the_temperature_and_the_onnx_router_applies_it(exported):
-    from lora_router.runtime import OnnxRouter
+    from lora_router.backends.onnx import OnnxRouter
 
     shipped = json.loads((exported.export / "tasks/question_classifier/task.json").read_text("utf-8"))
     assert shipped["calibration"] == exported.hub.manifest("question_classifier")["calibration"]

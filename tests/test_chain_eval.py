@@ -9,7 +9,7 @@ import pytest
 from conftest import write_jsonl
 from lora_router.core.chain import Chain, run_chain
 from lora_router.errors import DataError
-from lora_router.core.chain_eval import ChainCase, bundled_chain_cases, evaluate_chain, read_chain_cases
+from lora_router.evaluation.chain import ChainCase, bundled_chain_cases, evaluate_chain, read_chain_cases
 
 
 class _KB:

@@ -57,7 +57,7 @@ def test_hostile_unicode_encodes(encoder):
 
 
 def test_a_span_without_an_extension_is_not_a_file(encoder):
-    from lora_router.results import extraction_result
+    from lora_router.core.results import extraction_result
 
     text = "把sales_2024.csv导入到ODS层"
     enc = encoder.encode(text)
@@ -129,7 +129,7 @@ def test_lowercasing_changes_what_the_model_sees_not_the_offsets_of_words(encode
 
 
 def test_extraction_returns_the_users_text_in_its_own_case(lower):
-    from lora_router.results import extraction_result
+    from lora_router.core.results import extraction_result
 
     text = "把Sales_2024.CSV导入Hive"
     enc = lower.encode(text)
@@ -159,7 +159,7 @@ def test_the_hub_records_the_encoding_and_an_old_hub_loads_without_lowercasing(t
     import shutil
     import warnings
 
-    from lora_router.router import Router
+    from lora_router.backends.torch_peft import Router
 
     assert trained_hub.manifest("file_name_pick")["encoding"] == {"lowercase": True}
     old = tmp_path / "old-hub"
@@ -182,7 +182,7 @@ def test_the_hub_records_the_encoding_and_an_old_hub_loads_without_lowercasing(t
 def test_the_export_lowercases_as_the_hub_did_and_both_routers_agree(exported, torch_router):
     from transformers import AutoTokenizer
 
-    from lora_router.runtime import OnnxRouter
+    from lora_router.backends.onnx import OnnxRouter
 
     texts = ["把Sales_2024.CSV导入Hive", "ODS层和DWD层有什么区别", "上传D:\\报表\\Q1.XLSX到平台", "ＳＱＬ全角ＣＳＶ"]
     onnx = OnnxRouter(exported.export, layout="merged", precision="fp32")

@@ -86,7 +86,7 @@ def test_parity_records_default_to_the_bundled_test_split():
 def test_merged_models_load_in_optimum_with_the_same_logits(exported, torch_router):
     from optimum.onnxruntime import ORTModelForSequenceClassification, ORTModelForTokenClassification
 
-    from lora_router.runtime import OnnxRouter
+    from lora_router.backends.onnx import OnnxRouter
 
     texts = ["数据清洗流程是什么？", "帮我把sales_2024.csv导入到ODS层", "今天天气怎么样"]
     for task, cls in (("question_classifier", ORTModelForSequenceClassification),

@@ -126,9 +126,9 @@ def test_rules_on_their_own():
 
 # ---------------------------------------------------------------- through the model's logits
 def test_extraction_result_scores_each_name_by_its_tokens():
+    from lora_router.core.results import extraction_result
     from lora_router.encoding import TextEncoder, bio_labels, char_spans, load_tokenizer
     from lora_router.modeling.base import tokenizer_files_dir
-    from lora_router.results import extraction_result
 
     encoder = TextEncoder(load_tokenizer(tokenizer_files_dir()), 64, lowercase=True)
     text = "把/data/raw/user_log.parquet和orders.csv合并"

@@ -224,7 +224,8 @@ def trained(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def router(trained):
-    from lora_router.router import Chain, Router
+    from lora_router.backends.torch_peft import Router
+    from lora_router.core import Chain
 
     chain = Chain.from_dict({"start": "question_answer",
                              "steps": [{"task": "question_answer", "route": "answer"}]})

@@ -26,7 +26,7 @@ def questions():
 
 
 def _routers(export, **kwargs):
-    from lora_router.runtime import OnnxRouter
+    from lora_router.backends.onnx import OnnxRouter
 
     return (OnnxRouter(export, layout="multi", precision="fp32", speculate=True, **kwargs),
             OnnxRouter(export, layout="multi", precision="fp32", speculate=False, **kwargs))
@@ -78,7 +78,7 @@ def test_every_route_is_the_same_in_one_call(exported, questions):
 
 
 def test_one_call_step_times_add_up_to_the_call(exported):
-    from lora_router.runtime import OnnxRouter
+    from lora_router.backends.onnx import OnnxRouter
 
     one_call, _ = _routers(exported.export)
     answer = one_call.ask(ASK[0])
@@ -102,7 +102,7 @@ def test_predict_mixed_equals_predict_per_task(exported, questions):
 
 
 def test_mixed_batches_from_many_threads_never_mix_tasks(exported, questions):
-    from lora_router.runtime import OnnxRouter
+    from lora_router.backends.onnx import OnnxRouter
 
     router = OnnxRouter(exported.export, layout="multi", precision="int8")
     batches = [[(CHAIN_TASKS[(i + j) % 3], questions[(i * 7 + j) % len(questions)]) for j in range(5)]
@@ -142,7 +142,7 @@ def test_the_gate_names_a_one_call_layout_that_mixes_rows():
 def test_the_graph_onnxruntime_optimised_at_export_is_opened_on_the_same_onnxruntime(exported, monkeypatch):
     import onnxruntime as ort
 
-    from lora_router.runtime import OnnxRouter
+    from lora_router.backends.onnx import OnnxRouter
 
     optimized = exported.manifest["multi"]["optimized"]
     assert optimized["int8"] == "multi/encoder/model_quantized_optimized.onnx"

@@ -10,11 +10,11 @@ pytest.importorskip("matplotlib")
 
 from fontTools.ttLib import TTFont  # noqa: E402 - matplotlib's own dependency
 
-from lora_router import plotting  # noqa: E402
+from lora_router.evaluation import plots as plotting  # noqa: E402
 from lora_router.bench.contenders import CONTENDERS  # noqa: E402
 from lora_router.bench.report import chart_figure  # noqa: E402
-from lora_router.plotting import MissingFontWarning, drawable_labels, find_font  # noqa: E402
-from lora_router.router.evaluate import plot_confusion  # noqa: E402
+from lora_router.evaluation.plots import MissingFontWarning, drawable_labels, find_font  # noqa: E402
+from lora_router.evaluation.tasks import plot_confusion  # noqa: E402
 
 LABELS = ["数据平台相关问题", "通用问题", "无关问题"]
 METRICS = {"labels": LABELS, "confusion_matrix": [[5, 1, 0], [2, 6, 1], [0, 0, 7]]}

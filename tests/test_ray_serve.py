@@ -63,7 +63,7 @@ def with_chain(export: Path, folder: Path, chain: dict) -> Path:
 
 
 def expected_answers(exports: dict[str, Path], questions: list[str]) -> dict:
-    from lora_router.runtime import OnnxRouter
+    from lora_router.backends.onnx import OnnxRouter
 
     return {name: [OnnxRouter(folder, precision="fp32").ask(q) for q in questions] for name, folder in exports.items()}
 

@@ -5,10 +5,11 @@ import numpy as np
 import pytest
 
 from conftest import FILE_ROWS, SCENE_ROWS
+from lora_router.backends.torch_peft import Router
+from lora_router.core import Chain, run_chain
 from lora_router.encoding import TruncationWarning
 from lora_router.errors import ConfigError, InputError
-from lora_router.router import Chain, Router, run_chain
-from lora_router.router.legacy import PeftLoraInference
+from lora_router.legacy import PeftLoraInference
 
 HOSTILE = ["😀🔥💯", "\x00\x01\x02数据", "\u200b\u200c\u200d", "\u202e表据数", "ＳＱＬ全角", "a\tb\nc", "x" * 100_000]
 

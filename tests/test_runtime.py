@@ -21,7 +21,7 @@ BANNED = ("torch", "transformers", "peft", "optimum", "sklearn")
 
 @pytest.fixture(scope="module")
 def onnx_routers(exported):
-    from lora_router.runtime import OnnxRouter
+    from lora_router.backends.onnx import OnnxRouter
 
     return {(layout, precision): OnnxRouter(exported.export, layout=layout, precision=precision)
             for layout in ("merged", "shared", "multi") for precision in ("fp32", "int8")}
@@ -45,7 +45,7 @@ router = lora_router.OnnxRouter(sys.argv[1])
 out = [router.ask(q)["route"] for q in {ask!r}]
 for task in router.tasks:
     router.predict(task, "帮我把sales_2024.csv导入到ODS层")
-from lora_router.runtime import OnnxRouter
+from lora_router.backends.onnx import OnnxRouter
 OnnxRouter(sys.argv[1], layout="merged", precision="fp32").ask_batch({ask!r})
 print(json.dumps({{"loaded": sorted(m for m in sys.modules if m.split(".")[0] in BANNED), "routes": out}}))
 """
@@ -64,7 +64,7 @@ def test_runtime_imports_no_torch(exported, block):
 
 # ---------------------------------------------------------------- same results as PyTorch
 def test_defaults_are_the_one_call_layout_in_int8(exported, onnx_routers):
-    from lora_router.runtime import OnnxRouter
+    from lora_router.backends.onnx import OnnxRouter
 
     router = OnnxRouter(exported.export, tasks=["question_classifier"])
     assert (router.layout, router.precision, router.tasks) == ("multi", "int8", ["question_classifier"])
@@ -145,7 +145,7 @@ def test_threads_never_mix_adapters(onnx_routers):
 
 
 def test_the_knowledge_base_can_grow_after_export(exported, tmp_path):
-    from lora_router.runtime import OnnxRouter
+    from lora_router.backends.onnx import OnnxRouter
 
     folder = copy_export(exported.export, tmp_path / "out")
     kb = folder / "tasks/question_answer/knowledge_base.jsonl"
@@ -184,7 +184,7 @@ def _damage(folder: Path, how: str) -> str:
 
 @pytest.mark.parametrize("how", ["missing", "altered", "newer", "not-json", "not-an-export"])
 def test_damaged_exports_are_named(exported, tmp_path, how):
-    from lora_router.runtime import OnnxRouter
+    from lora_router.backends.onnx import OnnxRouter
 
     folder = copy_export(exported.export, tmp_path / "out")
     message = _damage(folder, how)
@@ -193,7 +193,7 @@ def test_damaged_exports_are_named(exported, tmp_path, how):
 
 
 def test_a_folder_that_is_not_there(tmp_path):
-    from lora_router.runtime import OnnxRouter
+    from lora_router.backends.onnx import OnnxRouter
 
     with pytest.raises(ExportFormatError, match="is not a folder"):
         OnnxRouter(tmp_path / "nowhere")
@@ -203,7 +203,7 @@ def test_a_folder_that_is_not_there(tmp_path):
 def test_cuda_without_onnxruntime_gpu_says_so(exported):
     import onnxruntime as ort
 
-    from lora_router.runtime import OnnxRouter
+    from lora_router.backends.onnx import OnnxRouter
 
     if "CUDAExecutionProvider" in ort.get_available_providers():
         pytest.skip("onnxruntime-gpu is installed here")
@@ -214,7 +214,7 @@ def test_cuda_without_onnxruntime_gpu_says_so(exported):
 
 
 def test_sessions_do_not_spin_and_use_physical_cores():
-    from lora_router.runtime import physical_cores, session_options
+    from lora_router.backends.onnx import physical_cores, session_options
 
     opts = session_options()
     assert opts.get_session_config_entry("session.intra_op.allow_spinning") == "0"

@@ -45,7 +45,7 @@ def server(exported, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def onnx_router(exported):
-    from lora_router.runtime import OnnxRouter
+    from lora_router.backends.onnx import OnnxRouter
 
     return OnnxRouter(exported.export, precision="fp32")
 

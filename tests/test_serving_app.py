@@ -91,7 +91,7 @@ class Recording:
 
 @pytest.mark.slow
 def test_a_question_that_leaves_the_chain_at_step_one_leaves_the_batch_there(exported):
-    from lora_router.runtime import OnnxRouter
+    from lora_router.backends.onnx import OnnxRouter
     from lora_router.serving.service import Service
 
     recording = Recording(OnnxRouter(exported.export, precision="fp32"))
@@ -134,7 +134,7 @@ class Broken:
 def test_an_internal_error_is_a_500_with_a_request_id_and_the_server_keeps_serving(exported, caplog):
     from fastapi.testclient import TestClient
 
-    from lora_router.runtime import OnnxRouter
+    from lora_router.backends.onnx import OnnxRouter
     from lora_router.serving.app import create_app
 
     app = create_app(predictor=Broken(OnnxRouter(exported.export)), handle_sighup=False)
@@ -152,7 +152,7 @@ def test_the_openapi_schema_finds_no_5xx(exported):
     schemathesis = pytest.importorskip("schemathesis")
     from hypothesis import HealthCheck, given, settings
 
-    from lora_router.runtime import OnnxRouter
+    from lora_router.backends.onnx import OnnxRouter
     from lora_router.serving.app import create_app
 
     app = create_app(predictor=OnnxRouter(exported.export), handle_sighup=False)

@@ -4,9 +4,9 @@ import pytest
 
 from conftest import FAST, SCENE_ROWS, write_jsonl
 from lora_router.adapters import AdapterHub
+from lora_router.backends.torch_peft import Router
 from lora_router.config import TrainSettings
 from lora_router.errors import AdapterMismatchError, DataError
-from lora_router.router import Router
 from lora_router.tasks import get_task
 from lora_router.training import train
 

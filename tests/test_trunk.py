@@ -113,8 +113,8 @@ def test_trunk_export_runs_the_lower_layers_once_and_passes_the_gate(trunk_expor
 
 @pytest.mark.slow
 def test_trunk_answers_as_pytorch_and_as_the_chain_step_by_step(trunk_export):
-    from lora_router.router import Router
-    from lora_router.runtime import OnnxRouter
+    from lora_router.backends.onnx import OnnxRouter
+    from lora_router.backends.torch_peft import Router
 
     root, hub, manifest = trunk_export
     router = OnnxRouter(root / "out")

@@ -1,7 +1,7 @@
 """lora-router: one bert-base-chinese encoder, a LoRA adapter per task, a router.
 
 Heavy pieces (torch, transformers, peft) are imported only when used, so the
-ONNX runtime (``lora_router.runtime``) runs on a machine without PyTorch.
+ONNX runtime (``lora_router.backends.onnx``) runs on a machine without PyTorch.
 """
 
 from __future__ import annotations
@@ -9,15 +9,15 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 _LAZY = {
-    "Router": ("lora_router.router", "Router"),
+    "Router": ("lora_router.backends.torch_peft", "Router"),
     "PeftLoraTrainer": ("lora_router.training.legacy", "PeftLoraTrainer"),
-    "PeftLoraInference": ("lora_router.router.legacy", "PeftLoraInference"),
+    "PeftLoraInference": ("lora_router.legacy", "PeftLoraInference"),
     "AdapterHub": ("lora_router.adapters", "AdapterHub"),
     "LoraSettings": ("lora_router.config", "LoraSettings"),
     "TrainSettings": ("lora_router.config", "TrainSettings"),
     "TaskSpec": ("lora_router.config", "TaskSpec"),
     "train": ("lora_router.training", "train"),
-    "OnnxRouter": ("lora_router.runtime", "OnnxRouter"),
+    "OnnxRouter": ("lora_router.backends.onnx", "OnnxRouter"),
 }
 
 

@@ -367,14 +367,14 @@ def eval_cmd(task_name, chain_file, data, knowledge_base, plot, onnx, thresholds
     if not task_name:
         raise click.UsageError("give --task TASK (one adapter) or --chain [FILE] (the whole chain)")
     from .data import load_bundled, read_records, records_for
-    from .router.evaluate import baseline, evaluate, plot_confusion, plot_reliability, reliability_path
+    from .evaluation.tasks import baseline, evaluate, plot_confusion, plot_reliability, reliability_path
 
     if onnx:
-        from .runtime import OnnxRouter
+        from .backends.onnx import OnnxRouter
 
         router = OnnxRouter(onnx, tasks=[task_name], knowledge_base=knowledge_base)
     else:
-        from .router import Router
+        from .backends.torch_peft import Router
 
         router = Router(base_model, _hub(hub), tasks=[task_name], knowledge_base=knowledge_base)
     spec = router.specs[task_name]
@@ -436,7 +436,7 @@ def _print_eval(task: str, m: dict, base: dict | None, where: str) -> None:
 
 
 def _eval_chain(chain_file, base_model, hub, onnx, knowledge_base, thresholds, as_json) -> None:
-    from .core.chain_eval import bundled_chain_cases, evaluate_chain, read_chain_cases
+    from .evaluation.chain import bundled_chain_cases, evaluate_chain, read_chain_cases
 
     path = bundled_chain_cases() if chain_file == _BUNDLED_CHAIN else Path(chain_file)
     cases = read_chain_cases(path)
@@ -566,7 +566,7 @@ def export_cmd(out, tasks, quantize, layout, no_parity, knowledge_base, threshol
     points below PyTorch, with label agreement and near-ties reported beside it);
     a missed bound fails naming the task and the figure, and nothing is
     written. Run the result with `lora-router ask --onnx DIR` or
-    `lora_router.runtime.OnnxRouter(DIR)`.
+    `lora_router.backends.onnx.OnnxRouter(DIR)`.
     """
     from .errors import require
 
@@ -679,13 +679,13 @@ def kb_check(file: Path, as_json: bool) -> None:
 def _router(base_model, hub, onnx, knowledge_base, thresholds, device="cpu"):
     parsed = _parse_thresholds(thresholds)
     if onnx:
-        from .runtime import OnnxRouter
+        from .backends.onnx import OnnxRouter
 
         return OnnxRouter(onnx, device=device, knowledge_base=knowledge_base, thresholds=parsed or None)
     from .errors import require
 
     require("torch")
-    from .router import Router
+    from .backends.torch_peft import Router
 
     return Router(base_model, _hub(hub), thresholds=parsed, knowledge_base=knowledge_base, device=device)
 
@@ -816,7 +816,7 @@ def serve_cmd(onnx, hub_dir, base_model, knowledge_base, thresholds, chain_file,
     if onnx is None and hub_dir is None:
         raise click.UsageError("give --onnx DIR (an export) or --hub DIR (a hub, for development)")
     if onnx is not None:
-        from .runtime import read_manifest
+        from .backends.onnx import read_manifest
 
         read_manifest(onnx)  # a folder that is not an export fails here, before the server starts
     source = ModelSource(onnx=onnx and str(onnx), hub=hub_dir and str(hub_dir), base_model=base_model,
@@ -831,7 +831,7 @@ def serve_cmd(onnx, hub_dir, base_model, knowledge_base, thresholds, chain_file,
 
 def _serve_on_ray(onnx, exports, exports_root, default_export, max_exports_per_replica, settings, options, *,
                   replicas, replica_cpus, address, host, port, ship, log_format, log_level) -> None:
-    from .runtime import read_manifest
+    from .backends.onnx import read_manifest
     from .serving.host import configure_logging
     from .serving.ray import DEFAULT_EXPORT_ID, EXPORT_HEADER, ExportCatalog, serve_exports
 
@@ -1005,7 +1005,7 @@ def menu_cmd(base_model, hub) -> None:
             m = train(get_task(task), base_model=base_model, hub=store, settings=TrainSettings())
             _print_metrics(task, m["metrics"], m)
             continue
-        from .router import Router
+        from .backends.torch_peft import Router
 
         router = Router(base_model, store)
         if choice == "3":

@@ -37,9 +37,9 @@ def run_demo(
 ) -> dict:
     """Create (or use) a base, train every registered task into ``folder/hub``, ask sample questions."""
     from .adapters import AdapterHub
+    from .backends.torch_peft import Router
     from .config import TrainSettings
     from .modeling import init_base
-    from .router import Router
     from .tasks import all_tasks
     from .training import train
 
@@ -64,7 +64,7 @@ def run_demo(
     answers = router.ask_batch(list(SAMPLE_QUESTIONS))
     for out in answers:
         report("answer", {"answer": out, "expected_route": EXPECTED_ROUTES[out["question"]]})
-    from .core.chain_eval import bundled_chain_cases, evaluate_chain, read_chain_cases
+    from .evaluation.chain import bundled_chain_cases, evaluate_chain, read_chain_cases
 
     chain = evaluate_chain(router, read_chain_cases(bundled_chain_cases()))
     summary = {"base_model": base_model, "random_base": random_base, "hub": str(hub.root), "answers": answers,

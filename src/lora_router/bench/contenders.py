@@ -64,7 +64,7 @@ class Contender:
 
 
 def _decode(spec: TaskSpec, texts: Sequence[str], encoded, logits) -> list[dict]:
-    from ..results import classification_result, extraction_result
+    from ..core.results import classification_result, extraction_result
 
     if spec.kind == SPAN_EXTRACTION:
         return [extraction_result(t, e, lg) for t, e, lg in zip(texts, encoded, logits, strict=True)]
@@ -155,7 +155,7 @@ class RouterContender(Contender):
 
     def __init__(self, base_dir: Path, hub_dir: Path, tasks: Sequence[str], chain: Chain, device: str = "cpu",
                  fp16: bool = False):
-        from ..router import Router
+        from ..backends.torch_peft import Router
 
         self.router = Router(str(base_dir), hub_dir, tasks=list(tasks), chain=chain, device=device)
         if fp16:
@@ -238,7 +238,7 @@ class _Rows:
 
 
 class OnnxContender(Contender):
-    """(d) to (h): ``lora_router.runtime.OnnxRouter`` over the exported models.
+    """(d) to (h): ``lora_router.backends.onnx.OnnxRouter`` over the exported models.
 
     (g) and (h) answer ``ask`` with every chain step in one call and ``mixed``
     with one call for rows of every task (``OnnxRouter.predict_mixed``).
@@ -246,7 +246,7 @@ class OnnxContender(Contender):
 
     def __init__(self, key: str, export_dir: Path, tasks: Sequence[str], chain: Chain, device: str = "cpu",
                  threads: int | None = None):
-        from ..runtime import OnnxRouter
+        from ..backends.onnx import OnnxRouter
 
         layout, precision = ONNX_VARIANTS[key]
         self.key = key

@@ -182,7 +182,7 @@ def chart_figure(results: dict):
     """Two bar charts: chain p50 (whiskers to p90) and fresh-process RSS, per contender (a matplotlib Figure).
 
     Each value sits above its bar's whisker cap, clear of the whisker; the texts
-    are drawn in a font that has their glyphs (lora_router.plotting).
+    are drawn in a font that has their glyphs (lora_router.evaluation.plots).
     """
     import math
 
@@ -191,7 +191,7 @@ def chart_figure(results: dict):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from ..plotting import drawable_text
+    from ..evaluation.plots import drawable_text
 
     keys = [k for k in CONTENDERS if results["contenders"].get(k, {}).get("available")]  # older runs lack newer keys
     chain = [results["chain_latency"].get(k, {}) for k in keys]

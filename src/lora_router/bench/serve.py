@@ -165,7 +165,7 @@ async def _load(url: str, questions: list[str], clients: int, total: int) -> dic
 
 
 def _measure_in_process(export_dir: Path, chain: Path, questions: list[str], requests: int) -> dict:
-    from ..runtime import OnnxRouter
+    from ..backends.onnx import OnnxRouter
 
     router = OnnxRouter(export_dir, chain=chain)
     for q in questions[:10]:

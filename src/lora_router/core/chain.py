@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import ConfigError
-from ..results import result_confidence
+from .results import result_confidence
 
 ROUTE_PREFIX = "route:"
 ROUTES = ("answer", "task", "general", "out_of_scope", "uncertain")

@@ -16,8 +16,8 @@ import numpy as np
 from ..config import PAIR_RANKING, SPAN_EXTRACTION, TaskSpec
 from ..encoding import Encoded, TextEncoder, check_text
 from ..errors import ConfigError
-from ..results import classification_result, extraction_result
 from .chain import Chain, run_chain
+from .results import classification_result, extraction_result
 
 # Inputs of one forward pass; bounds memory on long batches (128 tokens x 64 x bert-base: ~25 MB per layer).
 BATCH_SIZE = 64
@@ -68,7 +68,7 @@ class TaskPredictor:
                                for i in range(0, len(enc), BATCH_SIZE)])
 
     def predict(self, task: str, text: str) -> dict:
-        """One task's result for one text (see ``lora_router.results``)."""
+        """One task's result for one text (see ``lora_router.core.results``)."""
         return self.predict_batch(task, [text])[0]
 
     def predict_batch(self, task: str, texts: Sequence[str]) -> list[dict]:

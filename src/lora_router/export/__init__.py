@@ -1,7 +1,7 @@
 """Export: merge each adapter -> ONNX (Optimum) -> int8 -> parity gate; or one shared encoder.
 
 ``export_hub`` needs the ``train`` extra (torch, transformers, peft, optimum);
-the folder it writes runs with ``lora_router.runtime.OnnxRouter`` alone.
+the folder it writes runs with ``lora_router.backends.onnx.OnnxRouter`` alone.
 Importing this package imports none of them.
 """
 

@@ -3,7 +3,7 @@
 The folder is written under a temporary name next to ``out_dir`` and renamed
 into place only after the parity gate passes, so a failed or interrupted
 export leaves nothing half-written (and an earlier export stays as it was).
-Its layout is ``lora_router.runtime.layout``.
+Its layout is ``lora_router.backends.onnx.layout``.
 """
 
 from __future__ import annotations
@@ -19,12 +19,12 @@ from pathlib import Path
 
 from .. import __version__
 from ..adapters import AdapterHub
+from ..backends.onnx import layout as fmt
 from ..config import PAIR_RANKING, TaskSpec
+from ..core.chain import Chain
 from ..data import Record
 from ..encoding import encoding_of
 from ..errors import ExportError, require
-from ..core.chain import Chain
-from ..runtime import layout as fmt
 
 logger = logging.getLogger(__name__)
 
@@ -313,9 +313,9 @@ class _Export:
 
     # ------------------------------------------------------------ parity
     def parity(self, records: dict[str, Sequence[Record]] | None) -> dict:
+        from ..backends.onnx import OnnxRouter
+        from ..backends.torch_peft import Router
         from ..progress import progress
-        from ..router import Router
-        from ..runtime import OnnxRouter
         from .parity import one_call_parity, parity_records, task_parity
 
         held_out = {t: parity_records(t, self.specs[t].kind, records) for t in self.names}

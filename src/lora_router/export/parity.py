@@ -14,7 +14,7 @@ Bounds (per task, per layout, per precision):
   against the merged models (when exported), and rows of several tasks in one
   call within 1e-5 of each task's own batch (``one_call_parity``).
 
-The ONNX side is ``lora_router.runtime.OnnxRouter`` itself, so the gate checks
+The ONNX side is ``lora_router.backends.onnx.OnnxRouter`` itself, so the gate checks
 the code a deployment runs. (STYLE.md lists export above runtime; export
 using runtime keeps the graph acyclic, runtime imports nothing of export.)
 """
@@ -26,10 +26,10 @@ from collections.abc import Sequence
 import numpy as np
 
 from ..config import PAIR_RANKING, SEQUENCE_CLASSIFICATION, SPAN_EXTRACTION
+from ..core.results import extraction_result
 from ..data import Record
 from ..encoding import char_spans, softmax
 from ..errors import ExportError
-from ..results import extraction_result
 
 FP32_MAX_LOGIT_DIFF = 1e-4
 # One-call layouts (multi, trunk), fp32: against the merged models, and mixed-task rows against single-task batches.
@@ -83,7 +83,7 @@ def task_parity(torch_router, onnx_router, task: str, records: Sequence[Record])
             pred_o += lo.argmax(-1).tolist()
     figures: dict = {"n": len(texts), "max_abs_logit_diff": float(f"{max_diff:.3g}")}
     if spec.kind == SPAN_EXTRACTION:
-        from ..training.metrics import span_metrics
+        from ..evaluation.metrics import span_metrics
 
         figures.update(span_agreement=round(agree / len(texts), 4), near_tie_tokens=near_ties, n_tokens=n_tokens)
         if all(isinstance(r.output, tuple) for r in records):

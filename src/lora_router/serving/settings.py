@@ -92,13 +92,13 @@ class ModelSource:
     def load(self):
         """A fresh predictor from this source (``OnnxRouter`` or ``Router``); raises the library's errors."""
         if self.onnx:
-            from ..runtime import OnnxRouter
+            from ..backends.onnx import OnnxRouter
 
             return OnnxRouter(self.onnx, device=self.device, threads=self.threads, layout=self.layout,
                               precision=self.precision, knowledge_base=self.knowledge_base,
                               thresholds=self.thresholds or None, chain=self.chain)
+        from ..backends.torch_peft import Router
         from ..modeling.base import DEFAULT_BASE_MODEL
-        from ..router import Router
 
         return Router(self.base_model or os.environ.get("LORA_ROUTER_BASE_MODEL", DEFAULT_BASE_MODEL), self.hub,
                       knowledge_base=self.knowledge_base, thresholds=self.thresholds or None, device=self.device,

@@ -8,11 +8,11 @@ import numpy as np
 import torch
 
 from ..config import SEQUENCE_CLASSIFICATION, SPAN_EXTRACTION, LoraSettings, TaskSpec
+from ..core.results import extraction_result
 from ..encoding import TextEncoder, char_spans
+from ..evaluation.metrics import classification_metrics, span_metrics
 from ..modeling.heads import TaskHead
-from ..results import extraction_result
 from .examples import Example, collate
-from .metrics import classification_metrics, span_metrics
 
 
 def add_lora(base, lora: LoraSettings):

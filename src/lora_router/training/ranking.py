@@ -22,10 +22,10 @@ from ..config import TaskSpec
 from ..data import Record
 from ..encoding import TextEncoder
 from ..errors import DataError
+from ..evaluation.metrics import ranking_metrics
 from ..kb import Answerer, AnswerSettings, Candidate
 from ..kb.threshold import fit_threshold
 from .examples import Example
-from .metrics import ranking_metrics
 
 logger = logging.getLogger(__name__)
 

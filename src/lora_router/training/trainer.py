@@ -23,7 +23,7 @@ from ..data import Record, data_hash, load_bundled, read_records, records_for, s
 from ..data.bundled import bundled_knowledge_base
 from ..encoding import TextEncoder, default_encoding
 from ..errors import DataError, require
-from .metrics import headline
+from ..evaluation.metrics import headline
 
 logger = logging.getLogger(__name__)
 
@@ -186,7 +186,7 @@ def train(
     if job is None and spec.kind == SEQUENCE_CLASSIFICATION and test_examples:
         calibration = _calibrate(model, head, test_examples, encoder, split)
         log.write(event="calibration", **calibration)
-    from .baseline import baseline_for
+    from ..evaluation.baselines import baseline_for
 
     baseline = baseline_for(spec, split.train, split.test, answerer=job.answerer if job else None, seed=settings.seed)
     manifest = {
@@ -230,7 +230,7 @@ def _calibrate(model, head, examples, encoder: TextEncoder, split: TrainData) ->
     """The temperature of a classification head, fitted on the held-out split (training/calibration.py)."""
     import numpy as np
 
-    from .calibration import calibrate
+    from ..evaluation.calibration import calibrate
     from .loop import predict_logits
 
     logits = np.stack(predict_logits(model, head, examples, encoder))

@@ -9,8 +9,8 @@ import numpy as np
 from ..config import PAIR_RANKING, SEQUENCE_CLASSIFICATION, SPAN_EXTRACTION
 from ..data import Record, data_hash
 from ..encoding import char_spans
-from ..training.calibration import calibration_report
-from ..training.metrics import classification_metrics, span_metrics
+from .calibration import calibration_report
+from .metrics import classification_metrics, span_metrics
 
 
 def evaluate(router, task: str, records: Sequence[Record], batch_size: int = 32) -> dict:
@@ -55,7 +55,7 @@ def calibration_figures(router, task: str, logits: np.ndarray, gold: Sequence[in
     # Fitted on these very records: the ECE after is in-sample, and so optimistic.
     figures["fitted_on_this_data"] = bool(saved) and data_hash(records) == manifest.get("data", {}).get("test_hash")
     if figures["fitted_on_this_data"]:
-        from ..training.calibration import cross_fitted_ece
+        from .calibration import cross_fitted_ece
 
         figures["ece_after_cross_fitted"] = cross_fitted_ece(logits, gold)
     return figures
@@ -64,11 +64,11 @@ def calibration_figures(router, task: str, logits: np.ndarray, gold: Sequence[in
 def plot_confusion(metrics: dict, path: str, title: str = "") -> None:
     """A confusion-matrix picture: counts per gold (rows) and predicted (columns) label, named as in the data.
 
-    The labels are drawn in a font that has their glyphs (lora_router.plotting);
+    The labels are drawn in a font that has their glyphs (lora_router.evaluation.plots);
     where no installed font has them, as L0, L1 ... with an ASCII legend.
     """
     from ..errors import require
-    from ..plotting import drawable_labels, drawable_text
+    from .plots import drawable_labels, drawable_text
 
     matplotlib = require("matplotlib", "train")
     matplotlib.use("Agg")
@@ -110,7 +110,7 @@ def baseline(router, task: str, records: Sequence[Record]) -> dict:
     ``{"name", "metrics", "trained_on"}``, or ``{"name": None, "reason"}`` when
     there is none or the training split cannot be found again.
     """
-    from ..training.baseline import baseline_for
+    from .baselines import baseline_for
 
     spec = router.specs[task]
     if spec.kind == SPAN_EXTRACTION:  # nothing to fit: the file-name regex

@@ -15,9 +15,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .config import BIO_LABELS
-from .encoding import Encoded, softmax
-from .tasks.filename_rules import find_file_names
+from ..config import BIO_LABELS
+from ..encoding import Encoded, softmax
+from ..tasks.filename_rules import find_file_names
 
 
 def classification_result(logits: np.ndarray, labels: Sequence[str]) -> dict:

@@ -24,11 +24,11 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ..config import PAIR_RANKING, SPAN_EXTRACTION
-from ..core.chain import run_chain
-from ..core.predictor import BATCH_SIZE
-from ..encoding import Encoded, check_text
-from ..results import classification_result, extraction_result
+from ...config import PAIR_RANKING, SPAN_EXTRACTION
+from ...core.chain import run_chain
+from ...core.predictor import BATCH_SIZE
+from ...core.results import classification_result, extraction_result
+from ...encoding import Encoded, check_text
 
 
 class OneCallPredictor:

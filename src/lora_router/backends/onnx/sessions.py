@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ..errors import DeviceError
+from ...errors import DeviceError
 
 DEVICES = ("cpu", "cuda")
 CUDA_PROVIDER = "CUDAExecutionProvider"

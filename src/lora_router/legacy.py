@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..tasks import task_for_instruction
-from .router import Router
+from .backends.torch_peft import Router
+from .tasks import task_for_instruction
 
 
 class PeftLoraInference:

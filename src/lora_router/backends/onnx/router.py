@@ -16,11 +16,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ..config import TaskSpec
-from ..core.chain import Chain
-from ..core.predictor import TaskPredictor
-from ..encoding import Encoded, TextEncoder, encoding_of
-from ..errors import ConfigError, ExportFormatError
+from ...config import TaskSpec
+from ...core.chain import Chain
+from ...core.predictor import TaskPredictor
+from ...encoding import Encoded, TextEncoder, encoding_of
+from ...errors import ConfigError, ExportFormatError
 from . import layout as fmt
 from .models import Head, MergedTaskModel, OneCallModel, SharedTaskModel
 from .one_call import OneCallPredictor
@@ -186,7 +186,7 @@ class OnnxRouter(OneCallPredictor, TaskPredictor):
         return self.models[task].logits(self.encoders[task].pad(encoded))
 
     def _answerer_for(self, task: str):
-        from ..kb import Answerer
+        from ...kb import Answerer
 
         info = self.manifest["tasks"][task]
         kb = self.knowledge_base or (self.export_dir / info["knowledge_base"] if info.get("knowledge_base") else None)

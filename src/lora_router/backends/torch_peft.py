@@ -18,11 +18,11 @@ import numpy as np
 
 from ..adapters import AdapterHub
 from ..config import TaskSpec
+from ..core.chain import Chain
+from ..core.predictor import TaskPredictor
 from ..encoding import Encoded, TextEncoder
 from ..errors import require
 from ..modeling.base import DEFAULT_BASE_MODEL
-from ..core.chain import Chain
-from ..core.predictor import TaskPredictor
 
 logger = logging.getLogger(__name__)
 

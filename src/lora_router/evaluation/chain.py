@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..config import PAIR_RANKING
+from ..core.chain import ROUTE_PREFIX, Chain
 from ..data.records import field_problem, json_objects
 from ..errors import DataError
-from .chain import ROUTE_PREFIX, Chain
 
 GOLD_ROUTES = ("answer", "task", "general", "out_of_scope")
 UNCERTAIN = "uncertain"

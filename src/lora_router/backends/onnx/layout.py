@@ -26,7 +26,7 @@ import json
 from collections.abc import Iterable
 from pathlib import Path
 
-from ..errors import ExportFormatError
+from ...errors import ExportFormatError
 
 MANIFEST_FILE = "manifest.json"
 EXPORT_KIND = "lora-router-export"

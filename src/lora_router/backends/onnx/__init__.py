@@ -1,6 +1,6 @@
 """Torch-free predictor over an export folder: onnxruntime + tokenizers + numpy.
 
-Nothing under ``lora_router.runtime`` may import torch, transformers, peft,
+Nothing under ``lora_router.backends.onnx`` may import torch, transformers, peft,
 optimum or scikit-learn (tests/test_runtime.py checks it in a fresh process).
 """
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ExportFormatError
+from ...errors import ExportFormatError
 
 ENCODER_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
