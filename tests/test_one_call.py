@@ -147,7 +147,7 @@ def test_the_graph_onnxruntime_optimised_at_export_is_opened_on_the_same_onnxrun
     optimized = exported.manifest["multi"]["optimized"]
     assert optimized["int8"] == "multi/encoder/model_quantized_optimized.onnx"
     assert optimized["onnxruntime"] == ort.__version__
-    assert OnnxRouter(exported.export, tasks=["question_classifier"])._one_call_file() == optimized["int8"]
+    assert OnnxRouter(exported.export, tasks=["question_classifier"]).backend._one_call_file() == optimized["int8"]
     monkeypatch.setattr(ort, "__version__", "0.0.1")  # another onnxruntime: the plain graph
-    assert OnnxRouter(exported.export, tasks=["question_classifier"])._one_call_file() == \
+    assert OnnxRouter(exported.export, tasks=["question_classifier"]).backend._one_call_file() == \
         "multi/encoder/model_quantized.onnx"

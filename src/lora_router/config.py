@@ -24,9 +24,15 @@ RESERVED_TASK_NAMES = frozenset(
 )
 
 
-class _JsonMixin:
+class JsonSettings:
+    """The JSON round trip of every settings dataclass: ``to_dict``/``from_dict``, ``to_json``/``from_json``, files.
+
+    Unknown fields are refused with the valid ones named, so a typo in a
+    settings file or a Ray config is an error, not a default.
+    """
+
     def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)  # type: ignore[arg-type]
+        data = asdict(self)  # type: ignore[call-overload]
         return {k: list(v) if isinstance(v, tuple) else v for k, v in data.items()}
 
     @classmethod
@@ -37,6 +43,13 @@ class _JsonMixin:
             raise ConfigError(f"{cls.__name__}: unknown field(s) {unknown}; valid: {sorted(known)}")
         return cls(**data)
 
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), ensure_ascii=False)
+
+    @classmethod
+    def from_json(cls, text: str):
+        return cls.from_dict(json.loads(text))
+
     def save(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(self.to_dict(), ensure_ascii=False, indent=2) + "\n", "utf-8")
 
@@ -46,7 +59,7 @@ class _JsonMixin:
 
 
 @dataclass
-class LoraSettings(_JsonMixin):
+class LoraSettings(JsonSettings):
     """The LoRA adapter put on the base encoder (the original tool's defaults)."""
 
     r: int = field(default=16, metadata={"help": "LoRA rank"})
@@ -100,7 +113,7 @@ def parse_layers(value: str | int | tuple | list | None) -> tuple[int, ...]:
 
 
 @dataclass
-class TrainSettings(_JsonMixin):
+class TrainSettings(JsonSettings):
     """How one adapter is trained (the original tool's defaults)."""
 
     epochs: int = field(default=5, metadata={"help": "passes over the training split"})
@@ -126,7 +139,7 @@ class TrainSettings(_JsonMixin):
 
 
 @dataclass
-class TaskSpec(_JsonMixin):
+class TaskSpec(JsonSettings):
     """What a task is: its name, the instruction that selects it, its kind and labels."""
 
     name: str

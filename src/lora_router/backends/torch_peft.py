@@ -1,10 +1,10 @@
-"""``Router``: one loaded base, every adapter of the hub, ``set_adapter`` per task.
+"""The PyTorch backend: one loaded base, every adapter of the hub, ``set_adapter`` per task; and ``Router``.
 
 The base is loaded once; each task's adapter is loaded into one PeftModel
 under the task's name, and each task keeps its own head (PEFT cannot hold
 heads of different shapes: peft issues #2136, #854). ``set_adapter`` changes
 model-wide state, so a lock makes set-adapter + forward one step: threads
-never mix tasks.
+never mix tasks. ``core.TaskPredictor`` turns the logits into results.
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ import numpy as np
 from ..adapters import AdapterHub
 from ..config import TaskSpec
 from ..core.chain import Chain
-from ..core.predictor import TaskPredictor
+from ..core.options import PredictorOptions
+from ..core.predictor import TaskPredictor, split_options
 from ..encoding import Encoded, TextEncoder
 from ..errors import require
 from ..modeling.base import DEFAULT_BASE_MODEL
@@ -27,25 +28,12 @@ from ..modeling.base import DEFAULT_BASE_MODEL
 logger = logging.getLogger(__name__)
 
 
-class Router(TaskPredictor):
-    """Answer every task of a hub with one base model.
+class TorchPeftBackend:
+    """Every task of a hub on one base model in PyTorch: logits with the task's adapter active."""
 
-    >>> router = Router("bert-base-chinese", "~/.lora-router/hub")
-    >>> router.predict("question_classifier", "数据清洗流程是什么？")["predicted_label"]
-    >>> router.ask("帮我把sales_2024.csv导入到ODS层")["route"]
-    """
+    chain_path = None  # a hub ships no chain: the built-in one
 
-    def __init__(
-        self,
-        base_model: str = DEFAULT_BASE_MODEL,
-        hub: str | Path | AdapterHub | None = None,
-        *,
-        tasks: Sequence[str] | None = None,
-        chain: Chain | str | Path | None = None,
-        thresholds: dict[str, float] | None = None,
-        knowledge_base: str | Path | None = None,
-        device: str = "cpu",
-    ):
+    def __init__(self, base_model: str, hub: str | Path | AdapterHub | None, options: PredictorOptions):
         require("torch")
         from peft import PeftModel
 
@@ -54,10 +42,10 @@ class Router(TaskPredictor):
 
         self.hub = hub if isinstance(hub, AdapterHub) else AdapterHub(hub)
         self.base_model = str(base_model)
-        self.device = _check_device(device)
+        self.device = _check_device(options.device)
         base, tokenizer = load_base(self.base_model)
         self.base_fingerprint = fingerprint(base)
-        names = list(tasks) if tasks is not None else self.hub.tasks()
+        names = list(options.tasks) if options.tasks is not None else self.hub.tasks()
         self.specs: dict[str, TaskSpec] = {}
         self.encoders: dict[str, TextEncoder] = {}
         self.heads: dict = {}
@@ -79,47 +67,76 @@ class Router(TaskPredictor):
             self.encoders[name] = TextEncoder.for_adapter(tokenizer, manifest["training"]["max_length"], manifest)
         self.model = (model if model is not None else base).to(self.device).eval()
         self.tokenizer = tokenizer
-        self.chain = chain if isinstance(chain, Chain) else Chain.load(chain)
-        if thresholds:
-            self.chain.with_thresholds(thresholds)
-        self.knowledge_base = knowledge_base
         self.source = f"hub {self.hub.root}"
-        self._init_predictor()
         self._lock = threading.RLock()
         self._active: str | None = None
-        logger.info("router: base %s, tasks %s", self.base_model, ", ".join(self.specs) or "none")
+        logger.info("torch backend: base %s, tasks %s", self.base_model, ", ".join(self.specs) or "none")
 
-    # ------------------------------------------------------------ forward passes
     def logits(self, task: str, encoded: Sequence[Encoded]) -> np.ndarray:
         """Head logits for encoded inputs, with ``task``'s adapter active."""
         import torch
 
-        self._spec(task)
         arrays = self.encoders[task].pad(encoded)
         inputs = {k: torch.from_numpy(v).to(self.device) for k, v in arrays.items()}
         with self._lock, torch.inference_mode():
-            self._activate(task)
+            self.activate(task)
             out = self.heads[task](self.model(**inputs))
         return out.float().cpu().numpy()
+
+    def activate(self, task: str, force: bool = False) -> None:
+        """Make ``task``'s adapter the active one."""
+        # PEFT's set_adapter walks every module (about 1.6 ms on bert-base): skip it when already active.
+        with self._lock:
+            if (force or self._active != task) and hasattr(self.model, "set_adapter"):
+                self.model.set_adapter(task)
+                self._active = task
+
+    def answerer(self, task: str, knowledge_base: Path | None):
+        from ..kb import Answerer
+
+        return Answerer.from_manifest(self.manifests[task], self.hub.task_dir(task), knowledge_base)
+
+
+class Router(TaskPredictor):
+    """Answer every task of a hub with one base model: a ``TaskPredictor`` over a ``TorchPeftBackend``.
+
+    >>> router = Router("bert-base-chinese", "~/.lora-router/hub")
+    >>> router.predict("question_classifier", "数据清洗流程是什么？")["predicted_label"]
+    >>> router.ask("帮我把sales_2024.csv导入到ODS层")["route"]
+
+    Options: a ``PredictorOptions`` as ``options=`` or field by field
+    (``tasks``, ``chain`` (also a ``Chain``), ``thresholds``, ``knowledge_base``, ``device``).
+    """
+
+    def __init__(self, base_model: str = DEFAULT_BASE_MODEL, hub: str | Path | AdapterHub | None = None, *,
+                 options: PredictorOptions | None = None, chain: Chain | str | Path | None = None, **fields):
+        options, chain_object = split_options(options, chain, fields)
+        super().__init__(TorchPeftBackend(base_model, hub, options), options, chain=chain_object)
 
     def set_adapter(self, task: str) -> None:
         """Make ``task``'s adapter the active one (what every ``predict`` does)."""
         self._spec(task)
-        with self._lock:
-            self._active = None
-            self._activate(task)
+        self.backend.activate(task, force=True)
 
-    def _activate(self, task: str) -> None:
-        # PEFT's set_adapter walks every module (about 1.6 ms on bert-base): skip it
-        # when the adapter is already active. Callers hold the lock.
-        if self._active != task and hasattr(self.model, "set_adapter"):
-            self.model.set_adapter(task)
-            self._active = task
+    @property
+    def model(self):
+        return self.backend.model
 
-    def _answerer_for(self, task: str):
-        from ..kb import Answerer
+    @property
+    def heads(self) -> dict:
+        return self.backend.heads
 
-        return Answerer.from_manifest(self.manifests[task], self.hub.task_dir(task), self.knowledge_base)
+    @property
+    def hub(self) -> AdapterHub:
+        return self.backend.hub
+
+    @property
+    def device(self) -> str:
+        return self.backend.device
+
+    @property
+    def tokenizer(self):
+        return self.backend.tokenizer
 
 
 def _check_device(device: str) -> str:

@@ -203,7 +203,7 @@ class MixedBatch(Contender):
         encoder = r.encoders[names[0]]
         encoded = encoder.encode_batch(texts)
         arrays = encoder.pad(encoded)
-        with r._lock, torch.inference_mode():
+        with r.backend._lock, torch.inference_mode():
             inputs = {k: torch.from_numpy(v).to(r.device) for k, v in arrays.items()}
             hidden = r.model(**inputs, adapter_names=names)
             groups: dict[str, list[int]] = {}
@@ -263,7 +263,7 @@ class OnnxContender(Contender):
         return self.router.ask(text)
 
     def mixed(self, items: Sequence[tuple[str, str]]) -> list[dict]:
-        if self.router.one_call is not None:
+        if self.router.mixed is not None:
             return self.router.predict_mixed(items)
         return super().mixed(items)
 

@@ -1,13 +1,24 @@
-"""What the PyTorch router and the ONNX runtime share: results from head logits, and the chain.
+"""``TaskPredictor(backend, options)``: results from any backend's logits, and the chain.
 
-Subclasses load their models and give ``logits(task, encoded)``; everything
-after the forward pass (result dicts, knowledge-base answers, batching, the
-chain) is this one code path, so both routers answer alike. No torch here.
+Every backend (``backends.torch_peft``, ``backends.onnx``) only gives logits;
+turning them into results (temperature included), knowledge-base answers,
+batching and the chain is this one code path, for every caller: the CLI, the
+service, the parity gate and the bench. So both backends answer alike.
+
+With a backend that runs rows of several tasks in one call (``MixedBackend``:
+the multi and trunk layouts), ``predict_mixed`` runs the service's mixed
+batches as one call, and ``ask`` may run every classification and extraction
+step of the chain in one call before the chain is walked (``speculate``);
+``core.chain.run_chain`` then applies the chain's rules to those results, so
+routes, steps and results are those of the step-by-step chain. A question that
+stops at the first step has paid for rows it does not use: the backend says
+whether that pays by default (docs/performance.md has the figures). No torch here.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -16,7 +27,9 @@ import numpy as np
 from ..config import PAIR_RANKING, SPAN_EXTRACTION, TaskSpec
 from ..encoding import Encoded, TextEncoder, check_text
 from ..errors import ConfigError
+from .backend import Backend, MixedBackend
 from .chain import Chain, run_chain
+from .options import PredictorOptions
 from .results import classification_result, extraction_result
 
 # Inputs of one forward pass; bounds memory on long batches (128 tokens x 64 x bert-base: ~25 MB per layer).
@@ -24,23 +37,42 @@ BATCH_SIZE = 64
 
 
 class TaskPredictor:
-    """Predictions and the chain over per-task models; subclasses implement ``logits`` and ``_answerer_for``."""
+    """Predictions and the chain over the tasks a ``Backend`` loaded.
 
-    specs: dict[str, TaskSpec]
-    encoders: dict[str, TextEncoder]
-    chain: Chain
-    source: str = ""
+    >>> predictor = TaskPredictor(backend, PredictorOptions(thresholds={"question_classifier": 0.6}))
+    >>> predictor.ask("帮我把sales_2024.csv导入到ODS层")["route"]
+    """
 
-    def _init_predictor(self) -> None:
+    def __init__(self, backend: Backend, options: PredictorOptions | None = None, *, chain: Chain | None = None):
+        self.backend = backend
+        self.options = options or PredictorOptions()
+        self.chain = chain if chain is not None else Chain.load(self.options.chain or backend.chain_path)
+        if self.options.thresholds:
+            self.chain.with_thresholds(self.options.thresholds)
+        self.knowledge_base = Path(self.options.knowledge_base) if self.options.knowledge_base else None
+        mixed = isinstance(backend, MixedBackend)
+        self.mixed: MixedBackend | None = backend if mixed else None
+        speculate = self.options.speculate
+        self.speculate = bool(mixed and (backend.speculate_by_default if speculate is None else speculate))
         self._answerers: dict[str, object] = {}
         self._answerers_lock = threading.Lock()
 
-    def logits(self, task: str, encoded: Sequence[Encoded]) -> np.ndarray:  # pragma: no cover - abstract
-        """Head logits for one padded batch of encoded inputs, with ``task``'s model."""
-        raise NotImplementedError
+    # ------------------------------------------------------------ what the backend loaded
+    @property
+    def specs(self) -> dict[str, TaskSpec]:
+        return self.backend.specs
 
-    def _answerer_for(self, task: str):  # pragma: no cover - abstract
-        raise NotImplementedError
+    @property
+    def encoders(self) -> dict[str, TextEncoder]:
+        return self.backend.encoders
+
+    @property
+    def manifests(self) -> dict[str, dict]:
+        return self.backend.manifests
+
+    @property
+    def source(self) -> str:
+        return self.backend.source
 
     @property
     def tasks(self) -> list[str]:
@@ -54,10 +86,29 @@ class TaskPredictor:
                 f"task {task!r} is not loaded; loaded: {', '.join(self.specs) or 'none'} ({self.source})"
             ) from None
 
+    def logits(self, task: str, encoded: Sequence[Encoded]) -> np.ndarray:
+        """Head logits for one padded batch of encoded inputs, with ``task``'s model."""
+        self._spec(task)
+        return self.backend.logits(task, encoded)
+
+    def mixed_logits(self, rows: Sequence[tuple[str, Encoded]]) -> list[np.ndarray]:
+        """Head logits of encoded ``(task, input)`` rows: one call with a one-call layout, a call per task without."""
+        if self.mixed is not None:
+            return self.mixed.mixed_logits(rows)
+        return [self.logits(task, [e])[0] for task, e in rows]
+
     def temperature(self, task: str) -> float:
         """The temperature a classification task's logits are divided by: fitted at training, 1.0 before that."""
-        calibration = (getattr(self, "manifests", {}).get(task) or {}).get("calibration") or {}
+        calibration = (self.manifests.get(task) or {}).get("calibration") or {}
         return float(calibration.get("temperature", 1.0))
+
+    # ------------------------------------------------------------ results
+    def result(self, task: str, text: str, encoded: Encoded, logits: np.ndarray) -> dict:
+        """The result of a classification or extraction task from its logits: the one place results are made."""
+        spec = self.specs[task]
+        if spec.kind == SPAN_EXTRACTION:
+            return extraction_result(text, encoded, logits)
+        return classification_result(logits / self.temperature(task), spec.labels)
 
     def score_pairs(self, task: str, pairs: Sequence[tuple[str, str]]) -> np.ndarray:
         """Relevance logits of (question, candidate) pairs for a pair-ranking task."""
@@ -82,46 +133,95 @@ class TaskPredictor:
         for i in range(0, len(texts), BATCH_SIZE):
             chunk = texts[i : i + BATCH_SIZE]
             encoded = self.encoders[task].encode_batch(chunk)
-            logits = self.logits(task, encoded)
-            if spec.kind == SPAN_EXTRACTION:
-                out += [extraction_result(t, e, lg) for t, e, lg in zip(chunk, encoded, logits)]
-            else:
-                out += [classification_result(lg / self.temperature(task), spec.labels) for lg in logits]
+            out += [self.result(task, t, e, lg) for t, e, lg in zip(chunk, encoded, self.logits(task, encoded))]
         return out
 
     def predict_mixed(self, items: Sequence[tuple[str, str]]) -> list[dict]:
         """Results for ``(task, text)`` pairs of several tasks, in order.
 
-        The service's batcher gathers one chain step's requests across tasks and
-        calls this. Here each task's texts run as one batch; a backend that can
-        run several tasks in one forward pass overrides it.
+        The service's batcher gathers one chain step's requests across tasks
+        and calls this: one call per ``BATCH_SIZE`` rows with a one-call
+        layout, else one batch per task. Pair-ranking rows run per task.
         """
+        items = [(task, check_text(text)) for task, text in items]
+        out: list[dict] = [{}] * len(items)
         by_task: dict[str, list[int]] = {}
+        rows = []
         for i, (task, _) in enumerate(items):
-            by_task.setdefault(task, []).append(i)
-        out: list[dict | None] = [None] * len(items)
+            if self.mixed is not None and self._spec(task).kind != PAIR_RANKING:
+                rows.append(i)
+            else:
+                by_task.setdefault(task, []).append(i)
+        for start in range(0, len(rows), BATCH_SIZE):
+            chunk = rows[start : start + BATCH_SIZE]
+            for i, result in zip(chunk, self._one_call_results([items[i] for i in chunk])):
+                out[i] = result
         for task, idx in by_task.items():
             for i, result in zip(idx, self.predict_batch(task, [items[i][1] for i in idx])):
                 out[i] = result
-        return out  # type: ignore[return-value]
+        return out
+
+    def _one_call_results(self, items: Sequence[tuple[str, str]]) -> list[dict]:
+        """One call for classification/extraction rows; each text is tokenised once per encoder."""
+        by_encoder: dict[int, tuple[TextEncoder, dict[str, None]]] = {}
+        for task, text in items:
+            by_encoder.setdefault(id(self.encoders[task]), (self.encoders[task], {}))[1][text] = None
+        encoded: dict[tuple[int, str], Encoded] = {}
+        for key, (encoder, texts) in by_encoder.items():
+            encoded.update(((key, t), e) for t, e in zip(texts, encoder.encode_batch(list(texts))))
+        row_inputs = [encoded[(id(self.encoders[task]), text)] for task, text in items]
+        logits = self.mixed_logits([(task, e) for (task, _), e in zip(items, row_inputs)])
+        return [self.result(task, text, e, lg) for (task, text), e, lg in zip(items, row_inputs, logits)]
 
     def answerer(self, task: str):
         """The knowledge-base ``Answerer`` of a pair-ranking task, made on first use."""
         self._spec(task)
         with self._answerers_lock:
             if task not in self._answerers:
-                self._answerers[task] = self._answerer_for(task)
+                self._answerers[task] = self.backend.answerer(task, self.knowledge_base)
             return self._answerers[task]
 
+    # ------------------------------------------------------------ the chain
     def ask(self, text: str) -> dict:
         """Run the chain on one question: every step, the route, file names, the answer."""
         return self.ask_batch([text])[0]
 
+    def speculated_tasks(self) -> list[str]:
+        """The chain's steps that ``ask`` runs in its one call: loaded, and not pair ranking."""
+        return [s.task for s in self.chain.steps.values()
+                if s.task in self.specs and self.specs[s.task].kind != PAIR_RANKING]
+
     def ask_batch(self, texts: Sequence[str]) -> list[dict]:
-        """Run the chain on many questions, batching each step across them."""
+        """Run the chain on many questions, batching each step across them (or in one call, with ``speculate``)."""
         texts = [check_text(t) for t in texts]
-        return run_chain(self.chain, texts, self.predict_batch, set(self.specs))
+        tasks = self.speculated_tasks() if self.speculate else []
+        if not tasks:
+            return run_chain(self.chain, texts, self.predict_batch, set(self.specs))
+        distinct = list(dict.fromkeys(texts))
+        per_call = max(1, BATCH_SIZE // len(tasks))
+        done: dict[tuple[str, str], dict] = {}
+        t0 = time.perf_counter()
+        for start in range(0, len(distinct), per_call):
+            rows = [(task, q) for q in distinct[start : start + per_call] for task in tasks]
+            done.update(zip(rows, self._one_call_results(rows)))
+        ms_per_question = (time.perf_counter() - t0) * 1000 / len(distinct)
+
+        def predict_batch(task: str, batch: Sequence[str]) -> list[dict]:
+            if task in tasks:
+                return [done[(task, q)] for q in batch]
+            return self.predict_batch(task, batch)
+
+        outs = run_chain(self.chain, texts, predict_batch, set(self.specs))
+        for out in outs:  # the call's time, shared by the steps it answered
+            taken = [s for s in out["steps"] if s["task"] in tasks]
+            for step in taken:
+                step["ms"] = round(ms_per_question / len(taken), 3)
+        return outs
 
 
-def knowledge_base_path(path: str | Path | None) -> Path | None:
-    return Path(path).expanduser() if path is not None else None
+def split_options(options: PredictorOptions | None, chain: Chain | str | Path | None,
+                  fields: dict) -> tuple[PredictorOptions, Chain | None]:
+    """``PredictorOptions`` from an options object and/or keyword fields; a ``Chain`` object travels beside it."""
+    if isinstance(chain, Chain):
+        return (options or PredictorOptions()).replace(**fields), chain
+    return (options or PredictorOptions()).replace(chain=chain, **fields), None

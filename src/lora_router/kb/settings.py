@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..config import _JsonMixin
+from ..config import JsonSettings
 from ..errors import ConfigError
 from .index import ANALYZERS
 
@@ -14,7 +14,7 @@ LEGACY_DEFAULTS = {"index_answers": False, "unknown_query_ngrams": False}
 
 
 @dataclass
-class AnswerSettings(_JsonMixin):
+class AnswerSettings(JsonSettings):
     """Retrieval, re-ranking and the no-answer threshold (defaults measured on the bundled data).
 
     Training replaces ``threshold`` with the one fitted on its training split

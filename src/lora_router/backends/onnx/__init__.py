@@ -4,8 +4,8 @@ Nothing under ``lora_router.backends.onnx`` may import torch, transformers, peft
 optimum or scikit-learn (tests/test_runtime.py checks it in a fresh process).
 """
 
+from .backend import OnnxBackend, OnnxRouter
 from .layout import EXPORT_KIND, FORMAT_VERSION, LAYOUTS, MANIFEST_FILE, PRECISIONS, read_manifest, verify_files
-from .router import OnnxRouter
 from .sessions import physical_cores, providers_for, session_options
 
 __all__ = [
@@ -14,6 +14,7 @@ __all__ = [
     "LAYOUTS",
     "MANIFEST_FILE",
     "PRECISIONS",
+    "OnnxBackend",
     "OnnxRouter",
     "physical_cores",
     "providers_for",

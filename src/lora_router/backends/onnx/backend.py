@@ -1,9 +1,10 @@
-"""``OnnxRouter``: the PyTorch router's API over an export folder, without PyTorch.
+"""The onnxruntime backend: an export folder's task models, logits only; and ``OnnxRouter`` over it.
 
-onnxruntime, tokenizers and numpy only. Tokenising, decoding, result dicts,
-the chain and the knowledge-base answerer are the very modules the PyTorch
-router uses (``encoding``, ``results``, ``core``, ``kb``), so both give
-results of the same shape, and the export's parity gate checks the numbers.
+onnxruntime, tokenizers and numpy only. ``OnnxBackend`` opens the sessions of
+one layout (merged, shared, multi or trunk) and gives head logits;
+``core.TaskPredictor`` turns them into results, knowledge-base answers and
+the chain exactly as it does for the PyTorch backend, so both give results of
+the same shape, and the export's parity gate checks the numbers.
 """
 
 from __future__ import annotations
@@ -18,18 +19,16 @@ import numpy as np
 
 from ...config import TaskSpec
 from ...core.chain import Chain
-from ...core.predictor import TaskPredictor
+from ...core.options import LAYOUTS, PRECISIONS, PredictorOptions
+from ...core.predictor import TaskPredictor, split_options
 from ...encoding import Encoded, TextEncoder, encoding_of
 from ...errors import ConfigError, ExportFormatError
 from . import layout as fmt
 from .models import Head, MergedTaskModel, OneCallModel, SharedTaskModel
-from .one_call import OneCallPredictor
 from .sessions import open_session, session_options
 
 logger = logging.getLogger(__name__)
 
-# The layout used when none is asked for: the first one the export has.
-LAYOUT_PREFERENCE = ("trunk", "multi", "shared", "merged")
 # Whether ask runs the chain's steps in one call by default. Measured at base size (int8, 16-token question,
 # CPU time): one call for 3 rows costs 1.6x one step with the trunk (layers 0-5 run once) and 2.2x without it,
 # while the step-by-step chain costs 1, 2 or 3 steps. On the bundled chain questions (36% stop at step 1,
@@ -37,51 +36,21 @@ LAYOUT_PREFERENCE = ("trunk", "multi", "shared", "merged")
 SPECULATE_BY_DEFAULT = {"trunk": True, "multi": False}
 
 
-class OnnxRouter(OneCallPredictor, TaskPredictor):
-    """Answer every exported task with onnxruntime.
+class OnnxBackend:
+    """The task models of an export folder in onnxruntime, in one layout and precision.
 
-    >>> router = OnnxRouter("./export")              # shared layout, int8 when exported
-    >>> router.predict("question_classifier", "数据清洗流程是什么？")["predicted_label"]
-    >>> router.ask("帮我把sales_2024.csv导入到ODS层")["route"]
-
-    ``layout``: "trunk" or "multi" (one graph for every task: rows of several
-    tasks in one onnxruntime call; trunk also runs the layers no adapter
-    touches once per text), "shared" (one encoder + a LoRA adapter per task)
-    or "merged" (one model per task); default: the first of these the export
-    has. ``precision``: "int8" (default when exported) or "fp32". ``threads``:
-    intra-op threads per session (default: physical cores). ``verify``: check
-    every file it loads against the manifest's sha256. ``spinning``: let idle
-    onnxruntime threads spin (off by default: with several sessions in one
-    process spinning threads steal the cores; see ``runtime.sessions``).
-    ``speculate`` (one-call layouts): ``ask`` runs every classification and
-    extraction step of the chain in one call, then applies the chain's rules
-    to those results; False runs the chain step by step. Default: one call on
-    the trunk layout, step by step on multi (see ``SPECULATE_BY_DEFAULT``).
+    The layout used when none is asked for is the first of ``LAYOUTS`` (trunk,
+    multi, shared, merged) the export has; the precision int8 when exported.
     """
 
-    def __init__(
-        self,
-        export_dir: str | Path,
-        *,
-        layout: str | None = None,
-        precision: str | None = None,
-        device: str = "cpu",
-        threads: int | None = None,
-        tasks: Sequence[str] | None = None,
-        chain: Chain | str | Path | None = None,
-        thresholds: dict[str, float] | None = None,
-        knowledge_base: str | Path | None = None,
-        verify: bool = True,
-        spinning: bool = False,
-        speculate: bool | None = None,
-    ):
+    def __init__(self, export_dir: str | Path, options: PredictorOptions):
         self.export_dir = Path(export_dir).expanduser()
         self.manifest = fmt.read_manifest(self.export_dir)
-        self.layout = _pick(layout, self.manifest["layouts"], LAYOUT_PREFERENCE, "layout", self.export_dir)
-        self.precision = _pick(precision, self.manifest["precisions"], ("int8", "fp32"), "precision",
+        self.layout = _pick(options.layout, self.manifest["layouts"], LAYOUTS, "layout", self.export_dir)
+        self.precision = _pick(options.precision, self.manifest["precisions"], PRECISIONS, "precision",
                                self.export_dir)
-        self.device = device
-        names = list(tasks) if tasks is not None else list(self.manifest["tasks"])
+        self.device = options.device
+        names = list(options.tasks) if options.tasks is not None else list(self.manifest["tasks"])
         unknown = [t for t in names if t not in self.manifest["tasks"]]
         if unknown:
             raise ConfigError(f"task(s) {unknown} are not in export {self.export_dir}; "
@@ -92,21 +61,17 @@ class OnnxRouter(OneCallPredictor, TaskPredictor):
         # The sha256 of the model files (~100 MB at base size) runs beside the sessions' start-up, the other
         # half of a cold start; a damaged file is still what is reported, whatever the loading says about it.
         with ThreadPoolExecutor(1) as pool:
-            check = pool.submit(fmt.verify_files, self.export_dir, self.manifest, needed, hashes=verify)
+            check = pool.submit(fmt.verify_files, self.export_dir, self.manifest, needed, hashes=options.verify)
             try:
-                self._load(names, threads, spinning)
+                self._load(names, options.threads, options.spinning)
             except Exception:
                 check.result()
                 raise
             check.result()
-        self.speculate = SPECULATE_BY_DEFAULT.get(self.layout, False) if speculate is None else speculate
-        self.chain = chain if isinstance(chain, Chain) else Chain.load(chain or self.export_dir / fmt.CHAIN_FILE)
-        if thresholds:
-            self.chain.with_thresholds(thresholds)
-        self.knowledge_base = knowledge_base
+        self.speculate_by_default = SPECULATE_BY_DEFAULT.get(self.layout, False)
+        self.chain_path = self.export_dir / fmt.CHAIN_FILE
         self.source = f"export {self.export_dir}"
-        self._init_predictor()
-        logger.info("onnx router: %s, %s %s, tasks %s", self.export_dir, self.layout, self.precision,
+        logger.info("onnx backend: %s, %s %s, tasks %s", self.export_dir, self.layout, self.precision,
                     ", ".join(self.specs) or "none")
 
     # ------------------------------------------------------------ loading
@@ -181,16 +146,64 @@ class OnnxRouter(OneCallPredictor, TaskPredictor):
 
     # ------------------------------------------------------------ forward passes
     def logits(self, task: str, encoded: Sequence[Encoded]) -> np.ndarray:
-        """Head logits for encoded inputs (one padded batch), like ``Router.logits``."""
-        self._spec(task)
+        """Head logits for encoded inputs (one padded batch)."""
         return self.models[task].logits(self.encoders[task].pad(encoded))
 
-    def _answerer_for(self, task: str):
+    def mixed_logits(self, rows: Sequence[tuple[str, Encoded]]) -> list[np.ndarray]:
+        """Head logits of encoded ``(task, input)`` rows in one call; rows that encode alike share one input row."""
+        if self.one_call is None:
+            raise ConfigError(f"layout {self.layout} runs one task per call; mixed rows need layout multi or trunk")
+        texts, row_text = _distinct([e for _, e in rows], key=lambda e: (tuple(e.input_ids), tuple(e.token_type_ids)))
+        arrays = self.encoders[rows[0][0]].pad(texts)
+        return self.one_call.logits_rows(arrays, row_text, [t for t, _ in rows])
+
+    def answerer(self, task: str, knowledge_base: Path | None):
         from ...kb import Answerer
 
         info = self.manifest["tasks"][task]
-        kb = self.knowledge_base or (self.export_dir / info["knowledge_base"] if info.get("knowledge_base") else None)
+        kb = knowledge_base or (self.export_dir / info["knowledge_base"] if info.get("knowledge_base") else None)
         return Answerer.from_manifest(self.manifests[task], self.export_dir / fmt.task_dir(task), kb)
+
+
+class OnnxRouter(TaskPredictor):
+    """Answer every exported task with onnxruntime: a ``TaskPredictor`` over an ``OnnxBackend``.
+
+    >>> router = OnnxRouter("./export")              # trunk or multi layout, int8 when exported
+    >>> router.predict("question_classifier", "数据清洗流程是什么？")["predicted_label"]
+    >>> router.ask("帮我把sales_2024.csv导入到ODS层")["route"]
+
+    Options (``PredictorOptions``, given whole as ``options=`` or field by
+    field): ``layout`` "trunk" or "multi" (one graph for every task: rows of
+    several tasks in one onnxruntime call; trunk also runs the layers no
+    adapter touches once per text), "shared" (one encoder + a LoRA adapter per
+    task) or "merged" (one model per task); ``precision`` "int8" or "fp32";
+    ``threads`` per session (default: physical cores); ``verify`` the sha256
+    of every file loaded; ``spinning`` idle threads (off: several sessions in
+    one process would steal the cores); ``speculate``: ``ask`` runs every
+    classification and extraction step in one call (one-call layouts).
+    ``chain`` may also be a ``Chain``.
+    """
+
+    def __init__(self, export_dir: str | Path, *, options: PredictorOptions | None = None,
+                 chain: Chain | str | Path | None = None, **fields):
+        options, chain_object = split_options(options, chain, fields)
+        super().__init__(OnnxBackend(export_dir, options), options, chain=chain_object)
+
+    @property
+    def export_dir(self) -> Path:
+        return self.backend.export_dir
+
+    @property
+    def manifest(self) -> dict:
+        return self.backend.manifest
+
+    @property
+    def layout(self) -> str:
+        return self.backend.layout
+
+    @property
+    def precision(self) -> str:
+        return self.backend.precision
 
 
 def _pick(asked: str | None, available: Sequence[str], preference: Sequence[str], what: str, folder: Path) -> str:
@@ -205,6 +218,19 @@ def _pick(asked: str | None, available: Sequence[str], preference: Sequence[str]
         raise ConfigError(f"export {folder} has no {what} {asked!r}; it has: {', '.join(available)} "
                           f"(export again with that {what} to use it)")
     return asked
+
+
+def _distinct(values: Sequence, key) -> tuple[list, list[int]]:
+    """The distinct values (first occurrence order) and, per value, its index among them."""
+    index: dict = {}
+    out, rows = [], []
+    for v in values:
+        k = key(v)
+        if k not in index:
+            index[k] = len(out)
+            out.append(v)
+        rows.append(index[k])
+    return out, rows
 
 
 def _read_json(path: Path) -> dict:
