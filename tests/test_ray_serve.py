@@ -306,12 +306,14 @@ def test_the_proxy_never_replays_an_answer_the_app_gave_nor_for_a_client_gone():
 def test_an_evicted_export_stops_only_after_its_requests_are_answered(exported):
     import asyncio
 
+    from lora_router.core.options import PredictorOptions
     from lora_router.serving import ModelSource, ServeSettings
     from lora_router.serving.metrics import ServiceMetrics
     from lora_router.serving.ray import ExportService
 
     async def run():
-        service = ExportService("a", ModelSource(onnx=str(exported.export), precision="fp32"), ServeSettings(),
+        options = PredictorOptions(precision="fp32")
+        service = ExportService("a", ModelSource(onnx=str(exported.export), options=options), ServeSettings(),
                                 ServiceMetrics())
         await service.start()
         asking = asyncio.create_task(service.ask(["帮我把sales_2024.csv导入到ODS层", "数据清洗流程是什么？"]))

@@ -819,10 +819,12 @@ def serve_cmd(onnx, hub_dir, base_model, knowledge_base, thresholds, chain_file,
         from .backends.onnx import read_manifest
 
         read_manifest(onnx)  # a folder that is not an export fails here, before the server starts
+    from .core.options import PredictorOptions
+
+    options = PredictorOptions(knowledge_base=knowledge_base, thresholds=_parse_thresholds(thresholds),
+                               device=device, precision=precision, layout=layout, chain=chain_file)
     source = ModelSource(onnx=onnx and str(onnx), hub=hub_dir and str(hub_dir), base_model=base_model,
-                         knowledge_base=knowledge_base and str(knowledge_base),
-                         thresholds=_parse_thresholds(thresholds), device=device, precision=precision,
-                         layout=layout, chain=chain_file and str(chain_file))
+                         options=options)
     if host not in ("127.0.0.1", "localhost", "::1") and not api_key:
         click.secho(f"warning: listening on {host} without --api-key: anyone who reaches it can ask", fg="yellow",
                     err=True)

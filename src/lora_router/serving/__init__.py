@@ -10,7 +10,8 @@ runtime, nothing here imports torch unless the service is asked to serve a
 hub. Install with ``pip install "lora-router[serve]"`` (or ``[ray]``).
 """
 
-from .settings import ModelSource, ServeSettings
+from ..backends.source import ModelSource
+from .settings import ServeSettings
 
 __all__ = ["ModelSource", "ServeSettings", "create_app"]
 

@@ -22,13 +22,14 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__
+from ..backends.source import ModelSource
 from ..config import SEQUENCE_CLASSIFICATION
 from ..errors import InputError
 from .metrics import ServiceMetrics
 from .middleware import Gatekeeper
 from .schemas import AskRequest, PredictRequest
 from .service import InputTooLongError, NotReadyError, Service, UnknownServedTaskError
-from .settings import ModelSource, ServeSettings
+from .settings import ServeSettings
 
 logger = logging.getLogger(__name__)
 

@@ -14,8 +14,9 @@ import signal
 import sys
 import time
 
+from ..backends.source import ModelSource
 from ..errors import require
-from .settings import ModelSource, ServeSettings
+from .settings import ServeSettings
 
 SOURCE_ENV = "LORA_ROUTER_SERVE_SOURCE"
 SETTINGS_ENV = "LORA_ROUTER_SERVE_SETTINGS"

@@ -27,7 +27,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import json
 import logging
 import os
 import re
@@ -37,11 +36,14 @@ import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..backends.source import ModelSource
+from ..config import JsonSettings
+from ..core.options import PredictorOptions
 from ..errors import ConfigError, InputError, LoraRouterError, require
 from .metrics import ServiceMetrics
 from .ray_proxy import PROXY_CALLBACK, PROXY_CALLBACK_ENV
 from .service import Service
-from .settings import ModelSource, ServeSettings
+from .settings import ServeSettings
 
 logger = logging.getLogger(__name__)
 
@@ -52,8 +54,8 @@ DEPLOYMENT_NAME = "LoraRouter"
 # Ray Serve's default (5) would starve the batcher: concurrent requests on a replica are what it batches.
 MAX_ONGOING_REQUESTS = 64
 _EXPORT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-# What a deployment may set per export, from ModelSource (the folder itself comes from the catalog).
-SOURCE_OPTIONS = ("knowledge_base", "thresholds", "device", "threads", "layout", "precision", "chain")
+# What a deployment may set for its exports: the predictor options (the folder itself comes from the catalog).
+SOURCE_OPTIONS = tuple(f.name for f in dataclasses.fields(PredictorOptions))
 
 
 class InvalidExportIdError(InputError):
@@ -82,7 +84,7 @@ def check_export_id(export_id: str) -> str:
 
 
 @dataclass
-class ExportCatalog:
+class ExportCatalog(JsonSettings):
     """Which exports a deployment serves: ids to folders, a default, and how many one replica holds.
 
     Travels as JSON to every replica, so it holds plain values; folders are
@@ -141,19 +143,16 @@ class ExportCatalog:
                           and _EXPORT_ID.match(p.name) and (p / "manifest.json").is_file())
         return ids
 
-    def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self))
-
-    @classmethod
-    def from_json(cls, text: str) -> ExportCatalog:
-        return cls(**json.loads(text))
 
 
-def export_source(folder: str, options: dict) -> ModelSource:
-    unknown = sorted(set(options) - set(SOURCE_OPTIONS))
+def predictor_options(options: PredictorOptions | dict | None) -> PredictorOptions:
+    """The options every export of a deployment is answered with (a dict as a Ray config file gives them)."""
+    if isinstance(options, PredictorOptions):
+        return options
+    unknown = sorted(set(options or {}) - set(SOURCE_OPTIONS))
     if unknown:
         raise ConfigError(f"unknown export option(s) {unknown}; valid: {', '.join(SOURCE_OPTIONS)}")
-    return ModelSource(onnx=folder, **options)
+    return PredictorOptions.from_dict({k: v for k, v in (options or {}).items() if v is not None})
 
 
 class ExportService(Service):
@@ -213,8 +212,7 @@ class ReplicaApp:
 
     def __init__(self, catalog_json: str, options_json: str, settings_json: str):
         self.catalog = ExportCatalog.from_json(catalog_json)
-        self.options = json.loads(options_json)
-        export_source("/", self.options)  # a bad option fails the replica now, not the first request
+        self.options = PredictorOptions.from_json(options_json)  # a bad option fails the replica now
         self.settings = ServeSettings.from_json(settings_json)
         self.metrics = ServiceMetrics()
         self.live: weakref.WeakSet[ExportService] = weakref.WeakSet()  # evicted ones leave when collected
@@ -255,7 +253,8 @@ class ReplicaApp:
     async def load_export(self, export_id: str) -> ExportService:
         """A started ``Service`` over the export's folder (on a thread: the replica keeps answering)."""
         folder = self.catalog.folder(export_id)
-        service = ExportService(export_id, export_source(folder, self.options), self.settings, self.metrics)
+        service = ExportService(export_id, ModelSource(onnx=folder, options=self.options), self.settings,
+                                self.metrics)
         try:
             await service.start()
         except Exception as exc:  # noqa: BLE001 - the request gets a 503 naming the export and the cause
@@ -289,7 +288,8 @@ def deployment_class(max_exports_per_replica: int = 3):
     return LoraRouter
 
 
-def build_app(catalog: ExportCatalog, options: dict | None = None, settings: ServeSettings | None = None, *,
+def build_app(catalog: ExportCatalog, options: PredictorOptions | dict | None = None,
+              settings: ServeSettings | None = None, *,
               num_replicas: int | None = 1, autoscaling_config: dict | None = None,
               max_ongoing_requests: int = MAX_ONGOING_REQUESTS, replica_cpus: float = 1.0):
     """A Ray Serve application (``serve.run`` it): ``num_replicas`` replicas, or autoscaling between bounds.
@@ -297,22 +297,21 @@ def build_app(catalog: ExportCatalog, options: dict | None = None, settings: Ser
     ``autoscaling_config`` is Ray Serve's (``min_replicas``, ``max_replicas``,
     ``target_ongoing_requests``, ...) and replaces ``num_replicas``. Each
     replica reserves ``replica_cpus`` CPUs and runs onnxruntime on that many
-    threads unless ``options["threads"]`` says otherwise.
+    threads unless ``options.threads`` says otherwise.
     """
-    options = dict(options or {})
-    export_source("/", options)
+    options = predictor_options(options)
     settings = settings or ServeSettings()
     if not replica_cpus > 0:
         raise ConfigError(f"replica_cpus must be > 0, got {replica_cpus!r}")
-    if options.get("threads") is None:
-        options["threads"] = max(1, int(replica_cpus))
+    if options.threads is None:
+        options = options.replace(threads=max(1, int(replica_cpus)))
     if autoscaling_config is None and (not isinstance(num_replicas, int) or num_replicas < 1):
         raise ConfigError(f"num_replicas must be a whole number >= 1, got {num_replicas!r}")
     actor_options = {"num_cpus": replica_cpus}
     deployment = deployment_class(catalog.max_exports_per_replica).options(
         name=DEPLOYMENT_NAME, max_ongoing_requests=max_ongoing_requests, ray_actor_options=actor_options,
         **({"autoscaling_config": autoscaling_config} if autoscaling_config else {"num_replicas": num_replicas}))
-    return deployment.bind(catalog.to_json(), json.dumps(options), settings.to_json())
+    return deployment.bind(catalog.to_json(), options.to_json(), settings.to_json())
 
 
 BUILDER_ARGS = ("exports", "exports_root", "default_export", "max_exports_per_replica", "settings", "num_replicas",
@@ -323,9 +322,9 @@ def app_builder(args: dict):
     """The entry a Ray Serve config file names: ``import_path: lora_router.serving.ray:app_builder``.
 
     ``args``: ``exports`` (id: folder), ``exports_root``, ``default_export``,
-    ``max_exports_per_replica``; per-export options (``precision``,
+    ``max_exports_per_replica``; the ``PredictorOptions`` fields (``precision``,
     ``layout``, ``threads``, ``thresholds``, ``knowledge_base``, ``chain``,
-    ``device``); ``settings`` (``ServeSettings`` fields: limits, batching,
+    ``device``, ...); ``settings`` (``ServeSettings`` fields: limits, batching,
     ``api_key``); ``num_replicas`` or ``autoscaling_config``,
     ``max_ongoing_requests``, ``replica_cpus``. A ``deployments:`` entry named
     ``LoraRouter`` in the config file overrides the replica settings as usual.
@@ -337,7 +336,7 @@ def app_builder(args: dict):
     catalog = ExportCatalog(exports=args.get("exports") or {}, root=args.get("exports_root"),
                             default=args.get("default_export"),
                             max_exports_per_replica=args.get("max_exports_per_replica", 3))
-    options = {k: args[k] for k in SOURCE_OPTIONS if args.get(k) is not None}
+    options = predictor_options({k: args[k] for k in SOURCE_OPTIONS if k in args})
     settings = ServeSettings(**(args.get("settings") or {}))
     return build_app(catalog, options, settings, num_replicas=args.get("num_replicas", 1),
                      autoscaling_config=args.get("autoscaling_config"),
@@ -415,9 +414,9 @@ def serve_on_ray(app, *, address: str | None = None, host: str = "127.0.0.1", po
             signal.signal(sig, handler)
 
 
-def serve_exports(catalog: ExportCatalog, options: dict, settings: ServeSettings, *, replicas: int = 1,
-                  replica_cpus: float = 1.0, address: str | None = None, host: str = "127.0.0.1", port: int = 8000,
-                  ship: bool = False, on_ready=None) -> int:
+def serve_exports(catalog: ExportCatalog, options: PredictorOptions | dict, settings: ServeSettings, *,
+                  replicas: int = 1, replica_cpus: float = 1.0, address: str | None = None, host: str = "127.0.0.1",
+                  port: int = 8000, ship: bool = False, on_ready=None) -> int:
     """``lora-router serve --engine ray``: deploy ``replicas`` replicas and serve until SIGTERM or Ctrl-C.
 
     With ``ship``, the catalog's root folder is uploaded with the job (Ray's

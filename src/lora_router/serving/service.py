@@ -18,12 +18,13 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+from ..backends.source import ModelSource
 from ..config import PAIR_RANKING
 from ..core.chain import apply_step, finish_missing, new_answer
 from ..errors import ConfigError, LoraRouterError
 from .batcher import Batcher
 from .metrics import ServiceMetrics
-from .settings import ModelSource, ServeSettings
+from .settings import ServeSettings
 
 logger = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""What the service serves (``ModelSource``) and how (``ServeSettings``): dataclasses that check themselves.
+"""How the service serves (``ServeSettings``, a dataclass that checks itself); what it serves is a ``ModelSource``.
 
 Both travel as JSON (to uvicorn workers and Ray replicas), so they hold only
 plain values.
@@ -6,12 +6,9 @@ plain values.
 
 from __future__ import annotations
 
-import dataclasses
-import json
-import os
 from dataclasses import dataclass, field
-from pathlib import Path
 
+from ..config import JsonSettings
 from ..errors import ConfigError
 
 API_KEY_ENV = "LORA_ROUTER_API_KEY"
@@ -19,7 +16,7 @@ LOG_FORMATS = ("text", "json")
 
 
 @dataclass
-class ServeSettings:
+class ServeSettings(JsonSettings):
     """Limits, batching and security of the service (``lora-router serve --help`` has the same names)."""
 
     max_batch_tokens: int = field(default=8192, metadata={"help": "padded tokens (rows x longest) in one forward pass"})
@@ -49,64 +46,3 @@ class ServeSettings:
             raise ConfigError("api_key is empty; give a key or leave it unset")
         self.cors_origins = list(self.cors_origins)
 
-    def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self))
-
-    @classmethod
-    def from_json(cls, text: str) -> ServeSettings:
-        return cls(**json.loads(text))
-
-
-@dataclass
-class ModelSource:
-    """Where the models come from: an export folder (``onnx``) or, for development, a hub and a base."""
-
-    onnx: str | None = None
-    hub: str | None = None
-    base_model: str | None = None
-    knowledge_base: str | None = None
-    thresholds: dict[str, float] = field(default_factory=dict)
-    device: str = "cpu"
-    threads: int | None = None
-    layout: str | None = None
-    precision: str | None = None
-    chain: str | None = None
-
-    def __post_init__(self) -> None:
-        if (self.onnx is None) == (self.hub is None):
-            raise ConfigError("serve needs exactly one model source: --onnx DIR (an export) or --hub DIR "
-                              "(a hub, with the PyTorch router, for development)")
-        for name in ("onnx", "hub", "knowledge_base", "chain"):
-            value = getattr(self, name)
-            if value is not None:
-                setattr(self, name, str(Path(value).expanduser()))
-
-    @property
-    def kind(self) -> str:
-        return "onnx" if self.onnx else "hub"
-
-    @property
-    def path(self) -> str:
-        return self.onnx or self.hub or ""
-
-    def load(self):
-        """A fresh predictor from this source (``OnnxRouter`` or ``Router``); raises the library's errors."""
-        if self.onnx:
-            from ..backends.onnx import OnnxRouter
-
-            return OnnxRouter(self.onnx, device=self.device, threads=self.threads, layout=self.layout,
-                              precision=self.precision, knowledge_base=self.knowledge_base,
-                              thresholds=self.thresholds or None, chain=self.chain)
-        from ..backends.torch_peft import Router
-        from ..modeling.base import DEFAULT_BASE_MODEL
-
-        return Router(self.base_model or os.environ.get("LORA_ROUTER_BASE_MODEL", DEFAULT_BASE_MODEL), self.hub,
-                      knowledge_base=self.knowledge_base, thresholds=self.thresholds or None, device=self.device,
-                      chain=self.chain)
-
-    def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self))
-
-    @classmethod
-    def from_json(cls, text: str) -> ModelSource:
-        return cls(**json.loads(text))
