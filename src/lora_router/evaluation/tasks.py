@@ -10,15 +10,13 @@ from ..config import PAIR_RANKING, SEQUENCE_CLASSIFICATION, SPAN_EXTRACTION
 from ..data import Record, data_hash
 from ..encoding import char_spans
 from .calibration import calibration_report
-from .metrics import classification_metrics, span_metrics
+from .metrics import classification_metrics, score_results, span_metrics
 
 
 def evaluate(router, task: str, records: Sequence[Record], batch_size: int = 32) -> dict:
     """Metrics of ``task`` on ``records`` (classification, extraction or ranking)."""
     spec = router.specs[task]
     if spec.kind == PAIR_RANKING:
-        from ..training.ranking import score_results
-
         answerer = router.answerer(task)
         by_answer = answerer.knowledge_base.by_answer()
         gold = [by_answer[r.output].id if r.output in by_answer else None for r in records]
@@ -105,7 +103,7 @@ def plot_confusion(metrics: dict, path: str, title: str = "") -> None:
 
 
 def baseline(router, task: str, records: Sequence[Record]) -> dict:
-    """The task's simple baseline (training/baseline.py), fitted on the adapter's own training split.
+    """The task's simple baseline (evaluation/baselines.py), fitted on the adapter's own training split.
 
     ``{"name", "metrics", "trained_on"}``, or ``{"name": None, "reason"}`` when
     there is none or the training split cannot be found again.
@@ -131,9 +129,8 @@ def training_split(spec, manifest: dict) -> tuple[list[Record] | None, str]:
     """The records the adapter was trained on, found again from its manifest, and where they came from."""
     from pathlib import Path
 
-    from ..data import load_bundled, read_records, records_for
+    from ..data import load_bundled, read_records, records_for, split_data
     from ..errors import LoraRouterError
-    from ..training.trainer import split_data
 
     data = manifest.get("data") or {}
     source, wanted = data.get("source"), data.get("train_hash")
