@@ -1,8 +1,5 @@
-"""Task metrics in numpy, typed per kind, and the one headline of each kind.
-
-The dicts are ``task.json``'s ``metrics`` as they are written: the TypedDicts
-name their keys, so the JSON is the value itself (no ``to_dict`` to keep in step).
-"""
+"""Task metrics in numpy, typed per kind (TypedDicts: the value is the JSON of ``task.json``'s ``metrics``),
+and the one headline of each kind."""
 
 from __future__ import annotations
 

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 
 from ..config import PAIR_RANKING, SEQUENCE_CLASSIFICATION, SPAN_EXTRACTION
-from ..data import Record, data_hash
+from ..data import Record, data_hash, load_bundled, read_records, records_for, split_data
 from ..encoding import char_spans
+from ..errors import LoraRouterError, require
 from .calibration import calibration_report
 from .metrics import classification_metrics, score_results, span_metrics
 
@@ -65,7 +67,6 @@ def plot_confusion(metrics: dict, path: str, title: str = "") -> None:
     The labels are drawn in a font that has their glyphs (lora_router.evaluation.plots);
     where no installed font has them, as L0, L1 ... with an ASCII legend.
     """
-    from ..errors import require
     from .plots import drawable_labels, drawable_text
 
     matplotlib = require("matplotlib", "train")
@@ -127,11 +128,6 @@ def baseline(router, task: str, records: Sequence[Record]) -> dict:
 
 def training_split(spec, manifest: dict) -> tuple[list[Record] | None, str]:
     """The records the adapter was trained on, found again from its manifest, and where they came from."""
-    from pathlib import Path
-
-    from ..data import load_bundled, read_records, records_for, split_data
-    from ..errors import LoraRouterError
-
     data = manifest.get("data") or {}
     source, wanted = data.get("source"), data.get("train_hash")
     if source == "bundled":
@@ -156,8 +152,6 @@ def training_split(spec, manifest: dict) -> tuple[list[Record] | None, str]:
 
 def plot_reliability(calibration: dict, path: str, title: str = "") -> None:
     """A reliability diagram: accuracy against confidence per bin, before and after the temperature."""
-    from ..errors import require
-
     matplotlib = require("matplotlib", "train")
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -201,7 +195,5 @@ def plot_reliability(calibration: dict, path: str, title: str = "") -> None:
 
 def reliability_path(confusion_path: str) -> str:
     """Where ``--plot cm.png`` puts the reliability diagram: ``cm.reliability.png``."""
-    from pathlib import Path
-
     p = Path(confusion_path)
     return str(p.with_name(f"{p.stem}.reliability{p.suffix or '.png'}"))
