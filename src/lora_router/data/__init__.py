@@ -1,4 +1,4 @@
-"""Instruction-format data: reading, validation, shuffling, the bundled datasets."""
+"""Instruction-format data: reading, validation, shuffling, splitting, the bundled datasets."""
 
 from .bundled import bundled_knowledge_base, bundled_path, bundled_tasks, load_bundled
 from .records import (
@@ -10,9 +10,11 @@ from .records import (
     records_for,
     shuffle_records,
 )
+from .split import TrainData, split_data
 
 __all__ = [
     "Record",
+    "TrainData",
     "bundled_knowledge_base",
     "bundled_path",
     "bundled_tasks",
@@ -23,4 +25,5 @@ __all__ = [
     "read_records",
     "records_for",
     "shuffle_records",
+    "split_data",
 ]

@@ -3,22 +3,22 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 
 from ..config import PAIR_RANKING, SEQUENCE_CLASSIFICATION, SPAN_EXTRACTION
-from ..data import Record, data_hash
+from ..data import Record, data_hash, load_bundled, read_records, records_for, split_data
 from ..encoding import char_spans
+from ..errors import LoraRouterError, require
 from .calibration import calibration_report
-from .metrics import classification_metrics, span_metrics
+from .metrics import classification_metrics, score_results, span_metrics
 
 
 def evaluate(router, task: str, records: Sequence[Record], batch_size: int = 32) -> dict:
     """Metrics of ``task`` on ``records`` (classification, extraction or ranking)."""
     spec = router.specs[task]
     if spec.kind == PAIR_RANKING:
-        from ..training.ranking import score_results
-
         answerer = router.answerer(task)
         by_answer = answerer.knowledge_base.by_answer()
         gold = [by_answer[r.output].id if r.output in by_answer else None for r in records]
@@ -67,7 +67,6 @@ def plot_confusion(metrics: dict, path: str, title: str = "") -> None:
     The labels are drawn in a font that has their glyphs (lora_router.evaluation.plots);
     where no installed font has them, as L0, L1 ... with an ASCII legend.
     """
-    from ..errors import require
     from .plots import drawable_labels, drawable_text
 
     matplotlib = require("matplotlib", "train")
@@ -105,7 +104,7 @@ def plot_confusion(metrics: dict, path: str, title: str = "") -> None:
 
 
 def baseline(router, task: str, records: Sequence[Record]) -> dict:
-    """The task's simple baseline (training/baseline.py), fitted on the adapter's own training split.
+    """The task's simple baseline (evaluation/baselines.py), fitted on the adapter's own training split.
 
     ``{"name", "metrics", "trained_on"}``, or ``{"name": None, "reason"}`` when
     there is none or the training split cannot be found again.
@@ -129,12 +128,6 @@ def baseline(router, task: str, records: Sequence[Record]) -> dict:
 
 def training_split(spec, manifest: dict) -> tuple[list[Record] | None, str]:
     """The records the adapter was trained on, found again from its manifest, and where they came from."""
-    from pathlib import Path
-
-    from ..data import load_bundled, read_records, records_for
-    from ..errors import LoraRouterError
-    from ..training.trainer import split_data
-
     data = manifest.get("data") or {}
     source, wanted = data.get("source"), data.get("train_hash")
     if source == "bundled":
@@ -159,8 +152,6 @@ def training_split(spec, manifest: dict) -> tuple[list[Record] | None, str]:
 
 def plot_reliability(calibration: dict, path: str, title: str = "") -> None:
     """A reliability diagram: accuracy against confidence per bin, before and after the temperature."""
-    from ..errors import require
-
     matplotlib = require("matplotlib", "train")
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -204,7 +195,5 @@ def plot_reliability(calibration: dict, path: str, title: str = "") -> None:
 
 def reliability_path(confusion_path: str) -> str:
     """Where ``--plot cm.png`` puts the reliability diagram: ``cm.reliability.png``."""
-    from pathlib import Path
-
     p = Path(confusion_path)
     return str(p.with_name(f"{p.stem}.reliability{p.suffix or '.png'}"))

@@ -5,7 +5,8 @@ Bounds (per task, per layout, per precision):
 * fp32: max |delta logit| <= 1e-4, and 100% agreement (labels, exact spans,
   chosen knowledge-base entry).
 * int8: the task's own metric on the held-out split (accuracy, exact-span F1,
-  top-1) at most ``int8_max_drop`` points (default 1) below PyTorch's. Label
+  top-1) at most ``int8_max_drop`` points (default 1) below PyTorch's
+  (``lora_router.evaluation.comparison``). Label
   agreement and the number of near-ties (top-2 probability gap < 0.05) are
   reported beside it: a weakly trained model's near-ties flip under int8
   while what users get barely moves. Without gold labels (a task with no
@@ -30,18 +31,15 @@ from ..core.results import extraction_result
 from ..data import Record
 from ..encoding import char_spans, softmax
 from ..errors import ExportError
+from ..evaluation.comparison import INT8_MAX_DROP_POINTS, METRIC_NAMES, compare_metric, metric_drop
 
 FP32_MAX_LOGIT_DIFF = 1e-4
 # One-call layouts (multi, trunk), fp32: against the merged models, and mixed-task rows against single-task batches.
 ONE_CALL_MAX_LOGIT_DIFF = 1e-5
 MIXED_ROWS_PER_TASK = 8
-INT8_MAX_DROP_POINTS = 1.0
 INT8_MIN_AGREEMENT = 0.99  # only where there are no gold labels to score the task's metric
 NEAR_TIE_GAP = 0.05
 BATCH = 32
-
-# The metric each kind is gated on, by its figure's name in the report.
-METRIC_NAMES = {SEQUENCE_CLASSIFICATION: "accuracy", SPAN_EXTRACTION: "exact-span F1", PAIR_RANKING: "top-1"}
 
 
 def task_parity(torch_router, onnx_router, task: str, records: Sequence[Record]) -> dict:
@@ -83,19 +81,15 @@ def task_parity(torch_router, onnx_router, task: str, records: Sequence[Record])
             pred_o += lo.argmax(-1).tolist()
     figures: dict = {"n": len(texts), "max_abs_logit_diff": float(f"{max_diff:.3g}")}
     if spec.kind == SPAN_EXTRACTION:
-        from ..evaluation.metrics import span_metrics
-
         figures.update(span_agreement=round(agree / len(texts), 4), near_tie_tokens=near_ties, n_tokens=n_tokens)
         if all(isinstance(r.output, tuple) for r in records):
             gold = [char_spans(r.input, r.output) for r in records]  # type: ignore[arg-type]
-            figures.update(_metric(spec.kind, span_metrics(gold, pred_t)["f1"], span_metrics(gold, pred_o)["f1"]))
+            figures.update(compare_metric(spec.kind, gold, pred_t, pred_o))
     else:
         figures.update(label_agreement=round(agree / len(texts), 4), near_ties=near_ties,
                        near_tie_disagreements=near_tie_disagreements)
         if all(r.output in spec.labels for r in records):
-            gold = np.array([spec.labels.index(r.output) for r in records])
-            figures.update(_metric(spec.kind, float((np.array(pred_t) == gold).mean()),
-                                   float((np.array(pred_o) == gold).mean())))
+            figures.update(compare_metric(spec.kind, [spec.labels.index(r.output) for r in records], pred_t, pred_o))
     return figures
 
 
@@ -103,12 +97,6 @@ def _top2_gap(probs: np.ndarray) -> np.ndarray:
     """Highest minus second-highest probability, per row."""
     top2 = np.sort(np.atleast_2d(probs), axis=-1)[:, -2:]
     return top2[:, 1] - top2[:, 0]
-
-
-def _metric(kind: str, pytorch: float, onnx: float) -> dict:
-    """The gated metric, in percent, and how far ONNX falls below PyTorch (positive: a drop)."""
-    t, o = round(pytorch * 100, 2), round(onnx * 100, 2)
-    return {"metric": METRIC_NAMES[kind], "metric_pytorch": t, "metric_onnx": o, "metric_drop_points": round(t - o, 2)}
 
 
 def _pair_parity(torch_router, onnx_router, task: str, records: Sequence[Record]) -> dict:
@@ -139,13 +127,8 @@ def _pair_parity(torch_router, onnx_router, task: str, records: Sequence[Record]
                "answer_agreement": round(agree / max(1, len(questions)), 4), "near_ties": int(near_ties)}
     by_answer = answerer.knowledge_base.by_answer()
     if records and all(r.output == "" or r.output in by_answer for r in records):
-        from ..training.ranking import score_results
-
         gold = [by_answer[r.output].id if r.output else None for r in records]
-        mt, mo = score_results(res_t, gold, threshold), score_results(res_o, gold, threshold)
-        figures.update(_metric(PAIR_RANKING, mt["top1"], mo["top1"]))
-        figures.update(answer_accuracy_pytorch=round(mt["answer_accuracy"] * 100, 2),
-                       answer_accuracy_onnx=round(mo["answer_accuracy"] * 100, 2))
+        figures.update(compare_metric(PAIR_RANKING, gold, res_t, res_o, threshold))
     return figures
 
 
@@ -164,12 +147,8 @@ def parity_problems(task: str, layout: str, precision: str, figures: dict,
             if key in figures and figures[key] > ONE_CALL_MAX_LOGIT_DIFF:
                 problems.append(f"{where}: {key.replace('_', ' ')} {figures[key]:.3g} > {ONE_CALL_MAX_LOGIT_DIFF:g}")
     elif "metric_drop_points" in figures:
-        if figures["metric_drop_points"] > int8_max_drop:
-            ties = figures.get("near_ties", figures.get("near_tie_tokens"))
-            problems.append(
-                f"{where}: {figures['metric']} {figures['metric_onnx']:.2f} vs PyTorch {figures['metric_pytorch']:.2f} "
-                f"({figures['metric_drop_points']:.2f} points lower, bound {int8_max_drop:g}; "
-                f"agreement {figures[agreement_key]:.2%}, near-ties {ties})")
+        if drop := metric_drop(figures, agreement_key, int8_max_drop):
+            problems.append(f"{where}: {drop}")
     elif agreement_key and figures[agreement_key] < INT8_MIN_AGREEMENT:
         problems.append(f"{where}: {agreement_key.replace('_', ' ')} {figures[agreement_key]:.2%} < "
                         f"{INT8_MIN_AGREEMENT:.0%} (no gold labels to score {task}'s own metric)")

@@ -1,5 +1,6 @@
-"""Training: one adapter per task into the hub; metrics with scikit-learn."""
+"""Training: one adapter per task into the hub."""
 
-from .trainer import split_data, train
+from ..data import split_data
+from .trainer import train
 
 __all__ = ["split_data", "train"]

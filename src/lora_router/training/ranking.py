@@ -22,7 +22,7 @@ from ..config import TaskSpec
 from ..data import Record
 from ..encoding import TextEncoder
 from ..errors import DataError
-from ..evaluation.metrics import ranking_metrics
+from ..evaluation.metrics import score_results
 from ..kb import Answerer, AnswerSettings, Candidate
 from ..kb.threshold import fit_threshold
 from .examples import Example
@@ -193,14 +193,3 @@ def _reciprocal_rank(result: dict, gold: str | None) -> float:
     ids = [c["id"] for c in result["candidates"]]
     return 1.0 / (ids.index(gold) + 1) if gold in ids else 0.0
 
-
-def score_results(results: Sequence[dict], gold: Sequence[str | None], threshold: float) -> dict:
-    """Ranking metrics of answerer results against gold entry ids (None = no answer)."""
-    ranks, top1 = [], []
-    for res, g in zip(results, gold, strict=True):
-        ids = [c["id"] for c in res["candidates"]]
-        ranks.append(ids.index(g) + 1 if g in ids else None)
-        top1.append(bool(ids) and ids[0] == g)
-    metrics = ranking_metrics(ranks, [g is None for g in gold], [r["answer"] == "" for r in results], top1)
-    metrics["threshold"] = threshold
-    return metrics

@@ -13,41 +13,18 @@ import logging
 import platform
 import random
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 from .. import __version__
 from ..adapters import AdapterHub
 from ..config import PAIR_RANKING, SEQUENCE_CLASSIFICATION, LoraSettings, TaskSpec, TrainSettings
-from ..data import Record, data_hash, load_bundled, read_records, records_for, shuffle_records
+from ..data import TrainData, data_hash, split_data
 from ..data.bundled import bundled_knowledge_base
 from ..encoding import TextEncoder, default_encoding
-from ..errors import DataError, require
-from ..evaluation.metrics import headline
+from ..errors import require
+from ..evaluation.metrics import best_epoch_score
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class TrainData:
-    train: list[Record]
-    test: list[Record]
-    source: str
-
-
-def split_data(spec: TaskSpec, data: str | Path | None, test_data: str | Path | None, seed: int) -> TrainData:
-    """Bundled train/test splits, or a user file (its own test file, or a seeded 20% hold-out)."""
-    if data is None:
-        return TrainData(load_bundled(spec.name, "train"), load_bundled(spec.name, "test"), "bundled")
-    records = records_for(read_records(data, extra_tasks=[spec]), spec)
-    if not records:
-        raise DataError(str(data), [(0, f"no records with instruction {spec.instruction!r} ({spec.name})")])
-    if test_data is not None:
-        test = records_for(read_records(test_data, extra_tasks=[spec]), spec)
-        return TrainData(records, test, str(data))
-    shuffled = shuffle_records(records, seed)
-    n_test = max(1, len(shuffled) // 5)
-    return TrainData(shuffled[n_test:], shuffled[:n_test], str(data))
 
 
 def _versions() -> dict:
@@ -167,7 +144,7 @@ def train(
                 bar.update(1)
             train_seconds += time.perf_counter() - t0
             metrics = job.evaluate(model, head) if job else evaluate_examples(spec, model, head, test_examples, encoder)
-            score = headline(spec.kind, metrics)
+            score = best_epoch_score(spec.kind, metrics)
             history.append({"epoch": epoch, "score": score})
             log.write(event="eval", epoch=epoch, step=step, metrics=metrics)
             logger.info("epoch %d: %s", epoch, score)
@@ -227,7 +204,7 @@ def train(
 
 
 def _calibrate(model, head, examples, encoder: TextEncoder, split: TrainData) -> dict:
-    """The temperature of a classification head, fitted on the held-out split (training/calibration.py)."""
+    """The temperature of a classification head, fitted on the held-out split (evaluation/calibration.py)."""
     import numpy as np
 
     from ..evaluation.calibration import calibrate
