@@ -12,6 +12,15 @@ from pathlib import Path
 import pytest
 
 FAST = {"learning_rate": 1e-2, "warmup_steps": 2, "batch_size": 4}
+# Fixtures that train or export. A test that uses one, itself or through another fixture, is marked slow,
+# so `python -m pytest -m "not slow"` is the quick loop whatever scope the fixture has.
+TRAINS_OR_EXPORTS = frozenset({"trained_hub", "exported", "torch_router"})
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if TRAINS_OR_EXPORTS & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -95,8 +104,8 @@ def trained_hub(tmp_path_factory, tiny_base, scene_file, file_file):
 
 @pytest.fixture(scope="session")
 def exported(tmp_path_factory, tiny_base, trained_hub):
-    """A four-task hub exported once: both layouts, fp32 and int8 (see test_export_support)."""
-    from test_export_support import four_task_export
+    """A four-task hub exported once: both layouts, fp32 and int8 (see support/export.py)."""
+    from support.export import four_task_export
 
     return four_task_export(tmp_path_factory, tiny_base, trained_hub)
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from lora_router.errors import AdapterNotFoundError, ExportError
-from test_export_support import copy_export, read_manifest
+from support.export import copy_export, read_manifest
 
 TASKS = ["file_name_pick", "question_answer", "question_classifier", "question_type_classifier"]
 

@@ -13,7 +13,7 @@ import threading
 import pytest
 
 from lora_router.core.chain import ROUTES, Chain
-from test_export_support import ASK
+from support.export import ASK
 
 CHAIN_TASKS = ("question_classifier", "question_type_classifier", "file_name_pick")
 

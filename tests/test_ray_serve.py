@@ -2,7 +2,7 @@
 
 Ray's services listen on every network interface, so the cluster starts
 inside a private network namespace (and PID namespace) of its own, with only
-loopback up: tests/ray_scenario.py runs there under ``unshare``: it starts
+loopback up: tests/support/ray_scenario.py runs there under ``unshare``: it starts
 ``lora-router serve --engine ray``, runs the clients, stops the server with
 SIGTERM, and prints a JSON summary that these tests read. One cluster for
 the module; every wait in the scenario is bounded, and the namespace's
@@ -22,12 +22,12 @@ from pathlib import Path
 
 import pytest
 
-from serve_support import same_answer
+from support.serve import same_answer
 
 pytest.importorskip("ray.serve")
 pytest.importorskip("fastapi")
 
-SCENARIO = Path(__file__).parent / "ray_scenario.py"
+SCENARIO = Path(__file__).parent / "support" / "ray_scenario.py"
 QUESTIONS = ["帮我把sales_2024.csv导入到ODS层", "数据清洗流程是什么？", "今天天气怎么样", "什么是机器学习？",
              "把/data/raw/user_log.parquet和orders.csv合并", "ODS层和DWD层有什么区别", "重跑一下昨天失败的同步任务",
              "周末去哪儿吃火锅", "怎么申请订单表的查询权限？", "生成上个月的销售报表", "Python怎么给列表排序",

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from lora_router.errors import ConfigError, DeviceError, ExportFormatError, InputError
-from test_export_support import ASK, copy_export
+from support.export import ASK, copy_export
 
 HOSTILE = ["😀🔥💯", "\x00\x01\x02数据", "\u200b\u200c\u200d", "\u202e表据数", "ＳＱＬ全角", "a\tb\nc", "x" * 100_000]
 BANNED = ("torch", "transformers", "peft", "optimum", "sklearn")

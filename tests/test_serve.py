@@ -17,7 +17,7 @@ import time
 import httpx
 import pytest
 
-from serve_support import Server, same_answer
+from support.serve import Server, same_answer
 
 pytest.importorskip("fastapi")
 pytestmark = pytest.mark.slow
@@ -322,7 +322,7 @@ def _read_all(sock: socket.socket) -> bytes:
 
 
 def test_sighup_reloads_under_load_and_a_damaged_export_is_refused(exported, tmp_path):
-    from test_export_support import copy_export
+    from support.export import copy_export
 
     folder = copy_export(exported.export, tmp_path / "export")
     with Server("--onnx", str(folder), log_path=tmp_path / "log") as s, Load(s.url) as load:

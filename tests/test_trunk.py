@@ -15,7 +15,7 @@ import pytest
 from conftest import FAST, write_jsonl
 from lora_router.config import LoraSettings
 from lora_router.errors import ConfigError, ExportError
-from test_export_support import ASK, QTYPE_ROWS
+from support.export import ASK, QTYPE_ROWS
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +26,7 @@ def trunk_export(tmp_path_factory, tiny_base, scene_file, file_file):
     from lora_router.export import export_hub
     from lora_router.tasks import get_task
     from lora_router.training import train
-    from test_export_support import _decisive_records
+    from support.export import _decisive_records
 
     root = tmp_path_factory.mktemp("trunk")
     hub = AdapterHub(root / "hub")

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import ConfigError
-from .results import result_confidence
+from .results import ChainAnswer, TaskResult, result_confidence
 
 ROUTE_PREFIX = "route:"
 ROUTES = ("answer", "task", "general", "out_of_scope", "uncertain")
@@ -122,7 +122,8 @@ class Chain:
 PredictBatch = Callable[[str, Sequence[str]], list]
 
 
-def run_chain(chain: Chain, texts: Sequence[str], predict_batch: PredictBatch, available: set[str]) -> list[dict]:
+def run_chain(chain: Chain, texts: Sequence[str], predict_batch: PredictBatch,
+              available: set[str]) -> list[ChainAnswer]:
     """Answer ``texts`` through the chain, batching each step's forward passes.
 
     ``predict_batch(task, texts)`` gives one result dict per text;
@@ -153,12 +154,12 @@ def run_chain(chain: Chain, texts: Sequence[str], predict_batch: PredictBatch, a
     return outs
 
 
-def new_answer(text: str) -> dict:
+def new_answer(text: str) -> ChainAnswer:
     """The empty answer of one question, which ``apply_step`` fills step by step."""
-    return {"question": text, "steps": [], "route": None, "file_names": [], "answer": None}
+    return ChainAnswer(question=text, steps=[], route=None, file_names=[], answer=None)
 
 
-def apply_step(out: dict, step: Step, result: dict) -> str | None:
+def apply_step(out: ChainAnswer, step: Step, result: TaskResult) -> str | None:
     """Apply one step's ``result`` to ``out``: the next step's task, or None when the route is decided.
 
     ``run_chain`` and the service's per-request runner both go through here,
@@ -192,7 +193,7 @@ def apply_step(out: dict, step: Step, result: dict) -> str | None:
     return target
 
 
-def finish_missing(out: dict, step: Step) -> None:
+def finish_missing(out: ChainAnswer, step: Step) -> None:
     """End ``out`` at a step whose task has no model."""
     out["route"] = step.route or "uncertain"
     out["note"] = f"{step.task} is not trained, so this step gives no result (lora-router train --task {step.task})"

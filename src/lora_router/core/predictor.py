@@ -30,7 +30,7 @@ from ..errors import ConfigError
 from .backend import Backend, MixedBackend
 from .chain import Chain, run_chain
 from .options import PredictorOptions
-from .results import classification_result, extraction_result
+from .results import ChainAnswer, TaskResult, classification_result, extraction_result
 
 # Inputs of one forward pass; bounds memory on long batches (128 tokens x 64 x bert-base: ~25 MB per layer).
 BATCH_SIZE = 64
@@ -103,7 +103,7 @@ class TaskPredictor:
         return float(calibration.get("temperature", 1.0))
 
     # ------------------------------------------------------------ results
-    def result(self, task: str, text: str, encoded: Encoded, logits: np.ndarray) -> dict:
+    def result(self, task: str, text: str, encoded: Encoded, logits: np.ndarray) -> TaskResult:
         """The result of a classification or extraction task from its logits: the one place results are made."""
         spec = self.specs[task]
         if spec.kind == SPAN_EXTRACTION:
@@ -118,25 +118,25 @@ class TaskPredictor:
         return np.concatenate([self.logits(task, enc[i : i + BATCH_SIZE]).reshape(-1)
                                for i in range(0, len(enc), BATCH_SIZE)])
 
-    def predict(self, task: str, text: str) -> dict:
+    def predict(self, task: str, text: str) -> TaskResult:
         """One task's result for one text (see ``lora_router.core.results``)."""
         return self.predict_batch(task, [text])[0]
 
-    def predict_batch(self, task: str, texts: Sequence[str]) -> list[dict]:
+    def predict_batch(self, task: str, texts: Sequence[str]) -> list[TaskResult]:
         """One task's results for many texts, in padded batches of up to ``BATCH_SIZE``."""
         spec = self._spec(task)
         texts = [check_text(t) for t in texts]
         if spec.kind == PAIR_RANKING:
             answerer = self.answerer(task)
             return [answerer.answer(t, lambda pairs: self.score_pairs(task, pairs)) for t in texts]
-        out: list[dict] = []
+        out: list[TaskResult] = []
         for i in range(0, len(texts), BATCH_SIZE):
             chunk = texts[i : i + BATCH_SIZE]
             encoded = self.encoders[task].encode_batch(chunk)
             out += [self.result(task, t, e, lg) for t, e, lg in zip(chunk, encoded, self.logits(task, encoded))]
         return out
 
-    def predict_mixed(self, items: Sequence[tuple[str, str]]) -> list[dict]:
+    def predict_mixed(self, items: Sequence[tuple[str, str]]) -> list[TaskResult]:
         """Results for ``(task, text)`` pairs of several tasks, in order.
 
         The service's batcher gathers one chain step's requests across tasks
@@ -144,7 +144,7 @@ class TaskPredictor:
         layout, else one batch per task. Pair-ranking rows run per task.
         """
         items = [(task, check_text(text)) for task, text in items]
-        out: list[dict] = [{}] * len(items)
+        out: dict[int, TaskResult] = {}
         by_task: dict[str, list[int]] = {}
         rows = []
         for i, (task, _) in enumerate(items):
@@ -159,9 +159,9 @@ class TaskPredictor:
         for task, idx in by_task.items():
             for i, result in zip(idx, self.predict_batch(task, [items[i][1] for i in idx])):
                 out[i] = result
-        return out
+        return [out[i] for i in range(len(items))]
 
-    def _one_call_results(self, items: Sequence[tuple[str, str]]) -> list[dict]:
+    def _one_call_results(self, items: Sequence[tuple[str, str]]) -> list[TaskResult]:
         """One call for classification/extraction rows; each text is tokenised once per encoder."""
         by_encoder: dict[int, tuple[TextEncoder, dict[str, None]]] = {}
         for task, text in items:
@@ -182,7 +182,7 @@ class TaskPredictor:
             return self._answerers[task]
 
     # ------------------------------------------------------------ the chain
-    def ask(self, text: str) -> dict:
+    def ask(self, text: str) -> ChainAnswer:
         """Run the chain on one question: every step, the route, file names, the answer."""
         return self.ask_batch([text])[0]
 
@@ -191,7 +191,7 @@ class TaskPredictor:
         return [s.task for s in self.chain.steps.values()
                 if s.task in self.specs and self.specs[s.task].kind != PAIR_RANKING]
 
-    def ask_batch(self, texts: Sequence[str]) -> list[dict]:
+    def ask_batch(self, texts: Sequence[str]) -> list[ChainAnswer]:
         """Run the chain on many questions, batching each step across them (or in one call, with ``speculate``)."""
         texts = [check_text(t) for t in texts]
         tasks = self.speculated_tasks() if self.speculate else []
@@ -199,14 +199,14 @@ class TaskPredictor:
             return run_chain(self.chain, texts, self.predict_batch, set(self.specs))
         distinct = list(dict.fromkeys(texts))
         per_call = max(1, BATCH_SIZE // len(tasks))
-        done: dict[tuple[str, str], dict] = {}
+        done: dict[tuple[str, str], TaskResult] = {}
         t0 = time.perf_counter()
         for start in range(0, len(distinct), per_call):
             rows = [(task, q) for q in distinct[start : start + per_call] for task in tasks]
             done.update(zip(rows, self._one_call_results(rows)))
         ms_per_question = (time.perf_counter() - t0) * 1000 / len(distinct)
 
-        def predict_batch(task: str, batch: Sequence[str]) -> list[dict]:
+        def predict_batch(task: str, batch: Sequence[str]) -> list[TaskResult]:
             if task in tasks:
                 return [done[(task, q)] for q in batch]
             return self.predict_batch(task, batch)

@@ -1,17 +1,16 @@
-"""Result dicts (JSON-ready), the same for the PyTorch router and the ONNX runtime.
+"""The results every backend gives, typed: JSON-ready dicts, the same for PyTorch and onnxruntime.
 
-Classification, as the original tool printed it::
-
-    {"predicted_label", "confidence", "probabilities": {label: p}}
-
-Extraction::
-
-    {"file_names": [...], "spans": [{"text", "start", "end", "score"}]}
+``ClassificationResult`` is what the original tool printed; ``ExtractionResult``
+the file names and their spans; ``AnswerResult`` a knowledge-base answer;
+``ChainAnswer`` what ``ask`` returns. They are ``TypedDict``: at run time
+plain dicts, so results serialise as they always did, while a type checker
+and a reader see every field.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TypedDict, Union
 
 import numpy as np
 
@@ -20,7 +19,54 @@ from ..encoding import Encoded, softmax
 from ..tasks.filename_rules import find_file_names
 
 
-def classification_result(logits: np.ndarray, labels: Sequence[str]) -> dict:
+class ClassificationResult(TypedDict):
+    predicted_label: str
+    confidence: float  # the calibrated probability of predicted_label
+    probabilities: dict[str, float]
+
+
+class Span(TypedDict):
+    text: str  # == question[start:end]
+    start: int
+    end: int
+    score: float  # mean probability, over its tokens, of being inside a file name
+
+
+class ExtractionResult(TypedDict):
+    file_names: list[str]
+    spans: list[Span]
+
+
+class AnswerResult(TypedDict):
+    answer: str  # "" when no entry answers confidently
+    kb_id: str | None
+    confidence: float
+    candidates: list[dict]
+
+
+TaskResult = Union[ClassificationResult, ExtractionResult, AnswerResult]
+
+
+class ChainStep(TypedDict):
+    task: str
+    result: TaskResult
+    ms: float
+
+
+class _ChainAnswerFields(TypedDict):
+    question: str
+    steps: list[ChainStep]
+    route: str | None  # answer, task, general, out_of_scope or uncertain
+    file_names: list[str]
+    answer: str | None
+
+
+class ChainAnswer(_ChainAnswerFields, total=False):
+    uncertain_step: str  # the step that was unsure (route uncertain)
+    note: str  # why the chain stopped where it did, for a person
+
+
+def classification_result(logits: np.ndarray, labels: Sequence[str]) -> ClassificationResult:
     probs = softmax(np.asarray(logits, dtype=np.float64))
     best = int(probs.argmax())
     return {
@@ -30,7 +76,7 @@ def classification_result(logits: np.ndarray, labels: Sequence[str]) -> dict:
     }
 
 
-def extraction_result(text: str, enc: Encoded, logits: np.ndarray) -> dict:
+def extraction_result(text: str, enc: Encoded, logits: np.ndarray) -> ExtractionResult:
     """File names in ``text``: the model marks which, ``tasks.filename_rules`` cuts them at their edges.
 
     A span's ``score`` is the mean probability, over its tokens, that the token is inside a name.
@@ -45,11 +91,11 @@ def extraction_result(text: str, enc: Encoded, logits: np.ndarray) -> dict:
     for start, end in find_file_names(text, chars):
         tokens = [p for p, (s, e), sp in zip(inside, enc.offsets, enc.special) if not sp and s < end and e > start]
         score = float(np.mean(tokens)) if tokens else 0.0
-        spans.append({"text": text[start:end], "start": start, "end": end, "score": round(score, 6)})
+        spans.append(Span(text=text[start:end], start=start, end=end, score=round(score, 6)))
     return {"file_names": [s["text"] for s in spans], "spans": spans}
 
 
-def result_confidence(result: dict) -> float:
+def result_confidence(result: TaskResult) -> float:
     """The figure a chain threshold is compared with."""
     if "confidence" in result:
         return float(result["confidence"])

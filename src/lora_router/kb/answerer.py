@@ -222,7 +222,7 @@ class Answerer:
         w = self.settings.relevance_weight
         return float(relevance ** w * max(retrieval, 0.0) ** (1.0 - w))
 
-    def decide(self, candidates: Sequence[Candidate], logits: np.ndarray) -> dict:
+    def decide(self, candidates: Sequence[Candidate], logits: np.ndarray) -> AnswerResult:
         """The result dict from the cross-encoder logits of ``pairs(question, candidates)``."""
         logits = np.asarray(logits, dtype=np.float64).reshape(-1)
         ranked, pos = [], 0
@@ -234,16 +234,15 @@ class Answerer:
             ranked.append({"id": c.entry.id, "question": c.phrasings[best],
                            "score": round(self.confidence(relevance, c.retrieval), 6), "_entry": c.entry})
         ranked.sort(key=lambda r: -r["score"])
-        top = ranked[0] if ranked else None
-        answered = top is not None and top["score"] >= self.settings.threshold
-        return {
-            "answer": top["_entry"].answer if answered else "",  # type: ignore[index]
-            "kb_id": top["id"] if answered else None,  # type: ignore[index]
-            "confidence": top["score"] if top else 0.0,
-            "candidates": [{k: v for k, v in r.items() if k != "_entry"} for r in ranked],
-        }
+        candidates_out = [{k: v for k, v in r.items() if k != "_entry"} for r in ranked]
+        if not ranked:
+            return AnswerResult(answer="", kb_id=None, confidence=0.0, candidates=candidates_out)
+        top = ranked[0]
+        answered = top["score"] >= self.settings.threshold
+        return AnswerResult(answer=top["_entry"].answer if answered else "", kb_id=top["id"] if answered else None,
+                            confidence=top["score"], candidates=candidates_out)
 
-    def answer(self, question: str, score_pairs: ScorePairs) -> dict:
+    def answer(self, question: str, score_pairs: ScorePairs) -> AnswerResult:
         """``{"answer", "kb_id", "confidence", "candidates"}``; ``answer`` is "" below the threshold."""
         candidates = self.retrieve(question)
         pairs = self.pairs(question, candidates)

@@ -32,11 +32,11 @@ import threading
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).parents[1]))
 
 import httpx  # noqa: E402
 
-from serve_support import same_answer  # noqa: E402
+from support.serve import same_answer  # noqa: E402
 
 URL = "http://127.0.0.1:8000"
 REPLICA_TITLE = "ServeReplica:lora-router:LoraRouter"
