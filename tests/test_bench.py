@@ -57,7 +57,7 @@ def test_cuda_without_gpu_warns_and_falls_back():
     torch = pytest.importorskip("torch")
     if torch.cuda.is_available():
         pytest.skip("a GPU is here")
-    from lora_router.bench.run import GpuUnavailableWarning, _device_info
+    from lora_router.bench.chain import GpuUnavailableWarning, _device_info
 
     with pytest.warns(GpuUnavailableWarning):
         info = _device_info("cuda")

@@ -10,9 +10,9 @@ pytest.importorskip("matplotlib")
 
 from fontTools.ttLib import TTFont  # noqa: E402 - matplotlib's own dependency
 
-from lora_router.evaluation import plots as plotting  # noqa: E402
 from lora_router.bench.contenders import CONTENDERS  # noqa: E402
 from lora_router.bench.report import chart_figure  # noqa: E402
+from lora_router.evaluation import plots as plotting  # noqa: E402
 from lora_router.evaluation.plots import MissingFontWarning, drawable_labels, find_font  # noqa: E402
 from lora_router.evaluation.tasks import plot_confusion  # noqa: E402
 
