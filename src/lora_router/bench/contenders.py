@@ -33,7 +33,7 @@ ONNX_KEYS = ("d", "e", "f", "g", "h")
 # (layout, precision) of OnnxRouter for each ONNX contender.
 ONNX_VARIANTS = {"d": ("merged", "fp32"), "e": ("merged", "int8"), "f": ("shared", "int8"), "g": ("multi", "int8"),
                  "h": ("trunk", "int8")}
-# (h) needs adapters on the upper layers only: its own hub (bench.trunk), exported with layout trunk.
+# (h) needs adapters on the upper layers only: its own hub (fixture.trunk_hub), exported with layout trunk.
 TRUNK_KEYS = ("h",)
 
 
