@@ -41,10 +41,6 @@ class Fixture:
     chain_tasks: tuple[str, ...]
     texts: dict[int, str]  # token length (with [CLS]/[SEP]) -> text
 
-    def to_dict(self) -> dict:
-        return {"base_dir": str(self.base_dir), "hub_dir": str(self.hub_dir), "tasks": list(self.tasks),
-                "chain_tasks": list(self.chain_tasks), "texts": {str(k): v for k, v in self.texts.items()}}
-
 
 def bench_chain(specs: dict[str, TaskSpec], tasks: tuple[str, ...] = CHAIN_TASKS) -> dict:
     """A chain spec in which every label leads to the next task: each question runs every step.

@@ -233,10 +233,6 @@ def figures_table(figures: dict) -> str:
     return "\n".join(_table(header, rows)[:-1])
 
 
-def write_markdown(results: dict, path: str | Path) -> None:
-    Path(path).write_text(markdown(results), "utf-8")
-
-
 def write_chart(results: dict, path: str | Path) -> None:
     """chart.png: ``chart_figure`` saved."""
     import matplotlib.pyplot as plt

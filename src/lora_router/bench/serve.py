@@ -21,7 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from .timing import summary
@@ -59,13 +59,15 @@ def run_serve_bench(out_dir: str | Path, *, size: str = "base", export_dir: str 
 
 
 def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
 
 @contextlib.contextmanager
-def serving(export_dir: Path, chain: Path, port: int, log_path: Path, extra: list[str] = ()) -> Iterator[str]:
+def serving(export_dir: Path, chain: Path, port: int, log_path: Path,
+            extra: Sequence[str] = ()) -> Iterator[str]:
     """``lora-router serve`` on ``export_dir`` in a subprocess until the block ends; yields its URL once ready."""
     url = f"http://127.0.0.1:{port}"
     with open(log_path, "wb") as log:
