@@ -28,7 +28,8 @@ def main() -> None:
                         help="check only the first N records of each bundled test split (time on 2 cores)")
     parser.add_argument("--skip-torch", action="store_true")
     args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    logging.getLogger("lora_router.bench").setLevel(logging.INFO)  # a line per configuration measured
     figures = run_export_figures(args.out, work_dir=args.work_dir, size=args.size, runs=args.runs,
                                  parity=not args.skip_parity, parity_limit=args.parity_limit,
                                  torch=not args.skip_torch)

@@ -28,6 +28,11 @@ logger = logging.getLogger(__name__)
 
 SIZES = ("tiny", "base")
 DEVICES = ("cpu", "cuda")
+CHAIN_TOKENS = 16
+THROUGHPUT_BATCH = 32
+THROUGHPUT_TOKENS = 32
+SET_ADAPTER_CALLS = 200
+TIMED_PHASES = ("per-task latency", "chain", "throughput", "fresh processes", "training")
 # Fewer runs where one call takes seconds: (a2) per-task latency, batch-32 throughput, fresh processes.
 DEFAULTS = {
     "tiny": {"runs": 50, "warmup": 3, "slow_runs": 5, "throughput_runs": 10, "cold_runs": 1, "train_steps": 10},
@@ -111,12 +116,6 @@ def _device_info(device: str) -> dict:
             warnings.warn("--device cuda: PyTorch sees no CUDA GPU here; benchmarking on CPU instead",
                           GpuUnavailableWarning, stacklevel=3)
     return info
-
-CHAIN_TOKENS = 16
-THROUGHPUT_BATCH = 32
-THROUGHPUT_TOKENS = 32
-SET_ADAPTER_CALLS = 200
-TIMED_PHASES = ("per-task latency", "chain", "throughput", "fresh processes", "training")
 
 
 def measure_all(size: str, device: dict, work: Path, keys: tuple[str, ...], opts: dict, progress: bool) -> dict:
