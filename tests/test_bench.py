@@ -57,7 +57,7 @@ def test_cuda_without_gpu_warns_and_falls_back():
     torch = pytest.importorskip("torch")
     if torch.cuda.is_available():
         pytest.skip("a GPU is here")
-    from lora_router.bench.run import GpuUnavailableWarning, _device_info
+    from lora_router.bench.chain import GpuUnavailableWarning, _device_info
 
     with pytest.warns(GpuUnavailableWarning):
         info = _device_info("cuda")
@@ -118,3 +118,15 @@ def test_tiny_bench_writes_three_files(tmp_path):
                     "## Fresh processes", "## Training", "## Goals"):
         assert heading in md
     assert (out / "chart.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("run, render", [("base-cpu", "markdown"), ("serve-cpu", "serve_markdown"),
+                                         ("ray-cpu", "ray_markdown")])
+def test_every_suite_report_renders_its_committed_run_unchanged(run, render):
+    from pathlib import Path
+
+    from lora_router.bench import report
+
+    folder = Path(__file__).parent.parent / "benchmarks" / "results" / run
+    results = json.loads((folder / "results.json").read_text("utf-8"))
+    assert getattr(report, render)(results) == (folder / "results.md").read_text("utf-8")

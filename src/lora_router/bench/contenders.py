@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gc
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 
 from ..config import SPAN_EXTRACTION, TaskSpec
@@ -32,7 +33,7 @@ ONNX_KEYS = ("d", "e", "f", "g", "h")
 # (layout, precision) of OnnxRouter for each ONNX contender.
 ONNX_VARIANTS = {"d": ("merged", "fp32"), "e": ("merged", "int8"), "f": ("shared", "int8"), "g": ("multi", "int8"),
                  "h": ("trunk", "int8")}
-# (h) needs adapters on the upper layers only: its own hub (bench.trunk), exported with layout trunk.
+# (h) needs adapters on the upper layers only: its own hub (fixture.trunk_hub), exported with layout trunk.
 TRUNK_KEYS = ("h",)
 
 
@@ -64,6 +65,8 @@ class Contender:
 
 
 def _decode(spec: TaskSpec, texts: Sequence[str], encoded, logits) -> list[dict]:
+    """Logits to results: the one place the torch contenders do it (without the calibration temperature,
+    as the original tool did); ``core.TaskPredictor`` is to take its place."""
     from ..core.results import classification_result, extraction_result
 
     if spec.kind == SPAN_EXTRACTION:
@@ -108,25 +111,6 @@ class TaskModel:
         return _decode(self.spec, texts, encoded, logits)
 
 
-class PerTaskModels(Contender):
-    """(a1) one PeftModel per task held in memory, each with its own base."""
-
-    key = "a1"
-
-    def __init__(self, base_dir: Path, hub_dir: Path, tasks: Sequence[str], chain: Chain, device: str = "cpu",
-                 fp16: bool = False):
-        self.tasks = tuple(tasks)
-        self.chain = chain
-        self.models = {t: TaskModel(base_dir, hub_dir, t, device, fp16) for t in self.tasks}
-
-    def predict_batch(self, task: str, texts: Sequence[str]) -> list[dict]:
-        return self.models[task].predict_batch(texts)
-
-    def close(self) -> None:
-        self.models.clear()
-        super().close()
-
-
 class LoadPerStep(Contender):
     """(a2) the task's PeftModel (base + adapter) loaded from disk for every step, then dropped."""
 
@@ -136,16 +120,32 @@ class LoadPerStep(Contender):
                  fp16: bool = False):
         self.tasks = tuple(tasks)
         self.chain = chain
-        self._args = (base_dir, hub_dir, device, fp16)
+        self._load = partial(TaskModel, base_dir, hub_dir, device=device, fp16=fp16)
 
     def predict_batch(self, task: str, texts: Sequence[str]) -> list[dict]:
-        base_dir, hub_dir, device, fp16 = self._args
-        model = TaskModel(base_dir, hub_dir, task, device, fp16)
+        model = self._load(task)
         try:
             return model.predict_batch(texts)
         finally:
             del model
             gc.collect()
+
+
+class PerTaskModels(LoadPerStep):
+    """(a1) one PeftModel per task held in memory, each with its own base: (a2) with every task loaded once."""
+
+    key = "a1"
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.models = {t: self._load(t) for t in self.tasks}
+
+    def predict_batch(self, task: str, texts: Sequence[str]) -> list[dict]:
+        return self.models[task].predict_batch(texts)
+
+    def close(self) -> None:
+        self.models.clear()
+        super().close()
 
 
 class RouterContender(Contender):

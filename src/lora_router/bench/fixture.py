@@ -1,8 +1,11 @@
-"""What the benchmark runs on: a random base, a hub of random adapters, texts, the chain.
+"""What the benchmarks run on: a random base, hubs of random adapters, their exports, texts, the chain.
 
 The adapters' LoRA B matrices are drawn from N(0, 0.02) instead of PEFT's
 zeros, so every adapter really changes the encoder's output (and a merged
 export really differs per task). Latency does not depend on weight values.
+Contender (h)'s hub (``trunk_hub``) has them on the upper layers only: the
+shared-trunk layout needs every task to leave the lower layers alone
+(``train --layers``). Exports are made with ``lora_router.export.export_hub``.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from pathlib import Path
 
 from ..adapters import AdapterHub
 from ..config import PAIR_RANKING, LoraSettings, TaskSpec, TrainSettings
-from ..errors import ConfigError
+from ..errors import ConfigError, ExportError, LoraRouterError
 
 logger = logging.getLogger(__name__)
 
@@ -25,6 +28,7 @@ CHAIN_TASKS = ("question_classifier", "question_type_classifier", "file_name_pic
 HUB_TASKS = ("question_classifier", "question_type_classifier", "file_name_pick", "question_answer")
 LENGTHS = (16, 32, 64)
 LORA_B_STD = 0.02
+PARITY_RECORDS = 8
 
 
 @dataclass
@@ -36,10 +40,6 @@ class Fixture:
     tasks: tuple[str, ...]
     chain_tasks: tuple[str, ...]
     texts: dict[int, str]  # token length (with [CLS]/[SEP]) -> text
-
-    def to_dict(self) -> dict:
-        return {"base_dir": str(self.base_dir), "hub_dir": str(self.hub_dir), "tasks": list(self.tasks),
-                "chain_tasks": list(self.chain_tasks), "texts": {str(k): v for k, v in self.texts.items()}}
 
 
 def bench_chain(specs: dict[str, TaskSpec], tasks: tuple[str, ...] = CHAIN_TASKS) -> dict:
@@ -89,12 +89,18 @@ def build_fixture(folder: str | Path, size: str, *, seed: int = 0, lora: LoraSet
     if not (base_dir / "config.json").is_file():
         logger.info("writing a random %s base into %s", size, base_dir)
         init_base(base_dir, size, seed=seed)
-    hub = AdapterHub(folder / "hub")
+    hub_dir = random_hub(folder / "hub", base_dir, seed=seed, lora=lora)
+    texts = texts_of_lengths(load_tokenizer(base_dir))
+    return Fixture(base_dir, hub_dir, HUB_TASKS, CHAIN_TASKS, texts)
+
+
+def random_hub(folder: str | Path, base_dir: Path, *, seed: int = 0, lora: LoraSettings | None = None) -> Path:
+    """Write (once) and return a hub with a random adapter + head for each of ``HUB_TASKS``."""
+    hub = AdapterHub(Path(folder))
     for i, task in enumerate(HUB_TASKS):
         if not hub.has(task):
             write_random_adapter(hub, task, base_dir, seed=seed + 1 + i, lora=lora)
-    texts = texts_of_lengths(load_tokenizer(base_dir))
-    return Fixture(base_dir, hub.root, HUB_TASKS, CHAIN_TASKS, texts)
+    return hub.root
 
 
 def write_random_adapter(hub: AdapterHub, task: str, base_dir: Path, *, seed: int,
@@ -149,3 +155,86 @@ def write_random_adapter(hub: AdapterHub, task: str, base_dir: Path, *, seed: in
         (folder / "task.json").write_text(json.dumps(manifest, ensure_ascii=False, indent=2) + "\n", "utf-8")
 
     return hub.save(task, write)
+
+
+def upper_layers(base_dir: Path) -> str:
+    """The upper half of the base's encoder layers, as ``train --layers`` takes them (6-11 for bert-base)."""
+    n = int(json.loads((Path(base_dir) / "config.json").read_text("utf-8"))["num_hidden_layers"])
+    return f"{n // 2}-{n - 1}" if n > 1 else "0"
+
+
+def trunk_hub(fixture: Fixture, folder: str | Path, *, seed: int = 0) -> Path:
+    """Write (once) and return a hub whose adapters sit on ``upper_layers`` of the fixture's base."""
+    return random_hub(folder, fixture.base_dir, seed=seed, lora=LoraSettings(layers=upper_layers(fixture.base_dir)))
+
+
+def export_for_bench(base_dir: Path, hub_dir: Path, out_dir: Path, *, tasks: list[str] | None = None,
+                     quantize: str = "int8", layout: str = "both", gate: bool = True, progress: bool = False) -> dict:
+    """Export the hub; ``{"dir", "seconds", "manifest", "parity"}`` or ``{"error": reason}``.
+
+    With ``gate`` the parity gate checks the first ``PARITY_RECORDS`` test
+    records of each task (the benchmark times speed; the export's own tests
+    check accuracy). On a random base an int8 model can miss the gate; the
+    export is then repeated without it and the miss is recorded.
+    """
+    from ..data import load_bundled
+
+    names = tasks or AdapterHub(hub_dir).tasks()
+    records = {t: load_bundled(t, "test")[:PARITY_RECORDS] for t in names} if gate else None
+    try:
+        from ..export import export_hub
+    except ImportError as exc:
+        return {"error": f"lora_router.export is not importable ({exc})"}
+
+    def export(gated: bool) -> dict:
+        return export_hub(str(base_dir), str(hub_dir), str(out_dir), tasks=tasks, quantize=quantize, layout=layout,
+                          parity=gated, progress=progress, parity_records=records if gated else None)
+
+    parity = "passed" if gate else "not checked"
+    t0 = time.perf_counter()
+    try:
+        try:
+            manifest = export(gate)
+        except LoraRouterError as exc:
+            if not gate or "parity" not in str(exc).lower():
+                raise
+            parity = f"missed, exported without the gate: {exc}"
+            logger.warning("export parity gate missed on the random base: %s", exc)
+            manifest = export(False)
+    except Exception as exc:  # noqa: BLE001 - a failed export is a result to report
+        return {"error": f"{type(exc).__name__}: {exc}"}
+    return {"dir": str(out_dir), "seconds": round(time.perf_counter() - t0, 1), "manifest": manifest,
+            "parity": parity, "parity_records_per_task": PARITY_RECORDS, "quantize": quantize, "layout": layout,
+            "tasks": names}
+
+
+def fixture_export(work: Path, size: str, *, layout: str = "both", gate: bool = True, progress: bool = False) -> Path:
+    """The export (int8) of a random ``size`` fixture in ``work``, made unless ``work`` already has it."""
+    out = Path(work) / f"export-{size}"
+    if not (out / "manifest.json").is_file():
+        fixture = build_fixture(Path(work) / f"fixture-{size}", size)
+        made = export_for_bench(fixture.base_dir, fixture.hub_dir, out, layout=layout, gate=gate, progress=progress)
+        if "error" in made:
+            raise ExportError(f"the benchmark's export failed: {made['error']}")
+    return out
+
+
+def write_bench_chain(export_dir: Path, path: Path) -> Path:
+    """The chain every benchmark question runs whole (``bench_chain``), for ``export_dir``'s tasks."""
+    manifest = json.loads((Path(export_dir) / "manifest.json").read_text("utf-8"))
+    specs = {t: TaskSpec.from_dict(info["spec"]) for t, info in manifest["tasks"].items()}
+    Path(path).write_text(json.dumps(bench_chain(specs), ensure_ascii=False), "utf-8")
+    return Path(path)
+
+
+def bundled_questions() -> list[str]:
+    """The questions of the bundled chain test set, the load of the serve and Ray benchmarks."""
+    from ..data.bundled import bundled_dir
+
+    lines = (bundled_dir() / "chain" / "test.jsonl").read_text("utf-8").splitlines()
+    return [json.loads(line)["question"] for line in lines]
+
+
+def folder_mb(folder: str | Path) -> float:
+    """Size of the files under ``folder`` in MB (MiB)."""
+    return round(sum(p.stat().st_size for p in Path(folder).rglob("*") if p.is_file()) / 2**20, 1)

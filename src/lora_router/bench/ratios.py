@@ -53,12 +53,7 @@ def goals(results: dict) -> list[dict]:
         ("cold start of (f) under 1 s", "< 1 s", fresh.get(GOAL_KEY, {}).get("cold_start_s"), lambda v: v < 1.0),
         ("four tasks in (f) under 1.5x one int8 model's memory", "< 1.5", _div(f_rss, one_rss), lambda v: v < 1.5),
     ]
-    out = []
-    for goal, target, value, ok in rows:
-        row = {"goal": goal, "target": target, "value": value, "met": None if value is None else bool(ok(value))}
-        if value is None:
-            row["note"] = f"not available: {status.get('reason') or 'figure missing'}"
-        out.append(row)
+    out = [_goal(*row, status.get("reason")) for row in rows]
     one_cold = fresh.get("one_int8", {}).get("cold_start_s")
     for key in ONE_CALL_GOAL_KEYS:
         r = results["ratios"].get(key, {})
@@ -70,8 +65,12 @@ def goals(results: dict) -> list[dict]:
             (f"cold start of ({key}) no slower than one int8 model's", "<= 1.0",
              _div(fresh.get(key, {}).get("cold_start_s"), one_cold), lambda v: v <= 1.0),
         ):
-            row = {"goal": goal, "target": target, "value": value, "met": None if value is None else bool(ok(value))}
-            if value is None:
-                row["note"] = f"not available: {reason or 'figure missing'}"
-            out.append(row)
+            out.append(_goal(goal, target, value, ok, reason))
     return out
+
+
+def _goal(goal: str, target: str, value: float | None, ok, reason: str | None) -> dict:
+    row = {"goal": goal, "target": target, "value": value, "met": None if value is None else bool(ok(value))}
+    if value is None:
+        row["note"] = f"not available: {reason or 'figure missing'}"
+    return row

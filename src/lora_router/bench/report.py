@@ -1,7 +1,8 @@
-"""results.md (markdown tables) and chart.png (chain latency and memory per contender)."""
+"""What every benchmark suite writes: results.json, results.md (markdown tables) and the chain's chart.png."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from .contenders import CONTENDERS
@@ -165,8 +166,71 @@ def _speculation_lines(results: dict) -> list[str]:
                            "stops at 1, one call", "stops at 1, step 1 alone", "cost"], rows)
 
 
-def write_markdown(results: dict, path: str | Path) -> None:
-    Path(path).write_text(markdown(results), "utf-8")
+def write_results(out_dir: str | Path, results: dict, report: str) -> None:
+    """``out_dir``/results.json (the figures) and ``out_dir``/results.md (``report``)."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "results.json").write_text(json.dumps(results, ensure_ascii=False, indent=2) + "\n", "utf-8")
+    (out_dir / "results.md").write_text(report, "utf-8")
+
+
+def serve_markdown(results: dict) -> str:
+    """The serve suite as a markdown table."""
+    env = results.get("environment", {})
+    lines = [f"# lora-router serve benchmark ({results['size']} export)", "",
+             f"CPU: {env.get('cpu', {}).get('model', '?')}, {env.get('cores', '?')} cores. Every question runs the "
+             f"3-step chain; {results['questions']} different questions from the bundled chain set. Clients run in the "
+             "benchmark process and share the cores with the server.", ""]
+    rows = [[mode.replace("_", " "), n, r["requests"], f"{r['requests_per_s']:.1f}", f"{r['p50_ms']:.1f}",
+             f"{r['p90_ms']:.1f}", f"{r['p99_ms']:.1f}", r["errors"]]
+            for mode, levels in results["modes"].items() for n, r in levels.items()]
+    lines += _table(["mode", "clients", "requests", "req/s", "p50 ms", "p90 ms", "p99 ms", "errors"], rows)
+    ip = results["in_process"]
+    lines += [f"In process (`{ip['layout']}` {ip['precision']}): `OnnxRouter.ask` p50 {ip['ask']['p50_ms']:.1f} ms "
+              f"({ip['ask']['requests_per_s']:.1f} questions/s one at a time); `ask_batch` of 32: "
+              f"{ip['ask_batch_32']['questions_per_s']:.1f} questions/s.", ""]
+    return "\n".join(lines + _ratio_lines(results)) + "\n"
+
+
+RAY_LABELS = {"serve": "`lora-router serve` (uvicorn, 1 process, {t} threads)",
+              "ray_1_replica_2_threads": "Ray Serve, 1 replica, 2 threads",
+              "ray_1_replica_1_thread": "Ray Serve, 1 replica, 1 thread",
+              "ray_2_replicas_1_thread": "Ray Serve, 2 replicas, 1 thread each"}
+
+
+def ray_markdown(results: dict) -> str:
+    """The Ray suite as a markdown table."""
+    env = results["environment"]
+    rows = [[RAY_LABELS.get(name, name).format(t=results["serve_threads"]), n, r["requests"],
+             f"{r['requests_per_s']:.1f}", f"{r['p50_ms']:.1f}", f"{r['p99_ms']:.1f}", r["errors"]]
+            for name, levels in results["services"].items() for n, r in levels.items()]
+    lines = [f"# Ray Serve against `lora-router serve` ({results['size']} export, int8, layout multi)", "",
+             f"CPU: {env['cpu'].get('model', '?')}, {env['cores']} cores; load average before "
+             f"{results['load_average_before'][0]:.1f}, after {results['load_average_after'][0]:.1f}. Every question "
+             f"runs the 3-step chain; {results['questions']} different questions. The four services run side by "
+             f"side and are measured in {results['rounds']} interleaved rounds. Clients run in the benchmark "
+             "process and share the cores with the services.", "",
+             *_table(["service", "clients", "requests", "req/s", "p50 ms", "p99 ms", "errors"], rows)]
+    return "\n".join(lines + _ratio_lines(results)) + "\n"
+
+
+def _ratio_lines(results: dict) -> list[str]:
+    return [f"- {k.replace('_', ' ')}: {v}" for k, v in results.get("ratios", {}).items()]
+
+
+def figures_table(figures: dict) -> str:
+    """The export figures suite's runs as a markdown table."""
+    rows = []
+    for name, r in figures["runs"].items():
+        if "error" in r:
+            rows.append([name, "error", "", "", "", ""])
+            continue
+        route = f"{r.get('ask_ms', '')} ({r.get('ask_route', '')}, {len(r.get('ask_steps', []))} steps)" \
+            if "ask_ms" in r else ""
+        rows.append([name, r["rss_mb"], r["cold_start_s"], r.get("one_forward_ms", ""), r.get("three_steps_ms", ""),
+                     route])
+    header = ["configuration", "RSS MB", "cold start s", "one forward ms", "3-step chain ms", "ask ms (route)"]
+    return "\n".join(_table(header, rows)[:-1])
 
 
 def write_chart(results: dict, path: str | Path) -> None:
@@ -232,8 +296,6 @@ def chart_figure(results: dict):
 
 def redraw_chart(folder: str | Path) -> Path:
     """Draw ``folder``/chart.png again from ``folder``/results.json (no benchmark is run)."""
-    import json
-
     folder = Path(folder)
     write_chart(json.loads((folder / "results.json").read_text("utf-8")), folder / "chart.png")
     return folder / "chart.png"

@@ -5,13 +5,14 @@ tasks with one ``httpx.AsyncClient`` in this process, so on a small machine
 they share the cores with the server (reported, not hidden). In-process
 ``OnnxRouter.ask`` is the ceiling: ``ask`` one question at a time (what HTTP
 adds at one client) and ``ask_batch`` of 32 (what batching could reach).
-Every question runs the whole 3-step chain (``fixture.bench_chain``).
+Every question runs the whole 3-step chain (``fixture.bench_chain``). The
+Ray suite (``bench.ray``) drives its services with the same helpers.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
+import contextlib
 import logging
 import os
 import signal
@@ -20,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from .timing import summary
@@ -33,16 +35,14 @@ MODES = {"batching": [], "no_batching": ["--max-batch-requests", "1"]}
 def run_serve_bench(out_dir: str | Path, *, size: str = "base", export_dir: str | Path | None = None,
                     clients: tuple[int, ...] = CLIENTS, requests: int = 200, progress: bool = True) -> dict:
     """Measure the service on an export (made from a random ``size`` model when not given); write results."""
-    from ..data.bundled import bundled_dir
-    from .environment import cores, cpu_info, versions
+    from .environment import machine
+    from .fixture import bundled_questions, fixture_export, write_bench_chain
+    from .report import serve_markdown, write_results
 
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="lora-router-serve-bench-"))
-    export_dir = Path(export_dir) if export_dir else _make_export(work, size, progress)
+    export_dir = Path(export_dir) if export_dir else fixture_export(work, size, progress=progress)
     chain_file = write_bench_chain(export_dir, work / "chain.json")
-    lines = (bundled_dir() / "chain" / "test.jsonl").read_text("utf-8").splitlines()
-    questions = [json.loads(line)["question"] for line in lines]
+    questions = bundled_questions()
     results: dict = {"kind": "serve", "size": size, "export": str(export_dir), "questions": len(questions),
                      "requests_per_client_level": requests, "modes": {}, "in_process": {}}
     results["load_average_before"] = os.getloadavg()
@@ -52,48 +52,23 @@ def run_serve_bench(out_dir: str | Path, *, size: str = "base", export_dir: str 
         logger.info("serve bench: %s done", mode)
     results["in_process"] = _measure_in_process(export_dir, chain_file, questions, requests)
     results["load_average_after"] = os.getloadavg()
-    results["environment"] = {"date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "cpu": cpu_info(), "cores": cores(),
-                              "versions": versions()}
+    results["environment"] = machine()
     results["ratios"] = _ratios(results, clients)
-    (out_dir / "results.json").write_text(json.dumps(results, ensure_ascii=False, indent=2) + "\n", "utf-8")
-    (out_dir / "results.md").write_text(markdown(results), "utf-8")
+    write_results(out_dir, results, serve_markdown(results))
     return results
 
 
-def _make_export(work: Path, size: str, progress: bool) -> Path:
-    from .fixture import build_fixture
-    from .onnx import export_for_bench
-
-    fixture = build_fixture(work / "fixture", size)
-    made = export_for_bench(fixture.base_dir, fixture.hub_dir, work / "export", progress=progress)
-    if "error" in made:
-        from ..errors import ExportError
-
-        raise ExportError(f"the benchmark's export failed: {made['error']}")
-    return Path(made["dir"])
-
-
-def write_bench_chain(export_dir: Path, path: Path) -> Path:
-    """The chain every benchmark question runs whole (``fixture.bench_chain``), for ``export_dir``'s tasks."""
-    from ..config import TaskSpec
-    from .fixture import bench_chain
-
-    manifest = json.loads((export_dir / "manifest.json").read_text("utf-8"))
-    specs = {t: TaskSpec.from_dict(info["spec"]) for t, info in manifest["tasks"].items()}
-    path.write_text(json.dumps(bench_chain(specs), ensure_ascii=False), "utf-8")
-    return path
-
-
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
 
-def _measure_server(export_dir: Path, chain: Path, extra: list[str], questions: list[str], clients, requests: int,
-                    log_path: Path) -> dict:
-
-    port = _free_port()
+@contextlib.contextmanager
+def serving(export_dir: Path, chain: Path, port: int, log_path: Path,
+            extra: Sequence[str] = ()) -> Iterator[str]:
+    """``lora-router serve`` on ``export_dir`` in a subprocess until the block ends; yields its URL once ready."""
     url = f"http://127.0.0.1:{port}"
     with open(log_path, "wb") as log:
         proc = subprocess.Popen([sys.executable, "-c", "from lora_router.cli import run; run()", "serve", "--onnx",
@@ -104,18 +79,20 @@ def _measure_server(export_dir: Path, chain: Path, extra: list[str], questions: 
                 wait_ready(url, timeout=300, alive=lambda: proc.poll() is None)
             except RuntimeError:
                 raise RuntimeError(f"server exited: {log_path.read_text(errors='replace')[-2000:]}") from None
-            out = {}
-            asyncio.run(_load(url, questions, 4, 40))  # warm-up
-            for n in clients:
-                total = max(requests, 25 * n)
-                out[str(n)] = asyncio.run(_load(url, questions, n, total))
-            return out
+            yield url
         finally:
             proc.send_signal(signal.SIGTERM)
             try:
                 proc.wait(60)
             except subprocess.TimeoutExpired:
                 proc.kill()
+
+
+def _measure_server(export_dir: Path, chain: Path, extra: list[str], questions: list[str], clients, requests: int,
+                    log_path: Path) -> dict:
+    with serving(export_dir, chain, free_port(), log_path, extra) as url:
+        warm_up(url, questions)
+        return {str(n): level(n, *run_load(url, questions, n, max(requests, 25 * n))) for n in clients}
 
 
 def wait_ready(url: str, timeout: float = 600, alive=lambda: True) -> None:
@@ -158,8 +135,18 @@ async def load_requests(url: str, questions: list[str], clients: int, total: int
         return latencies, time.perf_counter() - t0, errors
 
 
-async def _load(url: str, questions: list[str], clients: int, total: int) -> dict:
-    latencies, wall, errors = await load_requests(url, questions, clients, total)
+def run_load(url: str, questions: list[str], clients: int, total: int) -> tuple[list[float], float, int]:
+    """``load_requests`` run to the end."""
+    return asyncio.run(load_requests(url, questions, clients, total))
+
+
+def warm_up(url: str, questions: list[str]) -> None:
+    """40 requests from 4 clients: connections, lazy parts, the first batches."""
+    run_load(url, questions, 4, 40)
+
+
+def level(clients: int, latencies: list[float], wall: float, errors: int) -> dict:
+    """One client level's figures: requests, errors, requests/s and the latency summary."""
     return {"clients": clients, "requests": len(latencies), "errors": errors,
             "requests_per_s": round(len(latencies) / wall, 2), **summary(latencies)}
 
@@ -204,31 +191,3 @@ def _ratios(results: dict, clients) -> dict:
         out["http_p50_minus_in_process_ask_p50_ms_at_1_client_no_batching"] = round(
             modes["no_batching"]["1"]["p50_ms"] - results["in_process"]["ask"]["p50_ms"], 3)
     return out
-
-
-def markdown(results: dict) -> str:
-    """The serve benchmark as a markdown table."""
-    env = results.get("environment", {})
-    lines = [f"# lora-router serve benchmark ({results['size']} export)", "",
-             f"CPU: {env.get('cpu', {}).get('model', '?')}, {env.get('cores', '?')} cores. Every question runs the "
-             f"3-step chain; {results['questions']} different questions from the bundled chain set. Clients run in the "
-             "benchmark process and share the cores with the server.", "",
-             "| mode | clients | requests | req/s | p50 ms | p90 ms | p99 ms | errors |",
-             "|---|---|---|---|---|---|---|---|"]
-    for mode, levels in results["modes"].items():
-        for n, r in levels.items():
-            lines.append(f"| {mode.replace('_', ' ')} | {n} | {r['requests']} | {r['requests_per_s']:.1f} | "
-                         f"{r['p50_ms']:.1f} | {r['p90_ms']:.1f} | {r['p99_ms']:.1f} | {r['errors']} |")
-    ip = results["in_process"]
-    lines += ["", f"In process (`{ip['layout']}` {ip['precision']}): `OnnxRouter.ask` p50 {ip['ask']['p50_ms']:.1f} ms "
-              f"({ip['ask']['requests_per_s']:.1f} questions/s one at a time); `ask_batch` of 32: "
-              f"{ip['ask_batch_32']['questions_per_s']:.1f} questions/s.", ""]
-    for k, v in results.get("ratios", {}).items():
-        lines.append(f"- {k.replace('_', ' ')}: {v}")
-    return "\n".join(lines) + "\n"
-
-
-if __name__ == "__main__":  # pragma: no cover
-    logging.basicConfig(level=os.environ.get("LOG_LEVEL", "INFO"))
-    run_serve_bench(sys.argv[1] if len(sys.argv) > 1 else "serve-bench", size=sys.argv[2] if len(sys.argv) > 2
-                    else "base")

@@ -1,17 +1,26 @@
-"""A fresh process that loads one contender and answers: cold start and resident memory.
+"""Fresh processes: each loads one thing and answers, for cold start and resident memory.
 
-Run as ``python -m lora_router.bench.worker SPEC.json OUT.json T0``; ``T0`` is
-the parent's ``time.time()`` just before it started this process, so the cold
-start includes the interpreter's own start-up and every import. Results go
-to ``OUT.json``. An ONNX contender never imports torch here.
+``run_fresh(spec)`` starts ``python -m lora_router.bench.worker SPEC.json
+OUT.json T0``; ``T0`` is the parent's ``time.time()`` just before it started
+the process, so a cold start includes the interpreter's own start-up and every
+import. ``spec["mode"]`` says what the process does: ``ask`` or ``predict``
+with a contender, ``import_torch`` or ``import_onnx`` only, or ``figures``
+(one configuration of the export figures suite). An ONNX contender never
+imports torch here.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
+
+logger = logging.getLogger(__name__)
 
 
 def rss_mb() -> tuple[float, float]:
@@ -30,9 +39,54 @@ def rss_mb() -> tuple[float, float]:
     return round(current, 1), round(peak, 1)
 
 
+def run_fresh(spec: dict, timeout: float = 900.0) -> dict:
+    """One fresh process: what ``measure`` reports, or ``{"error": ...}``."""
+    with tempfile.TemporaryDirectory(prefix="lora-router-bench-") as tmp:
+        spec_path, out_path = Path(tmp) / "spec.json", Path(tmp) / "out.json"
+        spec_path.write_text(json.dumps(spec), "utf-8")
+        cmd = [sys.executable, "-m", "lora_router.bench.worker", str(spec_path), str(out_path)]
+        t0 = time.time()
+        try:
+            proc = subprocess.run(cmd + [repr(t0)], capture_output=True, text=True, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return {"error": f"timed out after {timeout:.0f} s"}
+        if proc.returncode != 0 or not out_path.is_file():
+            tail = (proc.stderr or "").strip().splitlines()[-3:]
+            return {"error": f"exit {proc.returncode}: {' | '.join(tail)}"}
+        return json.loads(out_path.read_text("utf-8"))
+
+
+def fresh_rounds(specs: dict[str, dict], rounds: int) -> dict[str, dict]:
+    """Every spec run ``rounds`` times, interleaved; medians of cold start and memory."""
+    raw: dict[str, list] = {k: [] for k in specs}
+    for r in range(rounds):
+        for key, spec in specs.items():
+            result = run_fresh(spec)
+            logger.info("fresh process %s (round %d): %s", key, r + 1, result)
+            raw[key].append(result)
+    return {key: _median(results) for key, results in raw.items()}
+
+
+def _median(results: list[dict]) -> dict:
+    good = [r for r in results if "error" not in r]
+    if not good:
+        return {"error": results[0]["error"] if results else "not run", "n": 0}
+    out: dict = {"n": len(good), "torch_imported": good[0].get("torch_imported")}
+    for field in ("cold_start_s", "rss_mb", "peak_rss_mb", "rss_first_answer_mb", "import_s", "load_s", "wall_s"):
+        values = [r[field] for r in good if field in r]
+        if values:
+            out[field] = round(statistics.median(values), 4 if field.endswith("_s") else 1)
+    out["cold_start_all_s"] = [r.get("cold_start_s", r.get("wall_s")) for r in good]
+    return out
+
+
 def measure(spec: dict, t0: float) -> dict:
     """Load, answer once (cold start), answer ``repeats`` more times, read the memory."""
     mode = spec.get("mode", "ask")
+    if mode == "figures":
+        from .export_figures import measure_configuration
+
+        return measure_configuration(spec, t0)
     if mode == "import_torch":
         import peft  # noqa: F401
         import torch  # noqa: F401

@@ -1,25 +1,121 @@
-"""The measurements of one benchmark run, in order; ``measure_all`` returns the results dict."""
+"""The chain suite, ``run_bench``: every contender timed in one run on a random model, and the report.
+
+The contenders (``contenders``) answer per-task latency, the chain, mixed
+throughput and ``set_adapter`` in this process, then cold start and memory in
+fresh processes (``worker``); training throughput last (``training``).
+"""
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
+import shutil
+import tempfile
 import time
+import warnings
+from functools import partial
 from pathlib import Path
 
 from ..core.chain import Chain
+from ..errors import ConfigError
 from .contenders import CONTENDERS, ONNX_KEYS, ONNX_VARIANTS, TORCH_KEYS, TRUNK_KEYS, Contender, load_contender
+from .environment import CpuMonitor, cores
 from .fixture import LENGTHS, bench_chain, build_fixture
-from .load import CpuMonitor
 from .timing import interleaved, summary
 
 logger = logging.getLogger(__name__)
 
+SIZES = ("tiny", "base")
+DEVICES = ("cpu", "cuda")
 CHAIN_TOKENS = 16
 THROUGHPUT_BATCH = 32
 THROUGHPUT_TOKENS = 32
 SET_ADAPTER_CALLS = 200
 TIMED_PHASES = ("per-task latency", "chain", "throughput", "fresh processes", "training")
+# Fewer runs where one call takes seconds: (a2) per-task latency, batch-32 throughput, fresh processes.
+DEFAULTS = {
+    "tiny": {"runs": 50, "warmup": 3, "slow_runs": 5, "throughput_runs": 10, "cold_runs": 1, "train_steps": 10},
+    "base": {"runs": 50, "warmup": 5, "slow_runs": 10, "throughput_runs": 10, "cold_runs": 3, "train_steps": 8},
+}
+
+
+class GpuUnavailableWarning(UserWarning):
+    """``device="cuda"`` was asked for without a usable GPU; the benchmark ran on CPU."""
+
+
+def run_bench(
+    size: str = "tiny",
+    device: str = "cpu",
+    out_dir: str | Path = "bench-results",
+    *,
+    runs: int | None = None,
+    warmup: int | None = None,
+    slow_runs: int | None = None,
+    throughput_runs: int | None = None,
+    cold_runs: int | None = None,
+    train_steps: int | None = None,
+    contenders: tuple[str, ...] | None = None,
+    work_dir: str | Path | None = None,
+    progress: bool = True,
+) -> dict:
+    """Benchmark every contender on a random ``size`` model and write results.json, results.md, chart.png.
+
+    ``runs`` timed runs (after ``warmup``) for per-task latency and the chain;
+    ``slow_runs`` for (a2)'s per-task latency; ``throughput_runs`` batches of
+    32; ``cold_runs`` fresh processes per contender; ``train_steps`` training
+    steps per padding mode. The models go into ``work_dir`` (a temporary
+    folder, removed afterwards, when not given). Returns the results dict.
+    """
+    if size not in SIZES:
+        raise ConfigError(f"unknown size {size!r}; valid: {', '.join(SIZES)}")
+    if device not in DEVICES:
+        raise ConfigError(f"unknown device {device!r}; valid: {', '.join(DEVICES)}")
+    keys = tuple(contenders or CONTENDERS)
+    unknown = [k for k in keys if k not in CONTENDERS]
+    if unknown:
+        raise ConfigError(f"unknown contender(s) {unknown}; valid: {', '.join(CONTENDERS)}")
+    opts = dict(DEFAULTS[size])
+    given = {"runs": runs, "warmup": warmup, "slow_runs": slow_runs, "throughput_runs": throughput_runs,
+             "cold_runs": cold_runs, "train_steps": train_steps}
+    opts.update({k: v for k, v in given.items() if v is not None})
+    for name, value in opts.items():
+        if value < (0 if name == "warmup" else 1):
+            raise ConfigError(f"{name} must be >= {0 if name == 'warmup' else 1}, got {value}")
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    own_work = work_dir is None
+    work = Path(tempfile.mkdtemp(prefix="lora-router-bench-")) if own_work else Path(work_dir)  # type: ignore[arg-type]
+    work.mkdir(parents=True, exist_ok=True)
+    try:
+        results = measure_all(size, _device_info(device), work, keys, opts, progress)
+    finally:
+        if own_work:
+            shutil.rmtree(work, ignore_errors=True)
+
+    from .report import markdown, write_chart, write_results
+
+    write_results(out_dir, results, markdown(results))
+    write_chart(results, out_dir / "chart.png")
+    return results
+
+
+def _device_info(device: str) -> dict:
+    """The device asked for and the one used; a warning when a GPU was asked for and is not there."""
+    import torch
+
+    info = {"requested": device, "used": device, "fp16": False, "threads": cores(), "note": None}
+    if device == "cuda":
+        if torch.cuda.is_available():
+            info["fp16"] = True
+            info["gpu"] = torch.cuda.get_device_name(0)
+        else:
+            info["used"] = "cpu"
+            info["note"] = "no CUDA GPU visible to PyTorch; ran on CPU instead"
+            warnings.warn("--device cuda: PyTorch sees no CUDA GPU here; benchmarking on CPU instead",
+                          GpuUnavailableWarning, stacklevel=3)
+    return info
 
 
 def measure_all(size: str, device: dict, work: Path, keys: tuple[str, ...], opts: dict, progress: bool) -> dict:
@@ -78,14 +174,14 @@ def measure_all(size: str, device: dict, work: Path, keys: tuple[str, ...], opts
     slow = {k: (opts["slow_runs"] if k == "a2" else opts["runs"]) for k in loaded}
     for n in LENGTHS:
         for task in fixture.chain_tasks:
-            fns = {k: _predict_one(c, task, fixture.texts[n]) for k, c in loaded.items()}
+            fns = {k: partial(c.predict_batch, task, [fixture.texts[n]]) for k, c in loaded.items()}
             times = interleaved(fns, slow, opts["warmup"])
             for k, t in times.items():
                 per_task[k].setdefault(task, {})[str(n)] = summary(t)
     bar.update()
 
     phase("chain")
-    chain_times = interleaved({k: _ask(c, text) for k, c in loaded.items()}, opts["runs"], opts["warmup"])
+    chain_times = interleaved({k: partial(c.ask, text) for k, c in loaded.items()}, opts["runs"], opts["warmup"])
     chain_stats = {k: summary(t) for k, t in chain_times.items()}
     from .speculation import speculation_cost
 
@@ -95,7 +191,7 @@ def measure_all(size: str, device: dict, work: Path, keys: tuple[str, ...], opts
     phase("throughput")
     items = [(fixture.chain_tasks[i % len(fixture.chain_tasks)], fixture.texts[THROUGHPUT_TOKENS])
              for i in range(THROUGHPUT_BATCH)]
-    tp_times = interleaved({k: _mixed(c, items) for k, c in loaded.items()}, opts["throughput_runs"],
+    tp_times = interleaved({k: partial(c.mixed, items) for k, c in loaded.items()}, opts["throughput_runs"],
                            min(opts["warmup"], 2))
     throughput = {k: {"samples_per_s": round(THROUGHPUT_BATCH / (summary(t)["p50_ms"] / 1000), 2),
                       "batch": summary(t)} for k, t in tp_times.items()}
@@ -170,23 +266,10 @@ NOTES = [
 ]
 
 
-def _predict_one(c: Contender, task: str, text: str):
-    return lambda: c.predict_batch(task, [text])
-
-
-def _ask(c: Contender, text: str):
-    return lambda: c.ask(text)
-
-
-def _mixed(c: Contender, items):
-    return lambda: c.mixed(items)
-
-
 def _exports(fixture, work: Path, keys, status: dict, progress: bool) -> tuple[dict, dict]:
     """One export (merged, shared and multi, fp32 and int8) for the ONNX contenders, and one of the trunk
     layout from a hub with adapters on the upper layers (h); a reason where one failed."""
-    from .onnx import export_for_bench, folder_mb
-    from .trunk import trunk_hub, upper_layers
+    from .fixture import export_for_bench, folder_mb, trunk_hub, upper_layers
 
     exports: dict[str, dict] = {}
     dirs: dict[str, Path] = {}
@@ -245,21 +328,15 @@ def _agreement(loaded: dict[str, Contender], text: str) -> dict:
 
 
 def _set_adapter_cost(router_contender, tasks) -> dict:
-    import time as _t
-
-    times = []
-    for i in range(SET_ADAPTER_CALLS + 20):
-        task = tasks[i % len(tasks)]
-        t0 = _t.perf_counter()
-        router_contender.set_adapter(task)
-        if i >= 20:
-            times.append(_t.perf_counter() - t0)
-    return summary(times)
+    """``set_adapter`` to the chain's tasks in turn: 20 calls of warm-up, ``SET_ADAPTER_CALLS`` timed."""
+    turn = itertools.cycle(tasks)
+    times = interleaved({"b": lambda: router_contender.set_adapter(next(turn))}, SET_ADAPTER_CALLS, warmup=20)
+    return summary(times["b"])
 
 
 def _fresh(fixture, exports: dict, dirs: dict, status: dict, device: dict, rounds: int, text: str) -> dict:
     """Fresh-process cold start and memory of every available contender, plus reference processes."""
-    from .fresh import fresh_rounds
+    from .worker import fresh_rounds
 
     common = {"base_dir": str(fixture.base_dir), "hub_dir": str(fixture.hub_dir), "tasks": list(fixture.tasks),
               "chain_tasks": list(fixture.chain_tasks), "text": text, "device": device["used"],
@@ -276,6 +353,3 @@ def _fresh(fixture, exports: dict, dirs: dict, status: dict, device: dict, round
     if any(k in specs for k in ONNX_KEYS):
         specs["import_onnx"] = dict(common, key=None, mode="import_onnx")
     return fresh_rounds(specs, rounds)
-
-
-__all__ = ["ONNX_VARIANTS", "measure_all"]
