@@ -10,7 +10,7 @@ and a reader see every field.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TypedDict, Union
+from typing import TypedDict
 
 import numpy as np
 
@@ -44,7 +44,7 @@ class AnswerResult(TypedDict):
     candidates: list[dict]
 
 
-TaskResult = Union[ClassificationResult, ExtractionResult, AnswerResult]
+TaskResult = ClassificationResult | ExtractionResult | AnswerResult
 
 
 class ChainStep(TypedDict):

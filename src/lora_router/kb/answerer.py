@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..core.results import AnswerResult
 from ..errors import ConfigError, DataError
 from .file import Entry, KnowledgeBase, file_sha256, read_knowledge_base
 from .index import CharTfidfIndex, sum_bags
