@@ -9,8 +9,9 @@ from lora_router.errors import AdapterMismatchError, AdapterNotFoundError
 def _writer(tag):
     def write(folder):
         for name in ADAPTER_FILES:
-            (folder / name).write_text(json.dumps({"tag": tag, "task": {"name": "t"}, "base_model": {
-                "name": "b", "fingerprint": "abc"}}))
+            (folder / name).write_text(json.dumps({"tag": tag, "task": {
+                "name": "question_classifier", "instruction": "问题场景分类", "kind": "sequence_classification",
+                "labels": ["a", "b"]}, "base_model": {"name": "b", "fingerprint": "abc"}}))
     return write
 
 
@@ -25,7 +26,7 @@ def test_save_is_atomic_and_a_failed_save_keeps_the_previous_adapter(tmp_path):
 
     with pytest.raises(KeyboardInterrupt):
         hub.save("question_classifier", broken)
-    assert hub.manifest("question_classifier")["tag"] == "v1"
+    assert hub.manifest("question_classifier").extra["tag"] == "v1"
     assert [p.name for p in hub.root.iterdir()] == ["question_classifier"]
 
 
@@ -40,7 +41,7 @@ def test_crash_between_renames_is_recovered(tmp_path):
     hub = AdapterHub(tmp_path / "hub")
     hub.save("question_classifier", _writer("v1"))
     (hub.root / "question_classifier").rename(hub.root / ".old-question_classifier-1234abcd")
-    assert AdapterHub(hub.root).manifest("question_classifier")["tag"] == "v1"
+    assert AdapterHub(hub.root).manifest("question_classifier").extra["tag"] == "v1"
 
 
 def test_missing_adapter_and_other_base_are_named(tmp_path):

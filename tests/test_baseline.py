@@ -65,7 +65,7 @@ def test_training_and_eval_put_the_baseline_beside_the_adapter(trained_hub, tiny
 
     from lora_router.cli import main
 
-    saved = trained_hub.manifest("question_classifier")["baseline"]
+    saved = trained_hub.manifest("question_classifier").baseline
     assert saved["metrics"]["n"] == len(SCENE_ROWS)
     args = ["eval", "--task", "question_classifier", "--data", str(scene_file), "--base-model", tiny_base,
             "--hub", str(trained_hub.root)]

@@ -82,13 +82,13 @@ def test_reliability_bins_hold_every_example_once_and_ece_weighs_them():
 def test_training_saves_a_temperature_and_routers_divide_logits_by_it(trained_hub, tiny_base):
     from lora_router.backends.torch_peft import Router
 
-    saved = trained_hub.manifest("question_classifier")["calibration"]
+    saved = trained_hub.manifest("question_classifier").calibration
     assert saved["method"] == "temperature" and saved["temperature"] > 0 and saved["n"] == 9
     router = Router(tiny_base, trained_hub, tasks=["question_classifier"])
     assert router.temperature("question_classifier") == saved["temperature"]
     text = "数据清洗流程是什么？"
     logits = router.logits("question_classifier", router.encoders["question_classifier"].encode_batch([text]))[0]
-    router.manifests["question_classifier"]["calibration"] = {"temperature": 2.5}
+    router.manifests["question_classifier"].calibration = {"temperature": 2.5}
     probs = router.predict("question_classifier", text)["probabilities"]
     expected = softmax_rows(logits[None], 2.5)[0]
     assert list(probs.values()) == pytest.approx(expected.tolist(), abs=1e-6)
@@ -98,7 +98,7 @@ def test_an_adapter_trained_before_calibration_uses_temperature_one(trained_hub,
     from lora_router.backends.torch_peft import Router
 
     router = Router(tiny_base, trained_hub, tasks=["question_classifier"])
-    del router.manifests["question_classifier"]["calibration"]
+    router.manifests["question_classifier"].calibration = None
     assert router.temperature("question_classifier") == 1.0
     text = "今天天气怎么样"
     logits = router.logits("question_classifier", router.encoders["question_classifier"].encode_batch([text]))[0]
@@ -111,10 +111,10 @@ def test_the_export_ships_the_temperature_and_the_onnx_router_applies_it(exporte
     from lora_router.backends.onnx import OnnxRouter
 
     shipped = json.loads((exported.export / "tasks/question_classifier/task.json").read_text("utf-8"))
-    assert shipped["calibration"] == exported.hub.manifest("question_classifier")["calibration"]
+    assert shipped["calibration"] == exported.hub.manifest("question_classifier").calibration
     onnx = OnnxRouter(exported.export, layout="merged", precision="fp32", tasks=["question_classifier"])
     assert onnx.temperature("question_classifier") == shipped["calibration"]["temperature"]
-    onnx.manifests["question_classifier"]["calibration"] = {"temperature": 3.0}
+    onnx.manifests["question_classifier"].calibration = {"temperature": 3.0}
     text = "帮我把sales_2024.csv导入到ODS层"
     logits = onnx.logits("question_classifier", onnx.encoders["question_classifier"].encode_batch([text]))[0]
     probs = onnx.predict("question_classifier", text)["probabilities"]

@@ -146,11 +146,11 @@ def test_an_adapter_saved_without_an_encoding_keeps_the_one_it_was_trained_with(
     from lora_router.errors import ConfigError
 
     tokenizer = load_tokenizer(tokenizer_files_dir())
-    assert encoding_of({"training": {}}) == {"lowercase": False}
-    assert TextEncoder.for_adapter(tokenizer, 32, {"training": {}}).lowercase is False
-    assert TextEncoder.for_adapter(tokenizer, 32, {"encoding": {"lowercase": True}}).lowercase is True
+    assert encoding_of(None) == {"lowercase": False}
+    assert TextEncoder.for_adapter(tokenizer, 32, None).lowercase is False
+    assert TextEncoder.for_adapter(tokenizer, 32, {"lowercase": True}).lowercase is True
     with pytest.raises(ConfigError, match="upgrade lora-router or retrain"):
-        encoding_of({"encoding": {"lowercase": True, "strip_accents": True}})
+        encoding_of({"lowercase": True, "strip_accents": True})
 
 
 @pytest.mark.slow
@@ -161,7 +161,7 @@ def test_the_hub_records_the_encoding_and_an_old_hub_loads_without_lowercasing(t
 
     from lora_router.backends.torch_peft import Router
 
-    assert trained_hub.manifest("file_name_pick")["encoding"] == {"lowercase": True}
+    assert trained_hub.manifest("file_name_pick").encoding == {"lowercase": True}
     old = tmp_path / "old-hub"
     shutil.copytree(trained_hub.root, old)
     task_json = old / "file_name_pick" / "task.json"

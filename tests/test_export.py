@@ -21,7 +21,7 @@ def test_manifest_describes_the_export(exported):
     assert sorted(m["tasks"]) == TASKS
     assert m["layouts"] == ["merged", "shared", "multi"] and m["precisions"] == ["fp32", "int8"]
     assert m["opset"] >= 17
-    assert m["base_model"]["fingerprint"] == exported.hub.manifest("question_classifier")["base_model"]["fingerprint"]
+    assert m["base_model"]["fingerprint"] == exported.hub.manifest("question_classifier").base_model["fingerprint"]
     assert m["tasks"]["question_classifier"]["labels"] == ["数据平台相关问题", "通用问题", "无关问题"]
     assert m["tasks"]["file_name_pick"]["head_labels"] == ["O", "B", "I"]
     assert m["tasks"]["file_name_pick"]["shared"]["reads"] == "last_hidden_state"

@@ -188,7 +188,7 @@ def test_adapter_trained_before_answer_indexing_keeps_its_retrieval(tmp_path):
     old = {"knowledge_base": {"path": str(path), "threshold": 0.4, "top_k": 5, "pairs_per_entry": 2,
                               "relevance_weight": 0.5, "analyzer": "char", "ngram_range": [1, 2],
                               "sublinear_tf": True}}
-    settings = Answerer.from_manifest(old, tmp_path).settings
+    settings = Answerer.from_saved(old["knowledge_base"], tmp_path).settings
     assert not settings.index_answers and not settings.unknown_query_ngrams and settings.analyzer == "char"
     assert Answerer(path).settings.index_answers  # a new answerer indexes answers
 
@@ -235,7 +235,7 @@ def router(trained):
 
 
 def test_manifest_records_the_knowledge_base(trained):
-    info = trained["manifest"]["knowledge_base"]
+    info = trained["manifest"].knowledge_base
     assert info["n_entries"] == len(KB)
     assert info["sha256"] == read_knowledge_base(trained["kb"]).sha256
     assert info["ngram_range"] == [1, 2] and info["index_answers"]
@@ -243,7 +243,7 @@ def test_manifest_records_the_knowledge_base(trained):
     assert info["threshold"] == info["threshold_fit"]["threshold"]
     assert info["relevance_weight"] == info["threshold_fit"]["relevance_weight"] <= 0.5  # fitted, never raised
     assert info["threshold_fit"]["n_answerable"] == 10 and info["threshold_fit"]["n_no_answer"] == 3
-    assert {"top1", "mrr", "no_answer_precision", "no_answer_recall"} <= set(trained["manifest"]["metrics"])
+    assert {"top1", "mrr", "no_answer_precision", "no_answer_recall"} <= set(trained["manifest"].metrics)
 
 
 def test_reloaded_router_ranks_as_before_saving(trained, router):
@@ -268,12 +268,12 @@ def test_reloaded_router_ranks_as_before_saving(trained, router):
     head = TaskHead(spec, base.config.hidden_size, 0.0).load(folder)
     test = read_records(trained["root"] / "test.jsonl")
     job = RankingTask(spec, trained["kb"], read_records(trained["root"] / "train.jsonl"), test,
-                      TextEncoder(tokenizer, 128, **encoding_of(trained["manifest"])), seed=0)
+                      TextEncoder(tokenizer, 128, **encoding_of(trained["manifest"].encoding)), seed=0)
     with torch.no_grad():
         metrics = job.evaluate(model, head)  # fits the threshold on the training split first
         before = job.predict(model, head)
-    assert metrics["mrr"] == trained["manifest"]["metrics"]["mrr"]
-    saved = trained["manifest"]["knowledge_base"]
+    assert metrics["mrr"] == trained["manifest"].metrics["mrr"]
+    saved = trained["manifest"].knowledge_base
     assert job.answerer.settings.threshold == saved["threshold"]
     assert job.answerer.settings.relevance_weight == saved["relevance_weight"]
     after = router.predict_batch("question_answer", [r.input for r in test])
@@ -295,8 +295,8 @@ def test_in_kb_phrasing_is_answered(router):
 def test_entry_added_after_training_is_answered_without_retraining(trained, router, tmp_path):
     kb = tmp_path / "kb.jsonl"
     _write_jsonl(kb, KB)
-    answerer = Answerer.from_manifest(router.manifests["question_answer"], trained["hub"].task_dir("question_answer"),
-                                      kb)
+    saved = router.manifests["question_answer"].knowledge_base
+    answerer = Answerer.from_saved(saved, trained["hub"].task_dir("question_answer"), kb)
     score = lambda pairs: router.score_pairs("question_answer", pairs)  # noqa: E731
     question = NEW_ENTRY["questions"][0]
     assert answerer.answer(question, score)["kb_id"] != "lineage"
@@ -310,7 +310,7 @@ def test_entry_added_after_training_is_answered_without_retraining(trained, rout
 def test_off_topic_question_gets_no_answer(router):
     result = router.predict("question_answer", OFF_TOPIC)
     assert result["answer"] == "" and result["kb_id"] is None
-    assert result["confidence"] < router.manifests["question_answer"]["knowledge_base"]["threshold"]
+    assert result["confidence"] < router.manifests["question_answer"].knowledge_base["threshold"]
 
 
 def test_ask_answer_route_returns_the_answer(router):
@@ -324,14 +324,14 @@ def test_ask_answer_route_returns_the_answer(router):
 def test_kb_override_and_missing_recorded_kb(trained, tmp_path):
     from lora_router.errors import ConfigError
 
-    manifest = json.loads(json.dumps(trained["manifest"]))
+    saved = json.loads(json.dumps(trained["manifest"].knowledge_base))
     task_dir = trained["hub"].task_dir("question_answer")
-    manifest["knowledge_base"]["path"] = str(tmp_path / "gone.jsonl")
+    saved["path"] = str(tmp_path / "gone.jsonl")
     with pytest.raises(ConfigError, match="no longer exists.*--kb FILE"):
-        Answerer.from_manifest(manifest, task_dir, None)
+        Answerer.from_saved(saved, task_dir, None)
     from lora_router.data import bundled_knowledge_base
     from lora_router.kb import file_sha256
 
-    manifest["knowledge_base"]["sha256"] = file_sha256(bundled_knowledge_base())
-    assert Answerer.from_manifest(manifest, task_dir, None).path == bundled_knowledge_base()
-    assert Answerer.from_manifest(manifest, task_dir, trained["kb"]).path == trained["kb"]
+    saved["sha256"] = file_sha256(bundled_knowledge_base())
+    assert Answerer.from_saved(saved, task_dir, None).path == bundled_knowledge_base()
+    assert Answerer.from_saved(saved, task_dir, trained["kb"]).path == trained["kb"]

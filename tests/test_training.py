@@ -43,7 +43,9 @@ def test_hub_layout_and_manifest(trained_hub):
     names = {p.name for p in folder.iterdir()}
     assert {"adapter_config.json", "adapter_model.safetensors", "head.safetensors", "task.json"} <= names
     assert not any(n.endswith((".bin", ".pt", ".pth")) for n in names)
-    m = trained_hub.manifest("question_classifier")
+    m = json.loads((folder / "task.json").read_text("utf-8"))  # the document as written
+    assert m["format"] == 1
+    assert m == trained_hub.manifest("question_classifier").to_dict()  # TaskManifest reads and writes it whole
     assert m["task"]["labels"] == ["数据平台相关问题", "通用问题", "无关问题"]
     assert len(m["base_model"]["fingerprint"]) == 16
     assert len(m["data"]["train_hash"]) == 64
@@ -60,7 +62,7 @@ def test_adapter_loads_with_plain_peft(trained_hub, tiny_base):
 
 
 def test_run_log_has_steps_and_evaluations(trained_hub):
-    log = trained_hub.logs_dir / trained_hub.manifest("question_classifier")["log"]
+    log = trained_hub.logs_dir / trained_hub.manifest("question_classifier").log
     events = [json.loads(line) for line in log.read_text("utf-8").splitlines()]
     steps = [e for e in events if e["event"] == "step"]
     assert steps and {"step", "loss", "learning_rate", "epoch"} <= set(steps[0])

@@ -41,7 +41,7 @@ def trunk_export(tmp_path_factory, tiny_base, scene_file, file_file):
                   settings=TrainSettings(epochs=epochs, **FAST), progress=False)
         manifest = export_hub(tiny_base, hub, root / "out", layout="merged,trunk", progress=False,
                               parity_records=_decisive_records())
-    return root, hub, manifest
+    return root, hub, manifest.to_dict()
 
 
 def test_layers_take_ranges_lists_and_all():
@@ -59,7 +59,7 @@ def test_train_layers_puts_lora_on_those_layers_only(trunk_export):
     _, hub, _ = trunk_export
     config = json.loads((hub.task_dir("question_classifier") / "adapter_config.json").read_text("utf-8"))
     assert config["layers_to_transform"] == [1]
-    assert hub.manifest("question_classifier")["lora"]["layers"] == [1]
+    assert hub.manifest("question_classifier").lora["layers"] == [1]
     from safetensors.numpy import load_file
 
     names = load_file(str(hub.task_dir("file_name_pick") / "adapter_model.safetensors"))

@@ -263,11 +263,11 @@ def train_cmd(task_name, data, test_data, knowledge_base, base_model, hub, epoch
                          settings=settings, knowledge_base=knowledge_base, progress=not quiet and not as_json)
         results.append(manifest)
         if not as_json:
-            _print_metrics(spec.name, manifest["metrics"], manifest)
+            _print_metrics(spec.name, manifest.metrics, manifest)
     if as_json:
-        _dump([{"task": m["task"]["name"], "metrics": m["metrics"], "best_epoch": m["best_epoch"],
-                "train_samples_per_second": m["train_samples_per_second"],
-                "path": str(store.task_dir(m["task"]["name"]))} for m in results])
+        _dump([{"task": m.name, "metrics": m.metrics, "best_epoch": m.best_epoch,
+                "train_samples_per_second": m.train_samples_per_second,
+                "path": str(store.task_dir(m.name))} for m in results])
 
 
 def _specs_to_train(task_name: str, data, store):
@@ -299,7 +299,7 @@ def _print_label_tables(m: dict) -> None:
            ["", *[str(i) for i in range(len(m["labels"]))]])
 
 
-def _print_metrics(task: str, m: dict, manifest: dict | None = None) -> None:
+def _print_metrics(task: str, m: dict, manifest=None) -> None:
     if "accuracy" in m:
         click.echo(f"{task}: accuracy {m['accuracy']:.4f}  macro-F1 {m['macro_f1']:.4f}  (n={m['n']})")
         _print_label_tables(m)
@@ -310,13 +310,13 @@ def _print_metrics(task: str, m: dict, manifest: dict | None = None) -> None:
         click.echo(f"{task}: exact-span precision {m['precision']:.4f}  recall {m['recall']:.4f}  "
                    f"F1 {m['f1']:.4f}  whole-record match {m['exact_match']:.4f}  (n={m['n']})")
     if manifest:
-        click.echo(f"  best epoch {manifest['best_epoch']}, {manifest['train_samples_per_second']} samples/s, "
-                   f"log {manifest['log']}")
-        base = (manifest.get("baseline") or {}).get("metrics")
+        click.echo(f"  best epoch {manifest.best_epoch}, {manifest.train_samples_per_second} samples/s, "
+                   f"log {manifest.log}")
+        base = (manifest.baseline or {}).get("metrics")
         if base:  # the same figure of the simple baseline (training/baseline.py), on the same split
             key = "accuracy" if "accuracy" in m else "top1" if "top1" in m else "f1"
-            click.echo(f"  baseline ({manifest['baseline']['name']}): {key} {base[key]:.4f}")
-        cal = manifest.get("calibration")
+            click.echo(f"  baseline ({manifest.baseline['name']}): {key} {base[key]:.4f}")
+        cal = manifest.calibration
         if cal:
             click.echo(f"  confidence: temperature {cal['temperature']:.3g}, ECE {cal['ece_before']:.4f} -> "
                        f"{cal['ece_after']:.4f} on the {cal['fitted_on']} it was fitted on")
@@ -489,9 +489,9 @@ def hub_list(hub, as_json) -> None:
     rows = []
     for task in store.tasks():
         m = store.manifest(task)
-        rows.append({"task": task, "kind": m["task"]["kind"], "base_model": m["base_model"]["name"],
-                     "fingerprint": m["base_model"]["fingerprint"], "created": m["created"],
-                     "metrics": {k: v for k, v in m["metrics"].items() if isinstance(v, (int, float))},
+        rows.append({"task": task, "kind": m.kind, "base_model": m.base_model["name"],
+                     "fingerprint": m.base_model["fingerprint"], "created": m.created,
+                     "metrics": {k: v for k, v in m.metrics.items() if isinstance(v, (int, float))},
                      "path": str(store.task_dir(task))})
     if as_json:
         _dump(rows)
@@ -516,7 +516,7 @@ def _headline(m: dict) -> str:
 @handle_errors
 def hub_show(task, hub) -> None:
     """Print TASK's task.json (spec, base, settings, data hash, metrics, versions)."""
-    _dump(_hub(hub).manifest(task))
+    _dump(_hub(hub).manifest(task).to_dict())
 
 
 @hub_group.command("remove")
@@ -578,11 +578,11 @@ def export_cmd(out, tasks, quantize, layout, no_parity, knowledge_base, threshol
                           knowledge_base=knowledge_base, thresholds=_parse_thresholds(thresholds) or None,
                           int8_max_drop=int8_max_drop)
     if as_json:
-        _dump(manifest)
+        _dump(manifest.to_dict())
         return
-    click.echo(f"exported {', '.join(manifest['tasks'])} to {out}")
-    if manifest.get("parity"):
-        _print_parity(manifest["parity"])
+    click.echo(f"exported {', '.join(manifest.tasks)} to {out}")
+    if manifest.parity:
+        _print_parity(manifest.parity)
 
 
 def _print_parity(report: dict) -> None:
@@ -1005,7 +1005,7 @@ def menu_cmd(base_model, hub) -> None:
         if choice in {"1", "2"}:
             task = "question_classifier" if choice == "1" else "question_type_classifier"
             m = train(get_task(task), base_model=base_model, hub=store, settings=TrainSettings())
-            _print_metrics(task, m["metrics"], m)
+            _print_metrics(task, m.metrics, m)
             continue
         from .backends.torch_peft import Router
 
@@ -1041,8 +1041,8 @@ def demo_cmd(base_model, folder, epochs, quiet) -> None:
         if event == "base":
             click.secho(f"base model: {payload}", bold=True)
         elif event == "trained":
-            click.secho(f"\n== {payload['task']['name']}", bold=True)
-            _print_metrics(payload["task"]["name"], payload["metrics"], payload)
+            click.secho(f"\n== {payload.name}", bold=True)
+            _print_metrics(payload.name, payload.metrics, payload)
         elif event == "answer":
             click.echo()
             _print_answer(payload["answer"])

@@ -72,13 +72,12 @@ def default_encoding(tokenizer: Tokenizer) -> dict:
     return {"lowercase": needs_lowercase(tokenizer)}
 
 
-def encoding_of(manifest: dict) -> dict:
-    """The encoding an adapter was trained with, from its ``task.json`` (or an export's task entry).
+def encoding_of(encoding: dict | None) -> dict:
+    """The encoding an adapter was trained with, as its ``task.json`` (or an export's task entry) records it.
 
-    An adapter saved before the field existed keeps the encoding it was trained
-    with: no lower-casing.
+    An adapter saved before the field existed (``None``) keeps the encoding it
+    was trained with: no lower-casing.
     """
-    encoding = manifest.get(ENCODING_KEY)
     if encoding is None:
         return dict(LEGACY_ENCODING)
     unknown = sorted(set(encoding) - set(LEGACY_ENCODING))
@@ -124,9 +123,9 @@ class TextEncoder:
         self.pad_id = self.tokenizer.token_to_id("[PAD]") or 0
 
     @classmethod
-    def for_adapter(cls, tokenizer: Tokenizer, max_length: int, manifest: dict) -> TextEncoder:
-        """The encoder an adapter was trained with, from its ``task.json`` (or an export's task entry)."""
-        return cls(tokenizer, max_length, **encoding_of(manifest))
+    def for_adapter(cls, tokenizer: Tokenizer, max_length: int, encoding: dict | None) -> TextEncoder:
+        """The encoder an adapter was trained with, from the encoding its ``task.json`` records."""
+        return cls(tokenizer, max_length, **encoding_of(encoding))
 
     @property
     def encoding(self) -> dict:

@@ -87,7 +87,10 @@ def four_task_export(tmp_path_factory, tiny_base: str, trained_hub) -> SimpleNam
         train(get_task("question_answer"), base_model=tiny_base, hub=hub, data=qa, test_data=qa,
               settings=TrainSettings(epochs=3, learning_rate=5e-3, warmup_steps=2, batch_size=16), progress=False)
         manifest = export_hub(tiny_base, hub, root / "out", progress=False, parity_records=_decisive_records())
-    _CACHE["export"] = SimpleNamespace(base=tiny_base, hub=hub, export=root / "out", manifest=manifest, root=root)
+    # the manifest as the document on disk (tests check the file format); export_hub returned it typed
+    assert read_manifest(root / "out") == manifest.to_dict()
+    _CACHE["export"] = SimpleNamespace(base=tiny_base, hub=hub, export=root / "out",
+                                       manifest=read_manifest(root / "out"), root=root)
     return _CACHE["export"]
 
 

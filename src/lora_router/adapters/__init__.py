@@ -1,5 +1,6 @@
-"""The adapter hub on disk: layout, manifest, base check, atomic save, list/remove."""
+"""The adapter hub on disk: layout, ``TaskManifest`` (task.json), base check, atomic save, list/remove."""
 
 from .hub import ADAPTER_FILES, HUB_ENV, TASK_FILE, AdapterHub, default_hub
+from .manifest import TaskManifest
 
-__all__ = ["ADAPTER_FILES", "HUB_ENV", "TASK_FILE", "AdapterHub", "default_hub"]
+__all__ = ["ADAPTER_FILES", "HUB_ENV", "TASK_FILE", "AdapterHub", "TaskManifest", "default_hub"]

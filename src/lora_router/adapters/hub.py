@@ -24,6 +24,7 @@ from pathlib import Path
 
 from ..config import TaskSpec
 from ..errors import AdapterMismatchError, AdapterNotFoundError, LoraRouterError
+from .manifest import TaskManifest
 
 HUB_ENV = "LORA_ROUTER_HUB"
 TASK_FILE = "task.json"
@@ -61,7 +62,7 @@ class AdapterHub:
             return []
         return sorted(p.name for p in self.root.iterdir() if not p.name.startswith(".") and self.has(p.name))
 
-    def manifest(self, task: str) -> dict:
+    def manifest(self, task: str) -> TaskManifest:
         """The task's ``task.json``; an error lists what the hub has."""
         if not self.has(task):
             have = ", ".join(self.tasks()) or "none"
@@ -69,20 +70,22 @@ class AdapterHub:
                 f"no adapter for task {task!r} in hub {self.root} (it has: {have}); "
                 f"train one: lora-router train --task {task} --hub {self.root}"
             )
+        path = self.task_dir(task) / TASK_FILE
         try:
-            return json.loads((self.task_dir(task) / TASK_FILE).read_text("utf-8"))
+            data = json.loads(path.read_text("utf-8"))
         except (OSError, json.JSONDecodeError) as exc:
-            raise LoraRouterError(f"{self.task_dir(task) / TASK_FILE} is damaged: {exc}") from None
+            raise LoraRouterError(f"{path} is damaged: {exc}") from None
+        return TaskManifest.from_dict(data, str(path))
 
     def spec(self, task: str) -> TaskSpec:
-        return TaskSpec.from_dict(self.manifest(task)["task"])
+        return self.manifest(task).task
 
     def specs(self) -> list[TaskSpec]:
         return [self.spec(t) for t in self.tasks()]
 
     def check_base(self, task: str, base_fingerprint: str, base_name: str) -> None:
         """Refuse an adapter trained on another base than the one loaded."""
-        info = self.manifest(task).get("base_model", {})
+        info = self.manifest(task).base_model
         if info.get("fingerprint") != base_fingerprint:
             raise AdapterMismatchError(
                 f"adapter {task!r} in {self.root} was trained on base {info.get('name')!r} "

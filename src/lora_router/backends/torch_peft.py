@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..adapters import AdapterHub
+from ..adapters import AdapterHub, TaskManifest
 from ..config import TaskSpec
 from ..core.chain import Chain
 from ..core.options import PredictorOptions
@@ -49,12 +49,12 @@ class TorchPeftBackend:
         self.specs: dict[str, TaskSpec] = {}
         self.encoders: dict[str, TextEncoder] = {}
         self.heads: dict = {}
-        self.manifests: dict[str, dict] = {}
+        self.manifests: dict[str, TaskManifest] = {}
         model = None
         for name in names:
             self.hub.check_base(name, self.base_fingerprint, self.base_model)
             manifest = self.hub.manifest(name)
-            spec = TaskSpec.from_dict(manifest["task"])
+            spec = manifest.task
             folder = str(self.hub.task_dir(name))
             if model is None:
                 model = PeftModel.from_pretrained(base, folder, adapter_name=name)
@@ -64,7 +64,7 @@ class TorchPeftBackend:
             self.heads[name] = head.to(self.device).eval()
             self.specs[name] = spec
             self.manifests[name] = manifest
-            self.encoders[name] = TextEncoder.for_adapter(tokenizer, manifest["training"]["max_length"], manifest)
+            self.encoders[name] = TextEncoder.for_adapter(tokenizer, manifest.max_length, manifest.encoding)
         self.model = (model if model is not None else base).to(self.device).eval()
         self.tokenizer = tokenizer
         self.source = f"hub {self.hub.root}"
@@ -94,7 +94,7 @@ class TorchPeftBackend:
     def answerer(self, task: str, knowledge_base: Path | None):
         from ..kb import Answerer
 
-        return Answerer.from_manifest(self.manifests[task], self.hub.task_dir(task), knowledge_base)
+        return Answerer.from_saved(self.manifests[task].knowledge_base, self.hub.task_dir(task), knowledge_base)
 
 
 class Router(TaskPredictor):

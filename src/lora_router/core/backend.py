@@ -16,6 +16,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
+from ..adapters.manifest import TaskManifest
 from ..config import TaskSpec
 from ..encoding import Encoded, TextEncoder
 
@@ -26,7 +27,7 @@ class Backend(Protocol):
 
     specs: dict[str, TaskSpec]  # the loaded tasks, in order
     encoders: dict[str, TextEncoder]  # per task: how its inputs are tokenised
-    manifests: dict[str, dict]  # per task: its task.json (training settings, calibration, knowledge base)
+    manifests: dict[str, TaskManifest]  # per task: its task.json (training settings, calibration, knowledge base)
     source: str  # where the models come from, for messages ("export DIR", "hub DIR")
     chain_path: Path | None  # the chain this source ships with; None: the built-in chain
 
@@ -41,8 +42,9 @@ class Backend(Protocol):
 
 @runtime_checkable
 class MixedBackend(Backend, Protocol):
-    """A backend that runs rows of several tasks in one forward pass (the one-call layouts)."""
+    """A backend that can run rows of several tasks in one forward pass (the one-call layouts)."""
 
+    runs_mixed: bool  # whether this instance does (an onnx export opened in the merged layout does not)
     speculate_by_default: bool  # whether ask runs the chain's steps in one call unless told otherwise
 
     def mixed_logits(self, rows: Sequence[tuple[str, Encoded]]) -> list[np.ndarray]:

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..adapters.manifest import TaskManifest
 from ..config import PAIR_RANKING, SPAN_EXTRACTION, TaskSpec
 from ..encoding import Encoded, TextEncoder, check_text
 from ..errors import ConfigError
@@ -50,7 +51,7 @@ class TaskPredictor:
         if self.options.thresholds:
             self.chain.with_thresholds(self.options.thresholds)
         self.knowledge_base = Path(self.options.knowledge_base) if self.options.knowledge_base else None
-        mixed = isinstance(backend, MixedBackend)
+        mixed = isinstance(backend, MixedBackend) and backend.runs_mixed
         self.mixed: MixedBackend | None = backend if mixed else None
         speculate = self.options.speculate
         self.speculate = bool(mixed and (backend.speculate_by_default if speculate is None else speculate))
@@ -67,7 +68,7 @@ class TaskPredictor:
         return self.backend.encoders
 
     @property
-    def manifests(self) -> dict[str, dict]:
+    def manifests(self) -> dict[str, TaskManifest]:
         return self.backend.manifests
 
     @property
@@ -99,8 +100,8 @@ class TaskPredictor:
 
     def temperature(self, task: str) -> float:
         """The temperature a classification task's logits are divided by: fitted at training, 1.0 before that."""
-        calibration = (self.manifests.get(task) or {}).get("calibration") or {}
-        return float(calibration.get("temperature", 1.0))
+        manifest = self.manifests.get(task)
+        return manifest.temperature if manifest is not None else 1.0
 
     # ------------------------------------------------------------ results
     def result(self, task: str, text: str, encoded: Encoded, logits: np.ndarray) -> TaskResult:

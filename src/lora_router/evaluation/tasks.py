@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..adapters.manifest import TaskManifest
 from ..config import PAIR_RANKING, SEQUENCE_CLASSIFICATION, SPAN_EXTRACTION
 from ..data import Record, data_hash, load_bundled, read_records, records_for, split_data
 from ..encoding import char_spans
@@ -48,12 +49,12 @@ def task_logits(router, task: str, texts: Sequence[str], batch_size: int = 32) -
 
 def calibration_figures(router, task: str, logits: np.ndarray, gold: Sequence[int], records: Sequence[Record]) -> dict:
     """ECE before and after the adapter's temperature on these records, and where it was fitted."""
-    manifest = (getattr(router, "manifests", {}) or {}).get(task) or {}
-    saved = manifest.get("calibration") or {}
+    manifest = router.manifests.get(task)
+    saved = (manifest.calibration if manifest else None) or {}
     figures = calibration_report(logits, gold, router.temperature(task))
     figures["fitted_on"] = saved.get("fitted_on")  # None: trained before calibration, so T = 1
     # Fitted on these very records: the ECE after is in-sample, and so optimistic.
-    figures["fitted_on_this_data"] = bool(saved) and data_hash(records) == manifest.get("data", {}).get("test_hash")
+    figures["fitted_on_this_data"] = bool(saved) and data_hash(records) == manifest.data.get("test_hash")
     if figures["fitted_on_this_data"]:
         from .calibration import cross_fitted_ece
 
@@ -115,20 +116,21 @@ def baseline(router, task: str, records: Sequence[Record]) -> dict:
     if spec.kind == SPAN_EXTRACTION:  # nothing to fit: the file-name regex
         found = baseline_for(spec, [], records)
         return found or {"name": None, "reason": f"no simple baseline for a {spec.kind} task like {task}"}
-    manifest = (getattr(router, "manifests", {}) or {}).get(task) or {}
+    manifest = router.manifests.get(task)
     train, where = training_split(spec, manifest)
     if train is None:
         return {"name": None, "reason": where}
     answerer = router.answerer(task) if spec.kind == PAIR_RANKING else None
-    found = baseline_for(spec, train, records, answerer=answerer, seed=int(manifest.get("training", {}).get("seed", 0)))
+    seed = int(manifest.training.get("seed", 0)) if manifest else 0
+    found = baseline_for(spec, train, records, answerer=answerer, seed=seed)
     if found is None:
         return {"name": None, "reason": f"no simple baseline for a {spec.kind} task like {task}"}
     return {**found, "trained_on": where}
 
 
-def training_split(spec, manifest: dict) -> tuple[list[Record] | None, str]:
+def training_split(spec, manifest: TaskManifest | None) -> tuple[list[Record] | None, str]:
     """The records the adapter was trained on, found again from its manifest, and where they came from."""
-    data = manifest.get("data") or {}
+    data = manifest.data if manifest else {}
     source, wanted = data.get("source"), data.get("train_hash")
     if source == "bundled":
         try:
@@ -141,7 +143,7 @@ def training_split(spec, manifest: dict) -> tuple[list[Record] | None, str]:
         return None, f"the training data ({source or 'not recorded'}) is not there any more"
     try:
         everything = records_for(read_records(source, extra_tasks=[spec]), spec)
-        held_out = split_data(spec, source, None, int(manifest.get("training", {}).get("seed", 42))).train
+        held_out = split_data(spec, source, None, int(manifest.training.get("seed", 42))).train
     except LoraRouterError as exc:
         return None, f"the training data {source} no longer reads: {exc}"
     for train, what in ((held_out, "the training part of"), (everything, "all of")):

@@ -3,7 +3,7 @@
 The folder is written under a temporary name next to ``out_dir`` and renamed
 into place only after the parity gate passes, so a failed or interrupted
 export leaves nothing half-written (and an earlier export stays as it was).
-Its layout is ``lora_router.backends.onnx.layout``.
+Its layout is ``lora_router.backends.onnx.export_layout``.
 """
 
 from __future__ import annotations
@@ -18,8 +18,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .. import __version__
-from ..adapters import AdapterHub
-from ..backends.onnx import layout as fmt
+from ..adapters import AdapterHub, TaskManifest
+from ..backends.onnx import export_layout
+from ..backends.onnx.export_layout import ExportManifest
 from ..config import PAIR_RANKING, TaskSpec
 from ..core.chain import Chain
 from ..data import Record
@@ -50,7 +51,7 @@ def export_hub(
     thresholds: dict[str, float] | None = None,
     opset: int | None = None,
     int8_max_drop: float = 1.0,
-) -> dict:
+) -> ExportManifest:
     """Export the hub's adapters (all, or ``tasks``) on ``base_model`` to ``out_dir``; return the manifest.
 
     Per task: merge the adapter into a copy of the base, attach its head as a
@@ -96,9 +97,9 @@ def export_hub(
             report = job.parity(parity_records)
             from .parity import check_parity, parity_bounds
 
-            manifest["parity"] = report
-            manifest["parity_bounds"] = parity_bounds(int8_max_drop)
-            _write_json(tmp / fmt.MANIFEST_FILE, manifest)
+            manifest.parity = report
+            manifest.parity_bounds = parity_bounds(int8_max_drop)
+            _write_json(tmp / export_layout.MANIFEST_FILE, manifest.to_dict())
             check_parity(report, int8_max_drop)
         _swap_into_place(tmp, out_dir)
     except BaseException:
@@ -109,20 +110,20 @@ def export_hub(
 
 
 def parse_layouts(layout: str) -> list[str]:
-    """``"all"``, ``"merged,trunk"``, ... as the list of layouts to write, in ``fmt.LAYOUTS`` order."""
+    """``"all"``, ``"merged,trunk"``, ... as the list of layouts to write, in ``export_layout.LAYOUTS`` order."""
     asked: set[str] = set()
     for part in (p.strip() for p in str(layout).split(",")):
         if part not in LAYOUT_CHOICES:
             raise ExportError(f"layout {part!r} is not valid; valid: {', '.join(LAYOUT_CHOICES)} "
                               "(or several, comma-separated)")
         asked.update(LAYOUT_GROUPS.get(part, (part,)))
-    return [lay for lay in fmt.LAYOUTS if lay in asked]
+    return [lay for lay in export_layout.LAYOUTS if lay in asked]
 
 
 def _check_target(out_dir: Path) -> None:
     if out_dir.is_file():
         raise ExportError(f"{out_dir} is a file; give a folder to export into")
-    if out_dir.is_dir() and any(out_dir.iterdir()) and not (out_dir / fmt.MANIFEST_FILE).is_file():
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not (out_dir / export_layout.MANIFEST_FILE).is_file():
         raise ExportError(f"{out_dir} is not empty and is not an earlier export; give a new or empty folder "
                           "(an earlier export there is replaced)")
 
@@ -154,7 +155,7 @@ class _Export:
         self.names, self.task_manifests = names, task_manifests
         self.layouts, self.precisions = layouts, precisions
         self.knowledge_base, self.opset, self.progress = knowledge_base, opset, progress
-        self.specs = {t: TaskSpec.from_dict(m["task"]) for t, m in task_manifests.items()}
+        self.specs = {t: m.task for t, m in task_manifests.items()}
         self.mutable: list[str] = []
 
     # ------------------------------------------------------------ models
@@ -169,12 +170,12 @@ class _Export:
         base_fp = fingerprint(base)
         for t in self.names:
             self.hub.check_base(t, base_fp, self.base_model)
-        tokenizer.save(str(self.root / fmt.TOKENIZER_FILE))
-        _write_json(self.root / fmt.CHAIN_FILE, chain.to_dict())
+        tokenizer.save(str(self.root / export_layout.TOKENIZER_FILE))
+        _write_json(self.root / export_layout.CHAIN_FILE, chain.to_dict())
         target = cpu_target()
         tasks_info: dict[str, dict] = {}
         loras: dict[str, dict] = {}
-        encoders = [lay for lay in ("shared", *fmt.ONE_CALL_LAYOUTS) if lay in self.layouts]
+        encoders = [lay for lay in ("shared", *export_layout.ONE_CALL_LAYOUTS) if lay in self.layouts]
         steps = len(self.names) + len(encoders)
         bar = progress(steps, "export", enabled=self.progress, unit="model")
         try:
@@ -186,16 +187,16 @@ class _Export:
                 if encoders:
                     loras[t] = lora_matrices(peft_model, t)
                 if "merged" in self.layouts:
-                    folder = self.root / fmt.merged_dir(t)
+                    folder = self.root / export_layout.merged_dir(t)
                     model = merged_model(peft_model, task_dir, spec)
                     preprocessor = _hf_tokenizer(self.base_model, **tasks_info[t]["encoding"])
                     export_onnx(model, folder, optimum_task(spec), opset=self.opset, preprocessors=[preprocessor])
                     preprocessor.save_pretrained(str(folder))  # Optimum copies the base's files, not these
                     del model
-                    files = {"fp32": f"{fmt.merged_dir(t)}/{fmt.MODEL_FILE}"}
+                    files = {"fp32": f"{export_layout.merged_dir(t)}/{export_layout.MODEL_FILE}"}
                     if "int8" in self.precisions:
                         quantize_folder(folder, quantization_config(target))
-                        files["int8"] = f"{fmt.merged_dir(t)}/{fmt.QUANTIZED_FILE}"
+                        files["int8"] = f"{export_layout.merged_dir(t)}/{export_layout.QUANTIZED_FILE}"
                     tasks_info[t]["merged"] = files
                 del peft_model
                 bar.update(1)
@@ -205,16 +206,14 @@ class _Export:
                 shared = self._write_shared(base, loras, tasks_info, target)
                 bar.update(1)
             one_call = {}
-            for lay in fmt.ONE_CALL_LAYOUTS:
+            for lay in export_layout.ONE_CALL_LAYOUTS:
                 if lay in self.layouts:
                     bar.set_postfix_str(f"{lay} encoder")
                     one_call[lay] = self._write_one_call(lay, base, loras, tasks_info, target)
                     bar.update(1)
         finally:
             bar.close()
-        manifest = {
-            "format": fmt.FORMAT_VERSION,
-            "kind": fmt.EXPORT_KIND,
+        manifest = ExportManifest.from_dict({
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "base_model": {"name": self.base_model, "fingerprint": base_fp,
                            "hidden_size": base.config.hidden_size,
@@ -227,64 +226,64 @@ class _Export:
                               **({"one_call_lora": "int8 (LoRA matrices quantised like the base weights)"}
                                  if one_call else {})}
                              if "int8" in self.precisions else None),
-            "tokenizer": fmt.TOKENIZER_FILE,
-            "chain": fmt.CHAIN_FILE,
+            "tokenizer": export_layout.TOKENIZER_FILE,
+            "chain": export_layout.CHAIN_FILE,
             "thresholds": {s.task: s.threshold for s in chain.steps.values() if s.on},
             "tasks": tasks_info,
             "shared": shared,
             **one_call,
             "versions": _versions(),
-        }
-        manifest["files"] = fmt.file_entries(self.root, self.mutable)
-        _write_json(self.root / fmt.MANIFEST_FILE, manifest)
+        })
+        manifest.files = export_layout.file_entries(self.root, self.mutable)
+        _write_json(self.root / export_layout.MANIFEST_FILE, manifest.to_dict())
         return manifest
 
     def _task_info(self, t: str, spec: TaskSpec) -> dict:
         """Copy the task's manifest (and knowledge base) and describe the task for the runtime."""
         from .merged import head_labels
 
-        manifest = json.loads(json.dumps(self.task_manifests[t]))
+        manifest = TaskManifest.from_dict(self.task_manifests[t].to_dict())  # a copy: the export's own
         info = {"spec": spec.to_dict(), "kind": spec.kind, "labels": list(spec.labels),
                 "head_labels": head_labels(spec), "instruction": spec.instruction,
-                "max_length": int(manifest["training"]["max_length"]), "encoding": encoding_of(manifest),
-                "manifest": f"{fmt.task_dir(t)}/task.json"}
+                "max_length": manifest.max_length, "encoding": encoding_of(manifest.encoding),
+                "manifest": f"{export_layout.task_dir(t)}/task.json"}
         if spec.kind == PAIR_RANKING:
             from ..kb import Answerer
 
-            source = Answerer.from_manifest(manifest, self.hub.task_dir(t), self.knowledge_base).path
-            rel = f"{fmt.task_dir(t)}/{fmt.KNOWLEDGE_BASE_FILE}"
-            (self.root / fmt.task_dir(t)).mkdir(parents=True, exist_ok=True)
+            source = Answerer.from_saved(manifest.knowledge_base, self.hub.task_dir(t), self.knowledge_base).path
+            rel = f"{export_layout.task_dir(t)}/{export_layout.KNOWLEDGE_BASE_FILE}"
+            (self.root / export_layout.task_dir(t)).mkdir(parents=True, exist_ok=True)
             shutil.copyfile(source, self.root / rel)
-            kb_info = dict(manifest.get("knowledge_base") or {})
-            kb_info.update(path=fmt.KNOWLEDGE_BASE_FILE, sha256=fmt.sha256_file(self.root / rel),
+            kb_info = dict(manifest.knowledge_base or {})
+            kb_info.update(path=export_layout.KNOWLEDGE_BASE_FILE, sha256=export_layout.sha256_file(self.root / rel),
                            exported_from=str(source))
-            manifest["knowledge_base"] = kb_info
+            manifest.knowledge_base = kb_info
             info["knowledge_base"] = rel
             self.mutable.append(rel)  # the knowledge base may grow after export without retraining
-        _write_json(self.root / info["manifest"], manifest)
+        manifest.save(self.root / info["manifest"])
         return info
 
     def _write_shared(self, base, loras: dict[str, dict], tasks_info: dict, target: str) -> dict:
         from .quantize import quantization_config, quantize_folder
         from .shared import add_lora_inputs, export_encoder, head_reads, write_adapter, write_head
 
-        folder = self.root / fmt.SHARED_ENCODER_DIR
+        folder = self.root / export_layout.SHARED_ENCODER_DIR
         export_encoder(base, folder, opset=self.opset)
         ranks: dict[str, int] = {}
         for matrices in loras.values():
             for module, m in matrices.items():
                 ranks[module] = max(ranks.get(module, 0), m.rank)
         base_state = {module: base.get_submodule(module).weight.detach().float().numpy() for module in ranks}
-        lora_nodes = add_lora_inputs(folder / fmt.MODEL_FILE, base_state, ranks)
-        info = {"fp32": f"{fmt.SHARED_ENCODER_DIR}/{fmt.MODEL_FILE}", "lora_modules": sorted(ranks),
+        lora_nodes = add_lora_inputs(folder / export_layout.MODEL_FILE, base_state, ranks)
+        info = {"fp32": f"{export_layout.SHARED_ENCODER_DIR}/{export_layout.MODEL_FILE}", "lora_modules": sorted(ranks),
                 "lora_ranks": ranks}
         if "int8" in self.precisions:
             quantize_folder(folder, quantization_config(target, exclude=lora_nodes))
-            info["int8"] = f"{fmt.SHARED_ENCODER_DIR}/{fmt.QUANTIZED_FILE}"
+            info["int8"] = f"{export_layout.SHARED_ENCODER_DIR}/{export_layout.QUANTIZED_FILE}"
         for t, matrices in loras.items():
-            write_adapter(self.root / fmt.adapter_file(t), matrices, ranks)
-            write_head(self.root / fmt.head_file(t), self.hub.task_dir(t))
-            tasks_info[t]["shared"] = {"adapter": fmt.adapter_file(t), "head": fmt.head_file(t),
+            write_adapter(self.root / export_layout.adapter_file(t), matrices, ranks)
+            write_head(self.root / export_layout.head_file(t), self.hub.task_dir(t))
+            tasks_info[t]["shared"] = {"adapter": export_layout.adapter_file(t), "head": export_layout.head_file(t),
                                        "reads": head_reads(self.specs[t])}
         return info
 
@@ -293,22 +292,22 @@ class _Export:
         from .quantize import quantization_config, quantize_folder
         from .shared import head_reads, write_head
 
-        folder = self.root / fmt.encoder_dir(layout)
+        folder = self.root / export_layout.encoder_dir(layout)
         trunk = trunk_layers(loras, base.config.num_hidden_layers) if layout == "trunk" else 0
-        info = export_one_call(base, loras, folder / fmt.MODEL_FILE, trunk=trunk, opset=self.opset)
+        info = export_one_call(base, loras, folder / export_layout.MODEL_FILE, trunk=trunk, opset=self.opset)
         base.config.save_pretrained(folder)  # the quantiser reads it (and warns without it)
         float_nodes = info.pop("float_nodes")
-        info["fp32"] = f"{fmt.encoder_dir(layout)}/{fmt.MODEL_FILE}"
+        info["fp32"] = f"{export_layout.encoder_dir(layout)}/{export_layout.MODEL_FILE}"
         if "int8" in self.precisions:
             quantize_folder(folder, quantization_config(target, exclude=float_nodes))
-            info["int8"] = f"{fmt.encoder_dir(layout)}/{fmt.QUANTIZED_FILE}"
-            optimized = f"{fmt.encoder_dir(layout)}/{fmt.OPTIMIZED_QUANTIZED_FILE}"
+            info["int8"] = f"{export_layout.encoder_dir(layout)}/{export_layout.QUANTIZED_FILE}"
+            optimized = f"{export_layout.encoder_dir(layout)}/{export_layout.OPTIMIZED_QUANTIZED_FILE}"
             info["optimized"] = {"int8": optimized,
-                                 **write_optimized(folder / fmt.QUANTIZED_FILE, self.root / optimized)}
+                                 **write_optimized(folder / export_layout.QUANTIZED_FILE, self.root / optimized)}
         for t in loras:
-            if not (self.root / fmt.head_file(t)).is_file():
-                write_head(self.root / fmt.head_file(t), self.hub.task_dir(t))
-            tasks_info[t][layout] = {"head": fmt.head_file(t), "reads": head_reads(self.specs[t])}
+            if not (self.root / export_layout.head_file(t)).is_file():
+                write_head(self.root / export_layout.head_file(t), self.hub.task_dir(t))
+            tasks_info[t][layout] = {"head": export_layout.head_file(t), "reads": head_reads(self.specs[t])}
         return info
 
     # ------------------------------------------------------------ parity
@@ -331,7 +330,7 @@ class _Export:
                     bar.set_postfix_str(f"{t} {lay} {prec}")
                     report[t].setdefault(lay, {})[prec] = task_parity(torch_router, onnx_router, t, held_out[t])
                     bar.update(1)
-                if lay in fmt.ONE_CALL_LAYOUTS:
+                if lay in export_layout.ONE_CALL_LAYOUTS:
                     merged = (OnnxRouter(self.root, layout="merged", precision=prec, tasks=self.names, verify=False)
                               if "merged" in self.layouts and prec == "fp32" else None)
                     for t, figures in one_call_parity(onnx_router, merged, held_out).items():

@@ -108,9 +108,12 @@ class Answerer:
 
     # ------------------------------------------------------------ construction
     @classmethod
-    def from_manifest(cls, manifest: dict, task_dir: Path, knowledge_base: str | Path | None = None) -> Answerer:
-        """The answerer a trained adapter was evaluated with; ``knowledge_base`` overrides its file."""
-        info = dict(manifest.get("knowledge_base") or {})
+    def from_saved(cls, saved: dict | None, task_dir: Path, knowledge_base: str | Path | None = None) -> Answerer:
+        """The answerer a trained adapter was evaluated with, from its task.json's ``knowledge_base``.
+
+        ``knowledge_base`` overrides the file it records.
+        """
+        info = dict(saved or {})
         known = {f.name for f in dataclasses.fields(AnswerSettings)}
         settings = AnswerSettings.from_dict({**LEGACY_DEFAULTS, **{k: v for k, v in info.items() if k in known}})
         if knowledge_base is not None:
@@ -251,7 +254,7 @@ class Answerer:
         return self.decide(candidates, logits)
 
     def manifest_info(self) -> dict:
-        """What ``from_manifest`` needs: the file, its hash and size, and the settings."""
+        """What ``from_saved`` needs: the file, its hash and size, and the settings."""
         kb = self.knowledge_base
         return {"path": str(self.path.resolve()), "sha256": kb.sha256, "n_entries": len(kb.entries),
                 **self.settings.to_dict()}

@@ -215,7 +215,7 @@ class Service:
                      "max_length": predictor.encoders[name].max_length}
             tasks.append(entry)
         chain = predictor.chain
-        manifest = getattr(predictor, "manifest", None) or {}
+        manifest = getattr(predictor, "manifest", None)  # an export's ExportManifest; a hub has none
         source = {"kind": self.source.kind if self.source else "predictor",
                   "path": self.source.path if self.source else getattr(predictor, "source", ""),
                   "generation": loaded.generation, "loaded_at": loaded.loaded_at}
@@ -224,7 +224,7 @@ class Service:
                 source[key] = getattr(predictor, key)
         return {"tasks": tasks, "chain": chain.to_dict(),
                 "thresholds": {s.task: s.threshold for s in chain.steps.values() if s.on},
-                "source": source, "parity": manifest.get("parity")}
+                "source": source, "parity": getattr(manifest, "parity", None)}
 
     def _describe_source(self) -> str:
         return f"{self.source.kind} {self.source.path}" if self.source else "a predictor given in code"

@@ -30,4 +30,4 @@ class PeftLoraTrainer:
         settings = TrainSettings(epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
                                  warmup_steps=warmup_steps, max_length=max_length, seed=seed)
         return train(self.spec, base_model=self.base_model, hub=self.hub, data=data, lora=self.lora,
-                     settings=settings, progress=progress)
+                     settings=settings, progress=progress).to_dict()

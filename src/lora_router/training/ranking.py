@@ -176,7 +176,7 @@ class RankingTask:
         return score_results(results, self._gold_test, self.answerer.settings.threshold)
 
     def manifest_info(self) -> dict:
-        """The knowledge base and answer settings, for ``Answerer.from_manifest``.
+        """The knowledge base and answer settings, for ``Answerer.from_saved``.
 
         The weight and threshold are refitted with the model as it is now (the
         trainer restores the best epoch before asking), so the saved ones are that epoch's.

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from .. import __version__
-from ..adapters import AdapterHub
+from ..adapters import TASK_FILE, AdapterHub, TaskManifest
 from ..config import PAIR_RANKING, SEQUENCE_CLASSIFICATION, LoraSettings, TaskSpec, TrainSettings
 from ..data import TrainData, data_hash, split_data
 from ..data.bundled import bundled_knowledge_base
@@ -63,7 +63,7 @@ def train(
     settings: TrainSettings | None = None,
     knowledge_base: str | Path | None = None,
     progress: bool = True,
-) -> dict:
+) -> TaskManifest:
     """Train ``spec``'s adapter on ``base_model`` and save it atomically into ``hub``.
 
     Returns the saved ``task.json``. Invalid data raises ``DataError`` before
@@ -166,39 +166,35 @@ def train(
     from ..evaluation.baselines import baseline_for
 
     baseline = baseline_for(spec, split.train, split.test, answerer=job.answerer if job else None, seed=settings.seed)
-    manifest = {
-        "format": 1,
-        "task": spec.to_dict(),
-        "base_model": {"name": base_model, "fingerprint": base_fp, "hidden_size": base.config.hidden_size,
-                       "random": is_random(base.config)},
-        "lora": lora.to_dict(),
-        "training": settings.to_dict(),
-        "encoding": encoder.encoding,
-        "data": {"source": split.source, "train_hash": data_hash(split.train), "test_hash": data_hash(split.test),
-                 "n_train": len(split.train), "n_test": len(split.test), "n_train_examples": len(train_examples)},
-        "metrics": best["metrics"],
-        "best_epoch": best["epoch"],
-        "history": history,
-        "train_samples_per_second": round(seen / train_seconds, 2) if train_seconds else None,
-        "versions": _versions(),
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "log": str(log.path.name),
-    }
-    if job is not None:
-        manifest["knowledge_base"] = job.manifest_info()
-    if calibration is not None:
-        manifest["calibration"] = calibration
-    if baseline is not None:
-        manifest["baseline"] = baseline
+    manifest = TaskManifest(
+        task=spec,
+        base_model={"name": base_model, "fingerprint": base_fp, "hidden_size": base.config.hidden_size,
+                    "random": is_random(base.config)},
+        lora=lora.to_dict(),
+        training=settings.to_dict(),
+        encoding=encoder.encoding,
+        data={"source": split.source, "train_hash": data_hash(split.train), "test_hash": data_hash(split.test),
+              "n_train": len(split.train), "n_test": len(split.test), "n_train_examples": len(train_examples)},
+        metrics=best["metrics"],
+        best_epoch=best["epoch"],
+        history=history,
+        train_samples_per_second=round(seen / train_seconds, 2) if train_seconds else None,
+        versions=_versions(),
+        created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        log=str(log.path.name),
+        knowledge_base=job.manifest_info() if job is not None else None,
+        calibration=calibration,
+        baseline=baseline,
+    )
 
     def write(folder: Path) -> None:
         model.save_pretrained(str(folder), safe_serialization=True)
         head.save(folder)
-        (folder / "task.json").write_text(json.dumps(manifest, ensure_ascii=False, indent=2) + "\n", "utf-8")
+        manifest.save(folder / TASK_FILE)
 
     hub.save(spec.name, write)
     log.write(event="end", best_epoch=best["epoch"], metrics=best["metrics"],
-              samples_per_second=manifest["train_samples_per_second"])
+              samples_per_second=manifest.train_samples_per_second)
     log.close()
     return manifest
 

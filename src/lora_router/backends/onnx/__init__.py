@@ -5,7 +5,7 @@ optimum or scikit-learn (tests/test_runtime.py checks it in a fresh process).
 """
 
 from .backend import OnnxBackend, OnnxRouter
-from .layout import EXPORT_KIND, FORMAT_VERSION, LAYOUTS, MANIFEST_FILE, PRECISIONS, read_manifest, verify_files
+from .export_layout import EXPORT_KIND, FORMAT_VERSION, LAYOUTS, MANIFEST_FILE, PRECISIONS, read_manifest, verify_files
 from .sessions import physical_cores, providers_for, session_options
 
 __all__ = [

@@ -17,13 +17,15 @@ from pathlib import Path
 
 import numpy as np
 
+from ...adapters import TaskManifest
 from ...config import TaskSpec
 from ...core.chain import Chain
 from ...core.options import LAYOUTS, PRECISIONS, PredictorOptions
 from ...core.predictor import TaskPredictor, split_options
 from ...encoding import Encoded, TextEncoder, encoding_of
 from ...errors import ConfigError, ExportFormatError
-from . import layout as fmt
+from . import export_layout
+from .export_layout import ExportManifest
 from .models import Head, MergedTaskModel, OneCallModel, SharedTaskModel
 from .sessions import open_session, session_options
 
@@ -45,31 +47,34 @@ class OnnxBackend:
 
     def __init__(self, export_dir: str | Path, options: PredictorOptions):
         self.export_dir = Path(export_dir).expanduser()
-        self.manifest = fmt.read_manifest(self.export_dir)
-        self.layout = _pick(options.layout, self.manifest["layouts"], LAYOUTS, "layout", self.export_dir)
-        self.precision = _pick(options.precision, self.manifest["precisions"], PRECISIONS, "precision",
+        self.manifest = export_layout.read_manifest(self.export_dir)
+        self.layout = _pick(options.layout, self.manifest.layouts, LAYOUTS, "layout", self.export_dir)
+        self.precision = _pick(options.precision, self.manifest.precisions, PRECISIONS, "precision",
                                self.export_dir)
         self.device = options.device
-        names = list(options.tasks) if options.tasks is not None else list(self.manifest["tasks"])
-        unknown = [t for t in names if t not in self.manifest["tasks"]]
+        names = list(options.tasks) if options.tasks is not None else list(self.manifest.tasks)
+        unknown = [t for t in names if t not in self.manifest.tasks]
         if unknown:
             raise ConfigError(f"task(s) {unknown} are not in export {self.export_dir}; "
-                              f"it has: {', '.join(self.manifest['tasks'])}")
+                              f"it has: {', '.join(self.manifest.tasks)}")
         # each file once: the encoder of the shared and one-call layouts is every task's
-        needed = [fmt.TOKENIZER_FILE, fmt.CHAIN_FILE] + [p for t in names for p in self._task_files(t)]
+        needed = [export_layout.TOKENIZER_FILE, export_layout.CHAIN_FILE]
+        needed += [p for t in names for p in self._task_files(t)]
         needed = list(dict.fromkeys(needed))
         # The sha256 of the model files (~100 MB at base size) runs beside the sessions' start-up, the other
         # half of a cold start; a damaged file is still what is reported, whatever the loading says about it.
         with ThreadPoolExecutor(1) as pool:
-            check = pool.submit(fmt.verify_files, self.export_dir, self.manifest, needed, hashes=options.verify)
+            check = pool.submit(export_layout.verify_files, self.export_dir, self.manifest, needed,
+                                hashes=options.verify)
             try:
                 self._load(names, options.threads, options.spinning)
             except Exception:
                 check.result()
                 raise
             check.result()
+        self.runs_mixed = self.one_call is not None
         self.speculate_by_default = SPECULATE_BY_DEFAULT.get(self.layout, False)
-        self.chain_path = self.export_dir / fmt.CHAIN_FILE
+        self.chain_path = self.export_dir / export_layout.CHAIN_FILE
         self.source = f"export {self.export_dir}"
         logger.info("onnx backend: %s, %s %s, tasks %s", self.export_dir, self.layout, self.precision,
                     ", ".join(self.specs) or "none")
@@ -78,39 +83,39 @@ class OnnxBackend:
     def _load(self, names: Sequence[str], threads: int | None, spinning: bool) -> None:
         from tokenizers import Tokenizer
 
-        tokenizer = Tokenizer.from_file(str(self.export_dir / fmt.TOKENIZER_FILE))
+        tokenizer = Tokenizer.from_file(str(self.export_dir / export_layout.TOKENIZER_FILE))
         options = session_options(threads, spinning=spinning)
         self.specs: dict[str, TaskSpec] = {}
         self.encoders: dict[str, TextEncoder] = {}
-        self.manifests: dict[str, dict] = {}
+        self.manifests: dict[str, TaskManifest] = {}
         self.models: dict[str, object] = {}
         self._encoder_session = None
         alike: dict[tuple, TextEncoder] = {}  # tasks that encode alike share one encoder (and one tokenisation)
         for name in names:
-            info = self.manifest["tasks"][name]
+            info = self.manifest.tasks[name]
             self.specs[name] = TaskSpec.from_dict(info["spec"])
-            key = (int(info["max_length"]), json.dumps(encoding_of(info), sort_keys=True))
+            key = (int(info["max_length"]), json.dumps(encoding_of(info.get("encoding")), sort_keys=True))
             if key not in alike:
-                alike[key] = TextEncoder.for_adapter(tokenizer, int(info["max_length"]), info)
+                alike[key] = TextEncoder.for_adapter(tokenizer, int(info["max_length"]), info.get("encoding"))
             self.encoders[name] = alike[key]
-            self.manifests[name] = _read_json(self.export_dir / info["manifest"])
-            if self.layout not in fmt.ONE_CALL_LAYOUTS:
+            self.manifests[name] = _read_task_manifest(self.export_dir / info["manifest"])
+            if self.layout not in export_layout.ONE_CALL_LAYOUTS:
                 self.models[name] = self._open_model(name, info, options)
         self.one_call: OneCallModel | None = None
-        if self.layout in fmt.ONE_CALL_LAYOUTS:
+        if self.layout in export_layout.ONE_CALL_LAYOUTS:
             self.one_call = self._open_one_call(names, options)
             self.models = {name: self.one_call.task(name) for name in names}
         self.tokenizer = tokenizer
 
     def _task_files(self, task: str) -> list[str]:
-        info = self.manifest["tasks"][task]
+        info = self.manifest.tasks[task]
         files = [info["manifest"]]
         if self.layout == "merged":
             files.append(info["merged"][self.precision])
-        elif self.layout in fmt.ONE_CALL_LAYOUTS:
+        elif self.layout in export_layout.ONE_CALL_LAYOUTS:
             files += [self._one_call_file(), info[self.layout]["head"]]
         else:
-            files += [self.manifest["shared"][self.precision], info["shared"]["adapter"], info["shared"]["head"]]
+            files += [self.manifest.shared[self.precision], info["shared"]["adapter"], info["shared"]["head"]]
         if info.get("knowledge_base"):
             files.append(info["knowledge_base"])
         return files
@@ -119,7 +124,7 @@ class OnnxBackend:
         if self.layout == "merged":
             return MergedTaskModel(open_session(self.export_dir / info["merged"][self.precision], self.device, options))
         if self._encoder_session is None:
-            path = self.export_dir / self.manifest["shared"][self.precision]
+            path = self.export_dir / self.manifest.shared[self.precision]
             self._encoder_session = open_session(path, self.device, options)
         shared = info["shared"]
         return SharedTaskModel(self._encoder_session, self.export_dir / shared["adapter"],
@@ -129,18 +134,18 @@ class OnnxBackend:
         """The graph to open: the one onnxruntime optimised at export (CPU, same onnxruntime), else the plain one."""
         import onnxruntime as ort
 
-        layout = self.manifest[self.layout]
+        layout = self.manifest.one_call(self.layout)
         optimized = layout.get("optimized") or {}
         if self.device == "cpu" and optimized.get(self.precision) and optimized.get("onnxruntime") == ort.__version__:
             return optimized[self.precision]
         return layout[self.precision]
 
     def _open_one_call(self, names: Sequence[str], options) -> OneCallModel:
-        layout = self.manifest[self.layout]
+        layout = self.manifest.one_call(self.layout)
         session = open_session(self.export_dir / self._one_call_file(), self.device, options)
         heads = {}
         for name in names:
-            info = self.manifest["tasks"][name][self.layout]
+            info = self.manifest.tasks[name][self.layout]
             heads[name] = Head.load(self.export_dir / info["head"], info["reads"])
         return OneCallModel(session, layout["tasks"], heads)
 
@@ -160,9 +165,10 @@ class OnnxBackend:
     def answerer(self, task: str, knowledge_base: Path | None):
         from ...kb import Answerer
 
-        info = self.manifest["tasks"][task]
+        info = self.manifest.tasks[task]
         kb = knowledge_base or (self.export_dir / info["knowledge_base"] if info.get("knowledge_base") else None)
-        return Answerer.from_manifest(self.manifests[task], self.export_dir / fmt.task_dir(task), kb)
+        task_dir = self.export_dir / export_layout.task_dir(task)
+        return Answerer.from_saved(self.manifests[task].knowledge_base, task_dir, kb)
 
 
 class OnnxRouter(TaskPredictor):
@@ -194,7 +200,7 @@ class OnnxRouter(TaskPredictor):
         return self.backend.export_dir
 
     @property
-    def manifest(self) -> dict:
+    def manifest(self) -> ExportManifest:
         return self.backend.manifest
 
     @property
@@ -233,8 +239,8 @@ def _distinct(values: Sequence, key) -> tuple[list, list[int]]:
     return out, rows
 
 
-def _read_json(path: Path) -> dict:
+def _read_task_manifest(path: Path) -> TaskManifest:
     try:
-        return json.loads(path.read_text("utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        return TaskManifest.from_dict(json.loads(path.read_text("utf-8")), str(path))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, ConfigError) as exc:
         raise ExportFormatError(f"{path} is damaged ({exc}); export again") from None

@@ -1,4 +1,4 @@
-"""The export folder: its layout, ``manifest.json``, and the checks on reading it.
+"""The export folder: its layout, ``manifest.json`` (``ExportManifest``), and the checks on reading it.
 
 Written by ``lora_router.export``, read by ``OnnxRouter``. No torch here::
 
@@ -24,7 +24,9 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable
+from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
 from ...errors import ExportFormatError
 
@@ -93,7 +95,65 @@ def file_entries(root: Path, mutable: Iterable[str] = ()) -> dict[str, dict]:
     return out
 
 
-def read_manifest(folder: str | Path) -> dict:
+@dataclass
+class ExportManifest:
+    """An export's ``manifest.json``: what it holds, how it was made, each file's sha256, the parity figures.
+
+    ``tasks`` maps each task to what the runtime needs of it (spec, max_length,
+    encoding, its task.json, and per layout its files); ``shared``, ``multi``
+    and ``trunk`` describe the layouts' common graphs. ``to_dict`` writes
+    exactly the document ``from_dict`` reads; unknown keys are kept (``extra``).
+    """
+
+    tasks: dict[str, dict[str, Any]]
+    layouts: list[str]
+    precisions: list[str]
+    files: dict[str, dict[str, Any]] = field(default_factory=dict)  # path -> sha256, bytes, mutable
+    format: int = FORMAT_VERSION
+    kind: str = EXPORT_KIND
+    created: str = ""
+    base_model: dict[str, Any] = field(default_factory=dict)
+    opset: int | None = None
+    quantization: dict[str, Any] | None = None
+    tokenizer: str = TOKENIZER_FILE
+    chain: str = CHAIN_FILE
+    thresholds: dict[str, float] = field(default_factory=dict)
+    shared: dict[str, Any] | None = None
+    multi: dict[str, Any] | None = None
+    trunk: dict[str, Any] | None = None
+    versions: dict[str, str] = field(default_factory=dict)
+    parity: dict[str, Any] | None = None  # per task and layout: what the parity gate measured
+    parity_bounds: dict[str, Any] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def one_call(self, layout: str) -> dict[str, Any]:
+        """The graph of a one-call layout (multi or trunk): its files per precision and task order."""
+        graph = self.multi if layout == "multi" else self.trunk if layout == "trunk" else None
+        if graph is None:
+            raise ExportFormatError(f"this export has no {layout} layout; it has: {', '.join(self.layouts)}")
+        return graph
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ExportManifest:
+        known = {f.name for f in fields(cls)} - {"extra"}
+        return cls(**{k: v for k, v in data.items() if k in known},
+                   extra={k: v for k, v in data.items() if k not in known})
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for name in _ORDER:
+            value = getattr(self, name)
+            if value is not None or name in ("shared", "opset", "quantization"):
+                out[name] = value
+        return {**out, **self.extra}
+
+
+# The order keys are written in; multi, trunk, parity and parity_bounds only when the export has them.
+_ORDER = ("format", "kind", "created", "base_model", "opset", "layouts", "precisions", "quantization", "tokenizer",
+          "chain", "thresholds", "tasks", "shared", "multi", "trunk", "versions", "files", "parity", "parity_bounds")
+
+
+def read_manifest(folder: str | Path) -> ExportManifest:
     """The manifest of an export folder, or ``ExportFormatError`` naming what is wrong."""
     folder = Path(folder).expanduser()
     path = folder / MANIFEST_FILE
@@ -123,12 +183,12 @@ def read_manifest(folder: str | Path) -> dict:
     for key in ("tasks", "files", "layouts", "precisions"):
         if key not in manifest:
             raise ExportFormatError(f"{path} is damaged: it has no {key!r}; export again")
-    return manifest
+    return ExportManifest.from_dict(manifest)
 
 
-def verify_files(folder: Path, manifest: dict, paths: Iterable[str], *, hashes: bool = True) -> None:
+def verify_files(folder: Path, manifest: ExportManifest, paths: Iterable[str], *, hashes: bool = True) -> None:
     """Every path exists and (unless it may change, like a knowledge base) has its recorded sha256."""
-    files = manifest["files"]
+    files = manifest.files
     for rel in paths:
         path = folder / rel
         entry = files.get(rel)
