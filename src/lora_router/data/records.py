@@ -15,7 +15,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..config import PAIR_RANKING, SEQUENCE_CLASSIFICATION, SPAN_EXTRACTION, TaskSpec
+from ..config import SEQUENCE_CLASSIFICATION, SPAN_EXTRACTION, TaskSpec
 from ..errors import DataError, UnknownTaskError
 from ..tasks import task_for_instruction
 
@@ -203,7 +203,3 @@ def data_hash(records: Iterable[Record]) -> str:
         h.update(json.dumps(r.to_json(), ensure_ascii=False, sort_keys=True).encode("utf-8"))
         h.update(b"\n")
     return h.hexdigest()
-
-
-def is_no_answer(spec: TaskSpec, record: Record) -> bool:
-    return spec.kind == PAIR_RANKING and record.output == ""

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import NotRequired, TypedDict
+from typing import TypedDict
 
 import numpy as np
 
@@ -19,15 +19,18 @@ class LabelFigures(TypedDict):
     support: int
 
 
-class ClassificationMetrics(TypedDict):
+class _ClassificationFigures(TypedDict):
     accuracy: float
     macro_f1: float
     per_label: dict[str, LabelFigures]
     confusion_matrix: list[list[int]]  # rows gold, columns predicted, in ``labels`` order
     labels: list[str]
     n: int
-    calibration: NotRequired[dict]  # eval: ECE before and after the temperature
-    ece: NotRequired[float]  # the baseline's
+
+
+class ClassificationMetrics(_ClassificationFigures, total=False):
+    calibration: dict  # eval: ECE before and after the temperature
+    ece: float  # the baseline's
 
 
 class SpanMetrics(TypedDict):
@@ -38,7 +41,7 @@ class SpanMetrics(TypedDict):
     n: int
 
 
-class RankingMetrics(TypedDict):
+class _RankingFigures(TypedDict):
     top1: float
     mrr: float
     no_answer_precision: float
@@ -46,7 +49,10 @@ class RankingMetrics(TypedDict):
     answer_accuracy: float
     n: int
     n_answerable: int
-    threshold: NotRequired[float]
+
+
+class RankingMetrics(_RankingFigures, total=False):
+    threshold: float  # the answerer's, when scored through one
 
 
 Metrics = ClassificationMetrics | SpanMetrics | RankingMetrics

@@ -257,10 +257,6 @@ def _MultiLoraLinear(*args):  # noqa: N802 - a class made on first use
     return _modules()[0](*args)
 
 
-def _Lora(*args):  # noqa: N802
-    return _modules()[1](*args)
-
-
 def _OneCallEncoder(*args):  # noqa: N802
     return _modules()[2](*args)
 

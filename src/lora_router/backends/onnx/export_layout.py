@@ -68,10 +68,6 @@ def head_file(task: str) -> str:
     return f"shared/heads/{task}.npz"
 
 
-def model_file(precision: str) -> str:
-    return QUANTIZED_FILE if precision == "int8" else MODEL_FILE
-
-
 def sha256_file(path: str | Path, chunk: int = 1 << 22) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as fh:

@@ -21,11 +21,6 @@ from ...errors import ExportFormatError
 ENCODER_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 
-def _feeds(session, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    names = [i.name for i in session.get_inputs()]
-    return {k: arrays[k] for k in names if k in ENCODER_INPUTS}
-
-
 class MergedTaskModel:
     """A task's own session: ``input_ids, attention_mask, token_type_ids -> logits``."""
 
@@ -114,13 +109,11 @@ class OneCallModel:
             groups.setdefault(task, []).append(i)
         outputs = sorted({self.heads[t].reads for t in groups})
         got = dict(zip(outputs, self.hidden(texts, row_text, row_tasks, outputs)))
-        out: list[np.ndarray | None] = [None] * len(row_tasks)
+        out: dict[int, np.ndarray] = {}
         for task, idx in groups.items():
             head = self.heads[task]
-            logits = head(got[head.reads][idx])
-            for i, row in zip(idx, logits):
-                out[i] = row
-        return out  # type: ignore[return-value]
+            out.update(zip(idx, head(got[head.reads][idx])))
+        return [out[i] for i in range(len(row_tasks))]
 
     def task(self, name: str) -> OneCallTask:
         return OneCallTask(self, name)
