@@ -3,10 +3,8 @@
 The root makes the group and registers one module per command group; each
 command parses its options and calls a plain library function. Errors of the
 library (``LoraRouterError``) become one-line messages and exit codes: 1 for
-a failed command, 2 for bad input (``_output.handle_errors``).
+a failed command, 2 for bad input (``_output.ErrorsAsMessages``).
 """
-
-from __future__ import annotations
 
 import logging
 import os
@@ -14,6 +12,7 @@ import os
 import click
 
 from .. import __version__
+from ._output import ErrorsAsMessages
 from .ask import ask_cmd, chat_cmd
 from .bench import bench_cmd
 from .data import data_group, tasks_cmd
@@ -26,10 +25,8 @@ from .menu import menu_cmd
 from .serve import serve_cmd
 from .train import train_cmd
 
-__all__ = ["main", "run"]
 
-
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.group(cls=ErrorsAsMessages, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="lora-router")
 def main() -> None:
     """Route Chinese data-platform questions with one bert-base-chinese and a LoRA adapter per task.

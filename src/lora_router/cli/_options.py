@@ -1,7 +1,5 @@
 """Options several commands share, and click options made from a settings dataclass's fields."""
 
-from __future__ import annotations
-
 import dataclasses
 from pathlib import Path
 
@@ -14,38 +12,35 @@ BASE_ENV = "LORA_ROUTER_BASE_MODEL"
 FILE = click.Path(dir_okay=False, exists=True, path_type=Path)
 FOLDER = click.Path(file_okay=False, exists=True, path_type=Path)
 
-base_option = click.option(
+base_model = click.option(
     "--base-model", envvar=BASE_ENV, default=DEFAULT_BASE_MODEL, show_default=True, show_envvar=True,
     help="Hugging Face id (from the local cache) or folder of the base BERT.")
-hub_option = click.option(
+hub = click.option(
     "--hub", envvar=HUB_ENV, type=click.Path(file_okay=False, path_type=Path), default=None, show_envvar=True,
     help="Adapter hub folder [default: ~/.lora-router/hub].")
-json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts instead of tables.")
-quiet_option = click.option("--quiet", is_flag=True, help="No progress bar.")
-device_option = click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
+json = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts instead of tables.")
+quiet = click.option("--quiet", is_flag=True, help="No progress bar.")
+device = click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
 
 
-def onnx_option(help: str):
+def onnx(help: str):
     return click.option("--onnx", type=FOLDER, default=None, help=help)
 
 
-def kb_option(help: str):
+def kb(help: str):
     return click.option("--kb", "knowledge_base", type=FILE, default=None, help=help)
 
 
-def threshold_option(help: str):
+def thresholds(help: str):
     return click.option("--threshold", "thresholds", multiple=True, metavar="TASK=P", help=help)
 
 
-def settings_options(cls, **options: dict):
-    """Click options for the named fields of the settings dataclass ``cls``: each default and help is the field's.
+def from_settings(cls, **options: dict):
+    """Click options for fields of the settings dataclass ``cls``, each default and help read from the field.
 
-    Each keyword names a field, in the order ``--help`` lists them; its dict
-    adds to the option: ``flag`` (else ``--field-name``) and click's own
-    arguments (``type``, ``metavar``, ``envvar``...). A list field takes the
-    option many times, a tuple field is typed comma-separated (``default``
-    may spell an empty one), and a field that is true by default becomes
-    ``--no-field-name``.
+    Each keyword names a field, in ``--help``'s order; its dict holds the option's ``flag`` (else
+    ``--field-name``) and more click arguments. A list field repeats, a tuple is typed comma-separated
+    (``default`` may spell an empty one), a field true by default becomes ``--no-field-name``.
     """
     fields = {f.name: f for f in dataclasses.fields(cls)}
 

@@ -1,8 +1,5 @@
 """What the CLI prints: errors as exit codes, JSON, tables, and each document's printer."""
 
-from __future__ import annotations
-
-import functools
 import json
 import sys
 import unicodedata
@@ -13,7 +10,9 @@ import click
 from ..config import PAIR_RANKING, SEQUENCE_CLASSIFICATION, SPAN_EXTRACTION
 from ..errors import InputError, LoraRouterError
 
-# (key, name) of each kind's figures in `eval`'s table.
+# Per kind: (key, name) of the figures `eval` shows, the figure `train` compares with the baseline's, the one
+# `hub list` shows (not evaluation.metrics.headline, which for ranking is answer accuracy + MRR, a score that
+# picks the best epoch, not a figure a reader knows), and the agreement of the export's parity gate.
 FIGURES = {
     SEQUENCE_CLASSIFICATION: [("accuracy", "accuracy"), ("macro_f1", "macro-F1")],
     SPAN_EXTRACTION: [("precision", "exact-span precision"), ("recall", "exact-span recall"),
@@ -21,38 +20,30 @@ FIGURES = {
     PAIR_RANKING: [("top1", "top-1"), ("mrr", "MRR"), ("no_answer_precision", "no-answer precision"),
                    ("no_answer_recall", "no-answer recall"), ("answer_accuracy", "answer accuracy")],
 }
-# The figure `hub list` shows of each kind. Not evaluation.metrics.headline: for ranking that is
-# answer accuracy + MRR, a score that picks the best epoch, not a figure a reader knows.
 SHOWN = {SEQUENCE_CLASSIFICATION: ("macro_f1", "macro-F1"), SPAN_EXTRACTION: ("f1", "span F1"),
          PAIR_RANKING: ("top1", "top-1")}
-BASELINE_FIGURE = {SEQUENCE_CLASSIFICATION: "accuracy", SPAN_EXTRACTION: "f1", PAIR_RANKING: "top1"}  # train's line
+BASELINE_FIGURE = {SEQUENCE_CLASSIFICATION: "accuracy", SPAN_EXTRACTION: "f1", PAIR_RANKING: "top1"}
 AGREEMENT = {SEQUENCE_CLASSIFICATION: "label_agreement", SPAN_EXTRACTION: "span_agreement",
              PAIR_RANKING: "answer_agreement"}
 
 
-def _show_warning(message, category, filename, lineno, file=None, line=None):
+def _show_warning(message, *args, **kwargs) -> None:
     click.secho(f"warning: {message}", fg="yellow", err=True)
 
 
-def handle_errors(fn):
-    """Turn library errors into messages and exit codes (2 bad input, 1 failed), never a traceback."""
+class ErrorsAsMessages(click.Group):
+    """A group whose commands turn library errors into one-line messages and exit codes, never a traceback."""
 
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
+    def invoke(self, ctx: click.Context):
         warnings.showwarning = _show_warning
         try:
-            return fn(*args, **kwargs)
-        except InputError as exc:
-            click.secho(f"error: {exc}", fg="red", err=True)
-            sys.exit(2)
+            return super().invoke(ctx)
         except LoraRouterError as exc:
             click.secho(f"error: {exc}", fg="red", err=True)
-            sys.exit(1)
+            sys.exit(2 if isinstance(exc, InputError) else 1)
         except KeyboardInterrupt:
             click.secho("interrupted; nothing was half written", fg="red", err=True)
             sys.exit(130)
-
-    return wrapper
 
 
 def dump(obj) -> None:
@@ -82,7 +73,6 @@ def verdict(problems: list) -> str:
     return click.style("ok", fg="green") if not problems else click.style(f"{len(problems)} bad", fg="red")
 
 
-# ---------------------------------------------------------------- metrics
 def print_label_tables(m: dict) -> None:
     """Per-label precision/recall/F1 and the confusion matrix of a classification task's metrics."""
     rows = [[label, f"{v['precision']:.3f}", f"{v['recall']:.3f}", f"{v['f1']:.3f}", str(v["support"])]
@@ -196,12 +186,11 @@ def print_parity(report: dict, kinds: dict[str, str]) -> None:
                  "max |Δlogit|"])
 
 
-# ---------------------------------------------------------------- answers
-def print_answer(out: dict, kinds: dict[str, str]) -> None:
-    """A chain answer: one row per step, then the route, files, answer and note."""
+def print_answer(out: dict, specs: dict) -> None:
+    """A chain answer: one row per step (``specs`` by task name), then the route, files, answer and note."""
     rows = []
     for step in out["steps"]:
-        res, kind = step["result"], kinds[step["task"]]
+        res, kind = step["result"], specs[step["task"]].kind
         if kind == SEQUENCE_CLASSIFICATION:
             what, conf = res["predicted_label"], f"{res['confidence']:.3f}"
         elif kind == SPAN_EXTRACTION:

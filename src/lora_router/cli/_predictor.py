@@ -1,7 +1,5 @@
 """The one place the CLI turns options into a predictor: an export (``--onnx``) or base + hub."""
 
-from __future__ import annotations
-
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -29,10 +27,7 @@ def predictor_options(knowledge_base: Path | None = None, thresholds: Sequence[s
 
 def build_predictor(onnx: Path | None = None, base_model: str | None = None, hub: Path | None = None, *,
                     tasks: Sequence[str] | None = None, **options):
-    """``OnnxRouter`` over the export ``onnx``, else the PyTorch ``Router`` over ``base_model`` + ``hub``.
-
-    ``options`` are ``predictor_options``' arguments.
-    """
+    """``OnnxRouter`` over the export ``onnx``, else the PyTorch ``Router`` over ``base_model`` + ``hub``."""
     o = predictor_options(**options)
     if onnx:
         from ..backends.onnx import OnnxRouter

@@ -1,24 +1,22 @@
 """`lora-router ask` and `lora-router chat`: questions through the chain (or one task), from an export or a hub."""
 
-from __future__ import annotations
-
 import json
 import time
 
 import click
 
 from ..errors import InputError
-from ._options import base_option, device_option, hub_option, json_option, kb_option, onnx_option, threshold_option
-from ._output import dump, handle_errors, print_answer
+from . import _options as opt
+from ._output import dump, print_answer
 from ._predictor import build_predictor
 
 
 def source_options(fn):
     """Where the predictor comes from and how it decides, for commands that ask questions."""
-    for option in (threshold_option("Confidence below which the chain stops as `uncertain` (repeatable)."),
-                   kb_option("Answer from this knowledge base instead of the trained one."),
-                   onnx_option("Use an exported ONNX folder (no PyTorch needed) instead of base + hub."),
-                   device_option, base_option, hub_option):
+    for option in (opt.thresholds("Confidence below which the chain stops as `uncertain` (repeatable)."),
+                   opt.kb("Answer from this knowledge base instead of the trained one."),
+                   opt.onnx("Use an exported ONNX folder (no PyTorch needed) instead of base + hub."),
+                   opt.device, opt.base_model, opt.hub):
         fn = option(fn)
     return fn
 
@@ -27,8 +25,7 @@ def source_options(fn):
 @click.argument("question")
 @click.option("--task", "only_task", default=None, help="Run one task's adapter instead of the chain.")
 @source_options
-@json_option
-@handle_errors
+@opt.json
 def ask_cmd(question, only_task, as_json, **source) -> None:
     """Run the chain on QUESTION and print each step and the decision.
 
@@ -49,11 +46,7 @@ def ask_cmd(question, only_task, as_json, **source) -> None:
         _ask_stream(ask)
         return
     out = ask(question)
-    dump(out) if as_json else print_answer(out, kinds_of(router))
-
-
-def kinds_of(router) -> dict[str, str]:
-    return {name: spec.kind for name, spec in router.specs.items()}
+    dump(out) if as_json else print_answer(out, router.specs)
 
 
 def _one_task(router, task: str, text: str) -> dict:
@@ -77,7 +70,6 @@ def _ask_stream(ask) -> None:
 
 @click.command("chat")
 @source_options
-@handle_errors
 def chat_cmd(**source) -> None:
     """Ask questions one after another (empty line or `exit` to leave)."""
     router = build_predictor(**source)
@@ -86,7 +78,6 @@ def chat_cmd(**source) -> None:
 
 
 def chat_loop(router) -> None:
-    kinds = kinds_of(router)
     while True:
         try:
             text = click.prompt(click.style("问题", fg="green"), default="", show_default=False)
@@ -96,7 +87,7 @@ def chat_loop(router) -> None:
         if text.strip().lower() in {"", "exit", "quit", "q", "退出"}:
             return
         try:
-            print_answer(router.ask(text), kinds)
+            print_answer(router.ask(text), router.specs)
         except InputError as exc:
             click.secho(f"error: {exc}", fg="red", err=True)
         click.echo()

@@ -1,29 +1,26 @@
 """`lora-router bench`: latency, memory, cold start and training, or the service under load."""
 
-from __future__ import annotations
-
 from pathlib import Path
 
 import click
 
-from ._options import FOLDER, device_option, quiet_option
-from ._output import handle_errors
+from ..errors import require
+from . import _options as opt
 
 
 @click.command("bench")
 @click.option("--size", type=click.Choice(["tiny", "base"]), default="tiny", show_default=True,
               help="tiny: a quick check of the harness; base: bert-base-chinese's exact shape (minutes).")
-@device_option
+@opt.device
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("bench-results"),
               show_default=True, help="Where results.json, results.md and chart.png go.")
 @click.option("--runs", type=int, default=None, help="Timed runs per figure [default: 50].")
 @click.option("--serve", "serve_mode", is_flag=True,
               help="Benchmark `lora-router serve` instead: requests/s and p50/p99 at 1, 8, 32 clients, dynamic "
                    "batching on and off, against in-process OnnxRouter.ask.")
-@click.option("--export", "export_dir", type=FOLDER, default=None,
+@click.option("--export", "export_dir", type=opt.FOLDER, default=None,
               help="With --serve: the export to serve [default: a random model of --size, exported int8].")
-@quiet_option
-@handle_errors
+@opt.quiet
 def bench_cmd(size, device, out_dir, runs, serve_mode, export_dir, quiet) -> None:
     """Measure latency, memory, cold start and training: the original tool's way against the router and ONNX.
 
@@ -31,8 +28,6 @@ def bench_cmd(size, device, out_dir, runs, serve_mode, export_dir, quiet) -> Non
     weight values) with random adapters, times every contender interleaved in
     rounds, and writes results.json, a markdown table and a chart.
     """
-    from ..errors import require
-
     if serve_mode:
         require("fastapi", "serve")
         from ..bench.serve import run_serve_bench

@@ -1,21 +1,19 @@
 """`lora-router tasks` and `lora-router data`: the registered tasks, checking and printing instruction data."""
 
-from __future__ import annotations
-
 import json
 import sys
+from collections import Counter
 from pathlib import Path
 
 import click
 
 from ..adapters import AdapterHub
-from ._options import json_option
-from ._output import dump, handle_errors, table, verdict
+from . import _options as opt
+from ._output import dump, table, verdict
 
 
 @click.command("tasks")
-@json_option
-@handle_errors
+@opt.json
 def tasks_cmd(as_json: bool) -> None:
     """List the registered tasks (built-in and from the lora_router.tasks entry point)."""
     from ..tasks import all_tasks
@@ -37,8 +35,7 @@ def data_group() -> None:
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--hub", "hub_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Also accept the instructions of this hub's custom tasks.")
-@json_option
-@handle_errors
+@opt.json
 def data_check(file: Path, hub_dir: Path | None, as_json: bool) -> None:
     """Validate FILE: every bad line is reported as `line N: what is wrong`; exit 1 if any.
 
@@ -56,9 +53,7 @@ def data_check(file: Path, hub_dir: Path | None, as_json: bool) -> None:
     else:
         for n, msg in problems:
             click.echo(f"line {n}: {msg}")
-        counts: dict[str, int] = {}
-        for r in records:
-            counts[r.instruction] = counts.get(r.instruction, 0) + 1
+        counts = Counter(r.instruction for r in records)
         summary = ", ".join(f"{k} {v}" for k, v in counts.items()) or "none"
         click.echo(f"{file}: {len(records)} good record(s) ({summary}); {verdict(problems)}")
     if problems or not records:
@@ -68,7 +63,6 @@ def data_check(file: Path, hub_dir: Path | None, as_json: bool) -> None:
 @data_group.command("dump")
 @click.argument("task")
 @click.option("--split", type=click.Choice(["train", "test"]), default="train", show_default=True)
-@handle_errors
 def data_dump(task: str, split: str) -> None:
     """Print a bundled split of TASK as JSONL (e.g. to start your own file)."""
     from ..data import load_bundled

@@ -1,13 +1,12 @@
 """`lora-router demo` and `lora-router init-base`: the whole job offline, on a random base if need be."""
 
-from __future__ import annotations
-
 from pathlib import Path
 
 import click
 
-from ._options import BASE_ENV
-from ._output import handle_errors, print_answer, print_trained
+from ..errors import require
+from . import _options as opt
+from ._output import print_answer, print_trained
 
 
 @click.command("init-base")
@@ -15,7 +14,6 @@ from ._output import handle_errors, print_answer, print_trained
 @click.option("--size", type=click.Choice(["tiny", "base"]), default="tiny", show_default=True,
               help="tiny: 2 layers, hidden 128 (tests, demo); base: exactly bert-base-chinese's shape (benchmarks).")
 @click.option("--seed", default=0, show_default=True, help="Seed of the random weights.")
-@handle_errors
 def init_base_cmd(folder: Path, size: str, seed: int) -> None:
     """Write a RANDOM BERT with the real bert-base-chinese tokenizer into FOLDER.
 
@@ -30,26 +28,23 @@ def init_base_cmd(folder: Path, size: str, seed: int) -> None:
 
 
 @click.command("demo")
-@click.option("--base-model", envvar=BASE_ENV, default=None, show_envvar=True,
+@click.option("--base-model", envvar=opt.BASE_ENV, default=None, show_envvar=True,
               help="Base model [default: a random tiny base created in the demo folder].")
 @click.option("--dir", "folder", type=click.Path(file_okay=False, path_type=Path), default=Path("lora-router-demo"),
               show_default=True, help="Where the demo writes its base and hub.")
 @click.option("--epochs", default=None, type=int, help="[default: 10 on the random tiny base, else 5]")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
-@handle_errors
 def demo_cmd(base_model, folder, epochs, quiet) -> None:
     """The main job end to end, offline: a base, every task trained on the bundled data, sample questions.
 
     Without --base-model it creates a RANDOM tiny base (no download), so the
     metrics show the pipeline works, not what bert-base-chinese reaches.
     """
-    from ..errors import require
-
     require("torch")
     from ..demo import run_demo
     from ..tasks import all_tasks
 
-    kinds = {spec.name: spec.kind for spec in all_tasks()}  # the demo trains the registered tasks
+    specs = {spec.name: spec for spec in all_tasks()}  # the demo trains the registered tasks
 
     def report(event: str, payload) -> None:
         if event == "base":
@@ -59,7 +54,7 @@ def demo_cmd(base_model, folder, epochs, quiet) -> None:
             print_trained(payload)
         elif event == "answer":
             click.echo()
-            print_answer(payload["answer"], kinds)
+            print_answer(payload["answer"], specs)
             got, expected = payload["answer"]["route"], payload["expected_route"]
             mark = click.style("as a person would", fg="green") if got == expected else click.style(
                 f"a person would say {expected}", fg="yellow")

@@ -1,15 +1,13 @@
 """`lora-router eval`: one adapter beside a simple baseline, or the whole chain."""
 
-from __future__ import annotations
-
 from pathlib import Path
 
 import click
 
 from ..config import SEQUENCE_CLASSIFICATION
 from ..errors import DataError
-from ._options import FILE, base_option, hub_option, json_option, kb_option, onnx_option, threshold_option
-from ._output import dump, handle_errors, print_chain_eval, print_eval
+from . import _options as opt
+from ._output import dump, print_chain_eval, print_eval
 from ._predictor import build_predictor
 
 _BUNDLED_CHAIN = "<bundled>"
@@ -20,19 +18,17 @@ _BUNDLED_CHAIN = "<bundled>"
 @click.option("--chain", "chain_file", is_flag=False, flag_value=_BUNDLED_CHAIN, default=None, metavar="[FILE]",
               help="Score the whole chain instead, on questions with their expected route, file names and "
                    "knowledge-base id [FILE default: the bundled chain test set].")
-@click.option("--data", type=FILE, default=None, help="Instruction-format JSONL [default: the bundled test split].")
-@kb_option("Knowledge base for question_answer.")
+@click.option("--data", type=opt.FILE, default=None, help="Instruction-format JSONL [default: the bundled test split].")
+@opt.kb("Knowledge base for question_answer.")
 @click.option("--plot", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write a confusion-matrix picture (PNG) and beside it a reliability diagram (NAME.reliability.png).")
-@onnx_option("Score an exported ONNX folder instead of base + hub.")
-@threshold_option("Chain thresholds (with --chain).")
+@opt.onnx("Score an exported ONNX folder instead of base + hub.")
+@opt.thresholds("Chain thresholds (with --chain).")
 @click.option("--no-baseline", is_flag=True, help="Do not fit and score the simple baseline.")
-@base_option
-@hub_option
-@json_option
-@handle_errors
-def eval_cmd(task_name, chain_file, data, knowledge_base, plot, onnx, thresholds, no_baseline, base_model, hub,
-             as_json) -> None:
+@opt.base_model
+@opt.hub
+@opt.json
+def eval_cmd(task_name, chain_file, data, plot, thresholds, no_baseline, as_json, **source) -> None:
     """Score a trained adapter on any file, beside a simple baseline; or, with --chain, the whole chain.
 
     \b
@@ -49,13 +45,11 @@ def eval_cmd(task_name, chain_file, data, knowledge_base, plot, onnx, thresholds
     if chain_file is not None:
         if task_name or data or plot:
             raise click.UsageError("--chain scores the whole chain; leave out --task, --data and --plot")
-        _eval_chain(chain_file, as_json, onnx=onnx, base_model=base_model, hub=hub, knowledge_base=knowledge_base,
-                    thresholds=thresholds)
+        _eval_chain(chain_file, as_json, thresholds=thresholds, **source)
     elif not task_name:
         raise click.UsageError("give --task TASK (one adapter) or --chain [FILE] (the whole chain)")
     else:
-        _eval_task(task_name, data, plot, not no_baseline, as_json, onnx=onnx, base_model=base_model, hub=hub,
-                   knowledge_base=knowledge_base)
+        _eval_task(task_name, data, plot, not no_baseline, as_json, **source)
 
 
 def _eval_task(task: str, data: Path | None, plot: Path | None, with_baseline: bool, as_json: bool,

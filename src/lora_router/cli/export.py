@@ -1,13 +1,13 @@
 """`lora-router export`: adapters merged into ONNX models that run without PyTorch, behind a parity gate."""
 
-from __future__ import annotations
-
 from pathlib import Path
 
 import click
 
-from ._options import base_option, hub_option, json_option, kb_option, quiet_option, threshold_option
-from ._output import dump, handle_errors, print_parity
+from ..adapters import AdapterHub
+from ..errors import require
+from . import _options as opt
+from ._output import dump, print_parity
 from ._predictor import parse_thresholds
 
 
@@ -22,15 +22,14 @@ from ._predictor import parse_thresholds
                    "every adapter run once per question (adapters trained with --layers); both: merged,shared; "
                    "all: merged,shared,multi. Several: comma-separated.")
 @click.option("--no-parity", is_flag=True, help="Skip the parity gate (not recommended).")
-@kb_option("Knowledge base to ship [default: the one question_answer was trained with].")
-@threshold_option("Chain thresholds to ship.")
+@opt.kb("Knowledge base to ship [default: the one question_answer was trained with].")
+@opt.thresholds("Chain thresholds to ship.")
 @click.option("--int8-max-drop", default=1.0, show_default=True, type=float, metavar="POINTS",
               help="How far int8 may score the task's own metric below PyTorch (percentage points).")
-@base_option
-@hub_option
-@quiet_option
-@json_option
-@handle_errors
+@opt.base_model
+@opt.hub
+@opt.quiet
+@opt.json
 def export_cmd(out, tasks, quantize, layout, no_parity, knowledge_base, thresholds, int8_max_drop, base_model, hub,
                quiet, as_json) -> None:
     """Merge each adapter into the base and write ONNX models that run without PyTorch.
@@ -43,9 +42,6 @@ def export_cmd(out, tasks, quantize, layout, no_parity, knowledge_base, threshol
     written. Run the result with `lora-router ask --onnx DIR` or
     `lora_router.backends.onnx.OnnxRouter(DIR)`.
     """
-    from ..adapters import AdapterHub
-    from ..errors import require
-
     require("optimum.onnxruntime")
     from ..export import export_hub
 

@@ -1,12 +1,10 @@
 """`lora-router hub`: list, show and remove trained adapters."""
 
-from __future__ import annotations
-
 import click
 
 from ..adapters import AdapterHub
-from ._options import hub_option, json_option
-from ._output import dump, handle_errors, shown_figure, table
+from . import _options as opt
+from ._output import dump, shown_figure, table
 
 
 @click.group("hub")
@@ -15,9 +13,8 @@ def hub_group() -> None:
 
 
 @hub_group.command("list")
-@hub_option
-@json_option
-@handle_errors
+@opt.hub
+@opt.json
 def hub_list(hub, as_json) -> None:
     """Every task with an adapter in the hub, with its headline metric."""
     store = AdapterHub(hub)
@@ -40,8 +37,7 @@ def hub_list(hub, as_json) -> None:
 
 @hub_group.command("show")
 @click.argument("task")
-@hub_option
-@handle_errors
+@opt.hub
 def hub_show(task, hub) -> None:
     """Print TASK's task.json (spec, base, settings, data hash, metrics, versions)."""
     dump(AdapterHub(hub).manifest(task))
@@ -49,9 +45,8 @@ def hub_show(task, hub) -> None:
 
 @hub_group.command("remove")
 @click.argument("task")
-@hub_option
+@opt.hub
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
-@handle_errors
 def hub_remove(task, hub, yes) -> None:
     """Delete TASK's adapter from the hub."""
     store = AdapterHub(hub)

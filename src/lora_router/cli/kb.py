@@ -1,14 +1,12 @@
 """`lora-router kb`: check knowledge-base files for question_answer."""
 
-from __future__ import annotations
-
 import sys
 from pathlib import Path
 
 import click
 
-from ._options import json_option
-from ._output import dump, handle_errors, verdict
+from . import _options as opt
+from ._output import dump, verdict
 
 
 @click.group("kb")
@@ -18,8 +16,7 @@ def kb_group() -> None:
 
 @kb_group.command("check")
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
-@json_option
-@handle_errors
+@opt.json
 def kb_check(file: Path, as_json: bool) -> None:
     """Validate a knowledge base: `line N: what is wrong` for every bad line; exit 1 if any.
 

@@ -1,12 +1,10 @@
 """`lora-router menu`: the original tool's numbered menu, for its users."""
 
-from __future__ import annotations
-
 import click
 
-from ._options import base_option, hub_option
-from ._output import handle_errors, print_answer, print_trained
-from .ask import chat_loop, kinds_of
+from . import _options as opt
+from ._output import print_answer, print_trained
+from .ask import chat_loop
 
 MENU = """
 🤖 PEFT LoRA 数据平台训练系统
@@ -29,9 +27,8 @@ SAMPLE_QUESTIONS = [
 
 
 @click.command("menu")
-@base_option
-@hub_option
-@handle_errors
+@opt.base_model
+@opt.hub
 def menu_cmd(base_model, hub) -> None:
     """The original tool's numbered menu, for its users."""
     from ..adapters import AdapterHub
@@ -54,7 +51,7 @@ def menu_cmd(base_model, hub) -> None:
         router = Router(base_model, store)
         if choice == "3":
             for q in SAMPLE_QUESTIONS:
-                print_answer(router.ask(q), kinds_of(router))
+                print_answer(router.ask(q), router.specs)
                 click.echo()
         else:
             chat_loop(router)

@@ -1,43 +1,30 @@
 """`lora-router serve`: the chain over HTTP, on one machine (uvicorn) or as replicas on a Ray cluster."""
 
-from __future__ import annotations
-
 import sys
 from pathlib import Path
 
 import click
 
+from ..errors import require
 from ..serving.settings import API_KEY_ENV, LOG_FORMATS, ServeSettings
-from ._options import (
-    FILE,
-    FOLDER,
-    base_option,
-    device_option,
-    kb_option,
-    onnx_option,
-    settings_options,
-    take_settings,
-    threshold_option,
-)
-from ._output import handle_errors
+from . import _options as opt
 from ._predictor import predictor_options
 
-LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 RAY_ONLY = ("replicas", "address", "exports", "exports_root", "default_export", "max_exports_per_replica",
             "replica_cpus", "ship")
 AT_LEAST_1 = {"type": click.IntRange(1)}
 
 
 @click.command("serve")
-@onnx_option("Serve an export folder with onnxruntime (no PyTorch needed).")
-@click.option("--hub", "hub_dir", type=FOLDER, default=None,
+@opt.onnx("Serve an export folder with onnxruntime (no PyTorch needed).")
+@click.option("--hub", "hub_dir", type=opt.FOLDER, default=None,
               help="Serve a hub with the PyTorch router instead (development).")
-@base_option
-@kb_option("Answer from this knowledge base instead of the one shipped (it may change while serving).")
-@threshold_option("Chain thresholds (repeatable).")
-@click.option("--chain", type=FILE, default=None,
+@opt.base_model
+@opt.kb("Answer from this knowledge base instead of the one shipped (it may change while serving).")
+@opt.thresholds("Chain thresholds (repeatable).")
+@click.option("--chain", type=opt.FILE, default=None,
               help="Run this chain spec (JSON) instead of the one shipped with the models.")
-@device_option
+@opt.device
 @click.option("--precision", type=click.Choice(["int8", "fp32"]), default=None,
               help="Export precision to serve [default: int8 when exported]. int8 scores move slightly with what "
                    "else is in the batch; fp32 answers do not.")
@@ -47,12 +34,12 @@ AT_LEAST_1 = {"type": click.IntRange(1)}
 @click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535))
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64),
               help="Processes on one port, each with its own models (and its own /metrics).")
-@settings_options(ServeSettings, max_batch_tokens=AT_LEAST_1, max_batch_requests=AT_LEAST_1,
-                  max_wait_ms={"type": click.FloatRange(0, 1000)}, max_concurrent_requests=AT_LEAST_1,
-                  max_client_batch=AT_LEAST_1, max_question_chars=AT_LEAST_1,
-                  api_key={"envvar": API_KEY_ENV, "show_envvar": True},
-                  cors_origins={"flag": "--cors-origin", "metavar": "ORIGIN"},
-                  log_format={"type": click.Choice(LOG_FORMATS)})
+@opt.from_settings(ServeSettings, max_batch_tokens=AT_LEAST_1, max_batch_requests=AT_LEAST_1,
+                   max_wait_ms={"type": click.FloatRange(0, 1000)}, max_concurrent_requests=AT_LEAST_1,
+                   max_client_batch=AT_LEAST_1, max_question_chars=AT_LEAST_1,
+                   api_key={"envvar": API_KEY_ENV, "show_envvar": True},
+                   cors_origins={"flag": "--cors-origin", "metavar": "ORIGIN"},
+                   log_format={"type": click.Choice(LOG_FORMATS)})
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info",
               show_default=True)
 @click.option("--engine", type=click.Choice(["uvicorn", "ray"]), default="uvicorn", show_default=True,
@@ -64,7 +51,7 @@ AT_LEAST_1 = {"type": click.IntRange(1)}
 @click.option("--export", "exports", multiple=True, metavar="ID=DIR",
               help="[ray] Also serve this export under ID (repeatable); requests name it in the "
                    "serve_multiplexed_model_id header. --onnx DIR is export 'default'.")
-@click.option("--exports-root", type=FOLDER, default=None,
+@click.option("--exports-root", type=opt.FOLDER, default=None,
               help="[ray] Serve every export folder under DIR, by its folder name (loaded when first asked).")
 @click.option("--default-export", default=None, metavar="ID",
               help="[ray] The export answering requests that name none [default: --onnx, or the only --export].")
@@ -75,7 +62,6 @@ AT_LEAST_1 = {"type": click.IntRange(1)}
 @click.option("--ship", is_flag=True,
               help="[ray] Upload --exports-root with the job (at most 512 MiB zipped) instead of reading it from "
                    "a path every node shares.")
-@handle_errors
 def serve_cmd(onnx, hub_dir, base_model, host, port, workers, log_level, engine, **params) -> None:
     """Serve the chain over HTTP: POST /v1/ask, /v1/tasks/TASK/predict, /metrics, /docs.
 
@@ -92,10 +78,8 @@ def serve_cmd(onnx, hub_dir, base_model, host, port, workers, log_level, engine,
     lora-router serve --engine ray --onnx ./export --replicas 2
     lora-router serve --engine ray --address auto --exports-root /mnt/exports --default-export team-a
     """
-    from ..errors import require
-
     require("fastapi", "serve")
-    settings = take_settings(ServeSettings, params)
+    settings = opt.take_settings(ServeSettings, params)
     ray = {name: params.pop(name) for name in RAY_ONLY}
     options = predictor_options(**params)
     if engine == "ray":
@@ -117,7 +101,7 @@ def serve_cmd(onnx, hub_dir, base_model, host, port, workers, log_level, engine,
 
 
 def _warn_if_open(host: str, settings: ServeSettings) -> None:
-    if host not in LOCAL_HOSTS and not settings.api_key:
+    if host not in ("127.0.0.1", "localhost", "::1") and not settings.api_key:
         click.secho(f"warning: listening on {host} without --api-key: anyone who reaches it can ask", fg="yellow",
                     err=True)
 

@@ -1,7 +1,5 @@
 """`lora-router train`: a LoRA adapter (and its head) per task into the adapter hub."""
 
-from __future__ import annotations
-
 from pathlib import Path
 
 import click
@@ -9,36 +7,26 @@ import click
 from ..adapters import AdapterHub
 from ..config import LoraSettings, TrainSettings
 from ..errors import LoraRouterError, UnknownTaskError, require
-from ._options import (
-    FILE,
-    base_option,
-    hub_option,
-    json_option,
-    kb_option,
-    quiet_option,
-    settings_options,
-    take_settings,
-)
-from ._output import dump, handle_errors, print_trained
+from . import _options as opt
+from ._output import dump, print_trained
 
 
 @click.command("train")
 @click.option("--task", "task_name", required=True,
               help="Task to train, `all` for every registered task, or a new name with --data.")
-@click.option("--data", type=FILE, default=None,
+@click.option("--data", type=opt.FILE, default=None,
               help="Instruction-format JSONL [default: the bundled data of the task].")
-@click.option("--test-data", type=FILE, default=None,
+@click.option("--test-data", type=opt.FILE, default=None,
               help="Held-out file for evaluation [default: bundled test split, or 20% of --data].")
-@kb_option("Knowledge base for question_answer [default: the bundled one].")
-@base_option
-@hub_option
-@settings_options(TrainSettings, epochs={}, batch_size={}, learning_rate={"flag": "--lr"}, warmup_steps={})
-@settings_options(LoraSettings, r={"flag": "--lora-r"}, alpha={"flag": "--lora-alpha"},
-                  dropout={"flag": "--lora-dropout"}, target_modules={}, layers={"default": "all"})
-@settings_options(TrainSettings, max_length={}, seed={}, dynamic_padding={})
-@quiet_option
-@json_option
-@handle_errors
+@opt.kb("Knowledge base for question_answer [default: the bundled one].")
+@opt.base_model
+@opt.hub
+@opt.from_settings(TrainSettings, epochs={}, batch_size={}, learning_rate={"flag": "--lr"}, warmup_steps={})
+@opt.from_settings(LoraSettings, r={"flag": "--lora-r"}, alpha={"flag": "--lora-alpha"},
+                   dropout={"flag": "--lora-dropout"}, target_modules={}, layers={"default": "all"})
+@opt.from_settings(TrainSettings, max_length={}, seed={}, dynamic_padding={})
+@opt.quiet
+@opt.json
 def train_cmd(task_name, data, test_data, knowledge_base, base_model, hub, quiet, as_json, **settings) -> None:
     """Train a LoRA adapter (and its head) per task into the adapter hub.
 
@@ -54,7 +42,7 @@ def train_cmd(task_name, data, test_data, knowledge_base, base_model, hub, quiet
     require("torch")
     from ..training import train
 
-    lora, train_settings = take_settings(LoraSettings, settings), take_settings(TrainSettings, settings)
+    lora, train_settings = opt.take_settings(LoraSettings, settings), opt.take_settings(TrainSettings, settings)
 
     store = AdapterHub(hub)
     results = []
