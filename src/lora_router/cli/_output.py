@@ -12,7 +12,7 @@ from ..errors import InputError, LoraRouterError
 
 # Per kind: (key, name) of the figures `eval` shows, the figure `train` compares with the baseline's, the one
 # `hub list` shows (not evaluation.metrics.headline, which for ranking is answer accuracy + MRR, a score that
-# picks the best epoch, not a figure a reader knows), and the agreement of the export's parity gate.
+# picks the best epoch, not a figure a reader knows), and the agreement and near-ties of the export's parity gate.
 FIGURES = {
     SEQUENCE_CLASSIFICATION: [("accuracy", "accuracy"), ("macro_f1", "macro-F1")],
     SPAN_EXTRACTION: [("precision", "exact-span precision"), ("recall", "exact-span recall"),
@@ -25,6 +25,7 @@ SHOWN = {SEQUENCE_CLASSIFICATION: ("macro_f1", "macro-F1"), SPAN_EXTRACTION: ("f
 BASELINE_FIGURE = {SEQUENCE_CLASSIFICATION: "accuracy", SPAN_EXTRACTION: "f1", PAIR_RANKING: "top1"}
 AGREEMENT = {SEQUENCE_CLASSIFICATION: "label_agreement", SPAN_EXTRACTION: "span_agreement",
              PAIR_RANKING: "answer_agreement"}
+NEAR_TIES = {SEQUENCE_CLASSIFICATION: "near_ties", SPAN_EXTRACTION: "near_tie_tokens", PAIR_RANKING: "near_ties"}
 
 
 def _show_warning(message, *args, **kwargs) -> None:
@@ -172,14 +173,13 @@ def print_parity(report: dict, kinds: dict[str, str]) -> None:
     for task, layouts in report.items():
         for layout, precisions in layouts.items():
             for precision, f in precisions.items():
-                agreement = f.get(AGREEMENT[kinds[task]])
-                ties = f.get("near_ties", f.get("near_tie_tokens"))
+                agreement, ties = f.get(AGREEMENT[kinds[task]]), f.get(NEAR_TIES[kinds[task]])
                 rows.append([task, layout, precision, f.get("metric", "-"),
                              f"{f['metric_pytorch']:.2f}" if "metric_pytorch" in f else "-",
                              f"{f['metric_onnx']:.2f}" if "metric_onnx" in f else "-",
                              f"{f['metric_drop_points']:+.2f}" if "metric_drop_points" in f else "-",
                              f"{agreement:.2%}" if agreement is not None else "-",
-                             "-" if ties is None else str(ties) + (" tokens" if "near_tie_tokens" in f else ""),
+                             "-" if ties is None else str(ties) + (" tokens" if kinds[task] == SPAN_EXTRACTION else ""),
                              f"{f['max_abs_logit_diff']:.2g}"])
     click.echo("parity gate (held-out split; drop = PyTorch minus ONNX, in points; near-ties: top-2 gap < 0.05):")
     table(rows, ["task", "layout", "precision", "metric", "pytorch", "onnx", "drop", "agreement", "near-ties",
