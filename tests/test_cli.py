@@ -164,3 +164,16 @@ def test_help_shows_the_defaults_of_the_settings_dataclasses(run):
         flag = "--" + field.replace("_", "-")
         assert _shown_default(serve_help, flag) == str(getattr(serve, field)), flag
     assert fields(LoraSettings)[0].metadata["help"] in train_help
+
+
+def test_train_options_become_the_settings_dataclasses(run, tmp_path, monkeypatch):
+    seen = []
+    monkeypatch.setattr("lora_router.training.train", lambda spec, **kw: seen.append(kw) or {
+        "task": spec.to_dict(), "metrics": {}, "best_epoch": 1, "train_samples_per_second": 1.0})
+    args = ["train", "--task", "question_classifier", "--hub", tmp_path, "--json"]
+    assert run(*args).exit_code == 0
+    assert run(*args, "--lora-r", 8, "--layers", "6-11", "--target-modules", "query", "--lr", 1e-3,
+               "--no-dynamic-padding").exit_code == 0
+    assert (seen[0]["lora"], seen[0]["settings"]) == (LoraSettings(), TrainSettings())
+    assert seen[1]["lora"] == LoraSettings(r=8, layers="6-11", target_modules="query")
+    assert seen[1]["settings"] == TrainSettings(learning_rate=1e-3, dynamic_padding=False)
