@@ -79,10 +79,9 @@ def test_training_and_eval_put_the_baseline_beside_the_adapter(trained_hub, tiny
 
 
 def test_train_output_names_the_baseline_and_the_temperature(trained_hub, capsys):
-    from lora_router.cli import _print_metrics
+    from lora_router.cli._output import print_trained
 
-    manifest = trained_hub.manifest("question_classifier")
-    _print_metrics("question_classifier", manifest["metrics"], manifest)
+    print_trained(trained_hub.manifest("question_classifier"))
     out = capsys.readouterr().out
     assert "baseline (char 1-3-gram TF-IDF + logistic regression): accuracy" in out
     assert "confidence: temperature" in out and "ECE" in out

@@ -1,9 +1,14 @@
 import json
+import re
+from dataclasses import fields
 
 import pytest
 from click.testing import CliRunner
 
+from lora_router.adapters import TaskManifest
 from lora_router.cli import main
+from lora_router.config import LoraSettings, TrainSettings
+from lora_router.serving import ServeSettings
 
 
 @pytest.fixture()
@@ -138,3 +143,38 @@ def test_kb_check_names_bad_lines(run, tmp_path):
 def test_menu_exits(run):
     result = run("menu", input="0\n")
     assert "1. 训练问题场景分类器" in result.output and result.exit_code == 0
+
+
+def _shown_default(help_text: str, flag: str) -> str:
+    """The `[default: ...]` that `--help` prints for FLAG (help lines wrap, so whitespace is joined)."""
+    line = re.search(rf"^\s+{re.escape(flag)}\b", help_text, re.M)
+    assert line, f"{flag} not in --help"
+    return re.search(r"\[default: ([^;\]]+)", " ".join(help_text[line.start():].split())).group(1)
+
+
+def test_help_shows_the_defaults_of_the_settings_dataclasses(run):
+    lora, train, serve = LoraSettings(), TrainSettings(), ServeSettings()
+    train_help, serve_help = run("train", "--help").output, run("serve", "--help").output
+    for flag, value in [("--lora-r", lora.r), ("--lora-alpha", lora.alpha), ("--lora-dropout", lora.dropout),
+                        ("--target-modules", ",".join(lora.target_modules)), ("--lr", train.learning_rate),
+                        ("--epochs", train.epochs), ("--batch-size", train.batch_size),
+                        ("--max-length", train.max_length), ("--seed", train.seed)]:
+        assert _shown_default(train_help, flag) == str(value), flag
+    for field in ("max_batch_tokens", "max_batch_requests", "max_wait_ms", "max_concurrent_requests",
+                  "max_client_batch", "max_question_chars", "log_format"):
+        flag = "--" + field.replace("_", "-")
+        assert _shown_default(serve_help, flag) == str(getattr(serve, field)), flag
+    assert fields(LoraSettings)[0].metadata["help"] in train_help
+
+
+def test_train_options_become_the_settings_dataclasses(run, tmp_path, monkeypatch):
+    seen = []
+    monkeypatch.setattr("lora_router.training.train", lambda spec, **kw: seen.append(kw) or TaskManifest(
+        task=spec, base_model={}, best_epoch=1, train_samples_per_second=1.0))
+    args = ["train", "--task", "question_classifier", "--hub", tmp_path, "--json"]
+    assert run(*args).exit_code == 0
+    assert run(*args, "--lora-r", 8, "--layers", "6-11", "--target-modules", "query", "--lr", 1e-3,
+               "--no-dynamic-padding").exit_code == 0
+    assert (seen[0]["lora"], seen[0]["settings"]) == (LoraSettings(), TrainSettings())
+    assert seen[1]["lora"] == LoraSettings(r=8, layers="6-11", target_modules="query")
+    assert seen[1]["settings"] == TrainSettings(learning_rate=1e-3, dynamic_padding=False)

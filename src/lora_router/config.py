@@ -62,15 +62,16 @@ class JsonSettings:
 class LoraSettings(JsonSettings):
     """The LoRA adapter put on the base encoder (the original tool's defaults)."""
 
-    r: int = field(default=16, metadata={"help": "LoRA rank"})
-    alpha: int = field(default=32, metadata={"help": "LoRA scaling factor"})
-    dropout: float = field(default=0.1, metadata={"help": "dropout on the LoRA path"})
+    r: int = field(default=16, metadata={"help": "LoRA rank."})
+    alpha: int = field(default=32, metadata={"help": "LoRA scaling factor."})
+    dropout: float = field(default=0.1, metadata={"help": "Dropout on the LoRA path."})
     target_modules: tuple[str, ...] = field(
-        default=("query", "value"), metadata={"help": "modules of the encoder that get LoRA"}
+        default=("query", "value"), metadata={"help": "Modules of the encoder that get LoRA, comma-separated."}
     )
     layers: tuple[int, ...] = field(
-        default=(), metadata={"help": "encoder layers that get LoRA, e.g. 6-11 (empty: all); upper layers only "
-                                      "let an export run the lower layers once for every task (layout trunk)"}
+        default=(), metadata={"help": "Encoder layers that get LoRA, e.g. 6-11 (empty: all): with every task on the "
+                                      "same upper layers, `export --layout trunk` runs the lower layers once per "
+                                      "question for the whole chain."}
     )
 
     def __post_init__(self) -> None:
@@ -116,14 +117,15 @@ def parse_layers(value: str | int | tuple | list | None) -> tuple[int, ...]:
 class TrainSettings(JsonSettings):
     """How one adapter is trained (the original tool's defaults)."""
 
-    epochs: int = field(default=5, metadata={"help": "passes over the training split"})
-    batch_size: int = field(default=8, metadata={"help": "examples per step"})
-    learning_rate: float = field(default=2e-4, metadata={"help": "AdamW peak learning rate"})
-    warmup_steps: int = field(default=50, metadata={"help": "linear warm-up steps"})
-    max_length: int = field(default=128, metadata={"help": "longest input in tokens"})
-    seed: int = field(default=42, metadata={"help": "seed for shuffling and initialisation"})
-    dynamic_padding: bool = field(default=True, metadata={"help": "pad each batch to its longest"})
-    weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay"})
+    epochs: int = field(default=5, metadata={"help": "Passes over the training split."})
+    batch_size: int = field(default=8, metadata={"help": "Examples per step."})
+    learning_rate: float = field(default=2e-4, metadata={"help": "AdamW peak learning rate."})
+    warmup_steps: int = field(default=50, metadata={"help": "Linear warm-up steps."})
+    max_length: int = field(default=128, metadata={"help": "Longest input in tokens."})
+    seed: int = field(default=42, metadata={"help": "Seed of shuffling and initialisation."})
+    dynamic_padding: bool = field(
+        default=True, metadata={"help": "Pad each batch to its longest input, not to max length (faster)."})
+    weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay."})
 
     def __post_init__(self) -> None:
         if self.epochs < 1:

@@ -1,6 +1,6 @@
 """Exceptions of lora-router.
 
-The library raises these; only ``cli.py`` turns them into messages and exit
+The library raises these; only the CLI (``cli/``) turns them into messages and exit
 codes. A message says what was given, what is valid, and the fix.
 """
 

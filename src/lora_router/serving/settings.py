@@ -19,18 +19,25 @@ LOG_FORMATS = ("text", "json")
 class ServeSettings(JsonSettings):
     """Limits, batching and security of the service (``lora-router serve --help`` has the same names)."""
 
-    max_batch_tokens: int = field(default=8192, metadata={"help": "padded tokens (rows x longest) in one forward pass"})
-    max_batch_requests: int = field(default=32, metadata={"help": "rows in one forward pass; 1: no batching"})
-    max_wait_ms: float = field(default=2.0, metadata={"help": "how long a batch waits for more questions"})
-    max_concurrent_requests: int = field(default=512, metadata={"help": "requests in flight before 429"})
-    max_body_bytes: int = field(default=1 << 20, metadata={"help": "largest request body (413 above)"})
-    max_question_chars: int = field(default=10_000, metadata={"help": "longest question accepted (413 above)"})
-    max_client_batch: int = field(default=64, metadata={"help": "questions or inputs in one request (413 above)"})
-    inference_threads: int = field(default=1, metadata={"help": "threads that run forward passes"})
-    api_key: str | None = field(default=None, metadata={"help": "Bearer key every endpoint but /health needs"})
-    cors_origins: list[str] = field(default_factory=list, metadata={"help": "origins allowed by CORS; none by default"})
-    log_format: str = field(default="text", metadata={"help": "text or json access and error logs"})
-    retry_after_s: int = field(default=1, metadata={"help": "Retry-After of a 429"})
+    max_batch_tokens: int = field(
+        default=8192, metadata={"help": "Padded tokens (rows x longest) in one forward pass."})
+    max_batch_requests: int = field(
+        default=32, metadata={"help": "Questions in one forward pass; 1 turns dynamic batching off."})
+    max_wait_ms: float = field(
+        default=2.0, metadata={"help": "How long a batch waits for more questions while others are in flight."})
+    max_concurrent_requests: int = field(
+        default=512, metadata={"help": "Requests in flight before new ones get 429 with Retry-After."})
+    max_body_bytes: int = field(default=1 << 20, metadata={"help": "Largest request body in bytes (413 above)."})
+    max_question_chars: int = field(default=10_000, metadata={
+        "help": "Longest question accepted (413 above); longer than the model takes is cut with a warning."})
+    max_client_batch: int = field(default=64, metadata={"help": "Questions (or inputs) in one request; more is 413."})
+    inference_threads: int = field(default=1, metadata={"help": "Threads that run forward passes."})
+    api_key: str | None = field(
+        default=None, metadata={"help": "Require Authorization: Bearer KEY on every endpoint but /health."})
+    cors_origins: list[str] = field(default_factory=list, metadata={
+        "help": "Allow browser calls from this origin (repeatable); no CORS by default."})
+    log_format: str = field(default="text", metadata={"help": "Access and error logs as text or JSON lines."})
+    retry_after_s: int = field(default=1, metadata={"help": "Retry-After of a 429, in seconds."})
 
     def __post_init__(self) -> None:
         for name in ("max_batch_tokens", "max_batch_requests", "max_concurrent_requests", "max_body_bytes",

@@ -1,0 +1,69 @@
+"""Options several commands share, and click options made from a settings dataclass's fields."""
+
+import dataclasses
+from pathlib import Path
+
+import click
+
+from ..adapters.hub import HUB_ENV
+from ..modeling.base import DEFAULT_BASE_MODEL
+
+BASE_ENV = "LORA_ROUTER_BASE_MODEL"
+FILE = click.Path(dir_okay=False, exists=True, path_type=Path)
+FOLDER = click.Path(file_okay=False, exists=True, path_type=Path)
+
+base_model = click.option(
+    "--base-model", envvar=BASE_ENV, default=DEFAULT_BASE_MODEL, show_default=True, show_envvar=True,
+    help="Hugging Face id (from the local cache) or folder of the base BERT.")
+hub = click.option(
+    "--hub", envvar=HUB_ENV, type=click.Path(file_okay=False, path_type=Path), default=None, show_envvar=True,
+    help="Adapter hub folder [default: ~/.lora-router/hub].")
+json = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts instead of tables.")
+quiet = click.option("--quiet", is_flag=True, help="No progress bar.")
+device = click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
+
+
+def onnx(help: str):
+    return click.option("--onnx", type=FOLDER, default=None, help=help)
+
+
+def kb(help: str):
+    return click.option("--kb", "knowledge_base", type=FILE, default=None, help=help)
+
+
+def thresholds(help: str):
+    return click.option("--threshold", "thresholds", multiple=True, metavar="TASK=P", help=help)
+
+
+def from_settings(cls, **options: dict):
+    """Click options for fields of the settings dataclass ``cls``, each default and help read from the field.
+
+    Each keyword names a field, in ``--help``'s order; its dict holds the option's ``flag`` (else
+    ``--field-name``) and more click arguments. A list field repeats, a tuple is typed comma-separated
+    (``default`` may spell an empty one), a field true by default becomes ``--no-field-name``.
+    """
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+
+    def decorate(fn):
+        for name, extra in reversed(options.items()):
+            fn = _field_option(fields[name], **extra)(fn)
+        return fn
+
+    return decorate
+
+
+def _field_option(f: dataclasses.Field, flag: str | None = None, **kwargs):
+    default = f.default_factory() if f.default is dataclasses.MISSING else f.default
+    help, dashed = f.metadata["help"], f.name.replace("_", "-")
+    if default is True:
+        return click.option(flag or f"--no-{dashed}", f.name, is_flag=True, flag_value=False, default=True,
+                            help=f"Turns off: {help[0].lower()}{help[1:]}", **kwargs)
+    if isinstance(default, tuple):
+        default = kwargs.pop("default", ",".join(map(str, default)))  # the same value, as it is typed
+    return click.option(flag or f"--{dashed}", f.name, default=default, help=help, show_default=True,
+                        multiple=isinstance(default, list), **kwargs)
+
+
+def take_settings(cls, params: dict):
+    """``cls`` built from the command's parameters that are its fields (they are removed from ``params``)."""
+    return cls(**{f.name: params.pop(f.name) for f in dataclasses.fields(cls) if f.name in params})

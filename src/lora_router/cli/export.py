@@ -1,0 +1,57 @@
+"""`lora-router export`: adapters merged into ONNX models that run without PyTorch, behind a parity gate."""
+
+from pathlib import Path
+
+import click
+
+from ..adapters import AdapterHub
+from ..errors import require
+from . import _options as opt
+from ._output import dump, print_parity
+from ._predictor import parse_thresholds
+
+
+@click.command("export")
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Folder to write.")
+@click.option("--tasks", default=None, help="Comma-separated tasks [default: every task in the hub].")
+@click.option("--quantize", type=click.Choice(["int8", "none"]), default="int8", show_default=True,
+              help="Also write dynamic int8 models, configured for this CPU.")
+@click.option("--layout", default="all", show_default=True,
+              help="merged: one model per task; shared: one encoder + an .onnx_adapter and a head per task; "
+                   "multi: every task in one graph, the chain in one call; trunk: as multi, the layers below "
+                   "every adapter run once per question (adapters trained with --layers); both: merged,shared; "
+                   "all: merged,shared,multi. Several: comma-separated.")
+@click.option("--no-parity", is_flag=True, help="Skip the parity gate (not recommended).")
+@opt.kb("Knowledge base to ship [default: the one question_answer was trained with].")
+@opt.thresholds("Chain thresholds to ship.")
+@click.option("--int8-max-drop", default=1.0, show_default=True, type=float, metavar="POINTS",
+              help="How far int8 may score the task's own metric below PyTorch (percentage points).")
+@opt.base_model
+@opt.hub
+@opt.quiet
+@opt.json
+def export_cmd(out, tasks, quantize, layout, no_parity, knowledge_base, thresholds, int8_max_drop, base_model, hub,
+               quiet, as_json) -> None:
+    """Merge each adapter into the base and write ONNX models that run without PyTorch.
+
+    Each model is checked against the PyTorch router on the task's held-out
+    split (fp32: max |Δlogit| <= 1e-4 and every label/span the same; int8: the
+    task's own metric, accuracy / exact-span F1 / top-1, at most --int8-max-drop
+    points below PyTorch, with label agreement and near-ties reported beside it);
+    a missed bound fails naming the task and the figure, and nothing is
+    written. Run the result with `lora-router ask --onnx DIR` or
+    `lora_router.backends.onnx.OnnxRouter(DIR)`.
+    """
+    require("optimum.onnxruntime")
+    from ..export import export_hub
+
+    manifest = export_hub(base_model, AdapterHub(hub), out, tasks=tasks.split(",") if tasks else None,
+                          quantize=quantize, layout=layout, parity=not no_parity, progress=not quiet and not as_json,
+                          knowledge_base=knowledge_base, thresholds=parse_thresholds(thresholds) or None,
+                          int8_max_drop=int8_max_drop)
+    if as_json:
+        dump(manifest.to_dict())
+        return
+    click.echo(f"exported {', '.join(manifest.tasks)} to {out}")
+    if manifest.parity:
+        print_parity(manifest.parity, {task: info["kind"] for task, info in manifest.tasks.items()})

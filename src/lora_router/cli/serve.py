@@ -1,0 +1,137 @@
+"""`lora-router serve`: the chain over HTTP, on one machine (uvicorn) or as replicas on a Ray cluster."""
+
+import sys
+from pathlib import Path
+
+import click
+
+from ..errors import require
+from ..serving.settings import API_KEY_ENV, LOG_FORMATS, ServeSettings
+from . import _options as opt
+from ._predictor import predictor_options
+
+RAY_ONLY = ("replicas", "address", "exports", "exports_root", "default_export", "max_exports_per_replica",
+            "replica_cpus", "ship")
+AT_LEAST_1 = {"type": click.IntRange(1)}
+
+
+@click.command("serve")
+@opt.onnx("Serve an export folder with onnxruntime (no PyTorch needed).")
+@click.option("--hub", "hub_dir", type=opt.FOLDER, default=None,
+              help="Serve a hub with the PyTorch router instead (development).")
+@opt.base_model
+@opt.kb("Answer from this knowledge base instead of the one shipped (it may change while serving).")
+@opt.thresholds("Chain thresholds (repeatable).")
+@click.option("--chain", type=opt.FILE, default=None,
+              help="Run this chain spec (JSON) instead of the one shipped with the models.")
+@opt.device
+@click.option("--precision", type=click.Choice(["int8", "fp32"]), default=None,
+              help="Export precision to serve [default: int8 when exported]. int8 scores move slightly with what "
+                   "else is in the batch; fp32 answers do not.")
+@click.option("--layout", default=None, help="Export layout to serve [default: the fastest exported].")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Interface to listen on; 0.0.0.0 exposes the service to the network (set --api-key).")
+@click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535))
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64),
+              help="Processes on one port, each with its own models (and its own /metrics).")
+@opt.from_settings(ServeSettings, max_batch_tokens=AT_LEAST_1, max_batch_requests=AT_LEAST_1,
+                   max_wait_ms={"type": click.FloatRange(0, 1000)}, max_concurrent_requests=AT_LEAST_1,
+                   max_client_batch=AT_LEAST_1, max_question_chars=AT_LEAST_1,
+                   api_key={"envvar": API_KEY_ENV, "show_envvar": True},
+                   cors_origins={"flag": "--cors-origin", "metavar": "ORIGIN"},
+                   log_format={"type": click.Choice(LOG_FORMATS)})
+@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info",
+              show_default=True)
+@click.option("--engine", type=click.Choice(["uvicorn", "ray"]), default="uvicorn", show_default=True,
+              help="uvicorn: one machine. ray: replicas on a Ray cluster (the ray extra), several exports.")
+@click.option("--replicas", default=1, show_default=True, type=click.IntRange(1),
+              help="[ray] Replicas of the service, each with its own models.")
+@click.option("--address", default=None, metavar="auto|ADDR",
+              help="[ray] Join this Ray cluster (auto: the one `ray start` made here) [default: start one].")
+@click.option("--export", "exports", multiple=True, metavar="ID=DIR",
+              help="[ray] Also serve this export under ID (repeatable); requests name it in the "
+                   "serve_multiplexed_model_id header. --onnx DIR is export 'default'.")
+@click.option("--exports-root", type=opt.FOLDER, default=None,
+              help="[ray] Serve every export folder under DIR, by its folder name (loaded when first asked).")
+@click.option("--default-export", default=None, metavar="ID",
+              help="[ray] The export answering requests that name none [default: --onnx, or the only --export].")
+@click.option("--max-exports-per-replica", default=3, show_default=True, type=click.IntRange(1),
+              help="[ray] Exports one replica holds; the least recently used is unloaded for another.")
+@click.option("--replica-cpus", default=1.0, show_default=True, type=click.FloatRange(min=0.01),
+              help="[ray] CPUs each replica reserves (and onnxruntime threads, rounded down, at least 1).")
+@click.option("--ship", is_flag=True,
+              help="[ray] Upload --exports-root with the job (at most 512 MiB zipped) instead of reading it from "
+                   "a path every node shares.")
+def serve_cmd(onnx, hub_dir, base_model, host, port, workers, log_level, engine, **params) -> None:
+    """Serve the chain over HTTP: POST /v1/ask, /v1/tasks/TASK/predict, /metrics, /docs.
+
+    Needs the serve extra: pip install "lora-router[serve]". Concurrent
+    requests are batched per chain step. SIGTERM stops after answering what
+    is in flight; SIGHUP reloads the export (a damaged one is refused and the
+    old models keep serving).
+
+    \b
+    lora-router serve --onnx ./export
+    curl -s localhost:8080/v1/ask -d '{"question": "帮我把sales_2024.csv导入到ODS层"}'
+    curl -s localhost:8080/v1/tasks/question_classifier/predict -d '{"inputs": "数据清洗流程是什么？"}'
+    lora-router serve --hub ./hub --base-model ./base --port 9000 --log-format json
+    lora-router serve --engine ray --onnx ./export --replicas 2
+    lora-router serve --engine ray --address auto --exports-root /mnt/exports --default-export team-a
+    """
+    require("fastapi", "serve")
+    settings = opt.take_settings(ServeSettings, params)
+    ray = {name: params.pop(name) for name in RAY_ONLY}
+    options = predictor_options(**params)
+    if engine == "ray":
+        if hub_dir is not None or workers > 1:
+            raise click.UsageError("--engine ray serves exports (--onnx, --export, --exports-root) and scales "
+                                   "with --replicas; --hub and --workers are for --engine uvicorn")
+        return _serve_on_ray(onnx, settings, options, host=host, port=port, log_level=log_level, **ray)
+    if onnx is None and hub_dir is None:
+        raise click.UsageError("give --onnx DIR (an export) or --hub DIR (a hub, for development)")
+    from ..backends.onnx import read_manifest
+    from ..serving import ModelSource
+    from ..serving.host import serve
+
+    if onnx is not None:
+        read_manifest(onnx)  # a folder that is not an export fails here, before the server starts
+    source = ModelSource(onnx=onnx and str(onnx), hub=hub_dir and str(hub_dir), base_model=base_model, options=options)
+    _warn_if_open(host, settings)
+    sys.exit(serve(source, settings, host=host, port=port, workers=workers, log_level=log_level))
+
+
+def _warn_if_open(host: str, settings: ServeSettings) -> None:
+    if host not in ("127.0.0.1", "localhost", "::1") and not settings.api_key:
+        click.secho(f"warning: listening on {host} without --api-key: anyone who reaches it can ask", fg="yellow",
+                    err=True)
+
+
+def _serve_on_ray(onnx, settings, options, *, exports, exports_root, default_export, max_exports_per_replica,
+                  replicas, replica_cpus, address, host, port, ship, log_level) -> None:
+    from ..backends.onnx import read_manifest
+    from ..serving.host import configure_logging
+    from ..serving.ray import DEFAULT_EXPORT_ID, EXPORT_HEADER, ExportCatalog, serve_exports
+
+    folders = {DEFAULT_EXPORT_ID: onnx} if onnx is not None else {}
+    for item in exports:
+        export_id, sep, folder = item.partition("=")
+        if not sep or not export_id or not folder:
+            raise click.BadParameter(f"{item!r} is not ID=DIR", param_hint="--export")
+        folders[export_id] = Path(folder)
+    for folder in folders.values():
+        read_manifest(folder)  # a folder that is not an export fails here, before the cluster starts
+    # Absolute paths: replicas run in other processes, on other nodes, and must find the same folders.
+    catalog = ExportCatalog(exports={k: str(Path(v).resolve()) for k, v in folders.items()},
+                            root=exports_root and str(exports_root.resolve()),
+                            default=default_export or (DEFAULT_EXPORT_ID if onnx is not None else None),
+                            max_exports_per_replica=max_exports_per_replica)
+    configure_logging(settings.log_format, log_level)
+    _warn_if_open(host, settings)
+
+    def ready(url: str) -> None:
+        click.echo(f"serving on Ray Serve at {url} ({replicas} replica{'s' * (replicas > 1)}; exports: "
+                   f"{', '.join(catalog.known())}; default: {catalog.default or 'none'})")
+        click.echo(f"name an export with the header {EXPORT_HEADER}: ID; Ctrl-C or SIGTERM stops")
+
+    sys.exit(serve_exports(catalog, options, settings, replicas=replicas, replica_cpus=replica_cpus,
+                           address=address, host=host, port=port, ship=ship, on_ready=ready))

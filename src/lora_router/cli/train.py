@@ -1,0 +1,78 @@
+"""`lora-router train`: a LoRA adapter (and its head) per task into the adapter hub."""
+
+from pathlib import Path
+
+import click
+
+from ..adapters import AdapterHub
+from ..config import LoraSettings, TrainSettings
+from ..errors import LoraRouterError, UnknownTaskError, require
+from . import _options as opt
+from ._output import dump, print_trained
+
+
+@click.command("train")
+@click.option("--task", "task_name", required=True,
+              help="Task to train, `all` for every registered task, or a new name with --data.")
+@click.option("--data", type=opt.FILE, default=None,
+              help="Instruction-format JSONL [default: the bundled data of the task].")
+@click.option("--test-data", type=opt.FILE, default=None,
+              help="Held-out file for evaluation [default: bundled test split, or 20% of --data].")
+@opt.kb("Knowledge base for question_answer [default: the bundled one].")
+@opt.base_model
+@opt.hub
+@opt.from_settings(TrainSettings, epochs={}, batch_size={}, learning_rate={"flag": "--lr"}, warmup_steps={})
+@opt.from_settings(LoraSettings, r={"flag": "--lora-r"}, alpha={"flag": "--lora-alpha"},
+                   dropout={"flag": "--lora-dropout"}, target_modules={}, layers={"default": "all"})
+@opt.from_settings(TrainSettings, max_length={}, seed={}, dynamic_padding={})
+@opt.quiet
+@opt.json
+def train_cmd(task_name, data, test_data, knowledge_base, base_model, hub, quiet, as_json, **settings) -> None:
+    """Train a LoRA adapter (and its head) per task into the adapter hub.
+
+    The data is validated first; invalid data writes nothing. Each epoch is
+    scored on the held-out split and the best epoch is kept. A log of every
+    step goes to <hub>/logs/.
+
+    \b
+    lora-router train --task question_classifier --base-model ./base
+    lora-router train --task all --base-model ./base --hub ./hub
+    lora-router train --task my_task --data my.jsonl   # a new classification task
+    """
+    require("torch")
+    from ..training import train
+
+    lora, train_settings = opt.take_settings(LoraSettings, settings), opt.take_settings(TrainSettings, settings)
+
+    store = AdapterHub(hub)
+    results = []
+    for spec in _specs_to_train(task_name, data, store):
+        if not as_json:
+            click.secho(f"training {spec.name} on {base_model} into {store.root}", bold=True, err=True)
+        manifest = train(spec, base_model=base_model, hub=store, data=data, test_data=test_data, lora=lora,
+                         settings=train_settings, knowledge_base=knowledge_base, progress=not quiet and not as_json)
+        results.append(manifest)
+        if not as_json:
+            print_trained(manifest)
+    if as_json:
+        dump([{"task": m.name, "metrics": m.metrics, "best_epoch": m.best_epoch,
+               "train_samples_per_second": m.train_samples_per_second,
+               "path": str(store.task_dir(m.name))} for m in results])
+
+
+def _specs_to_train(task_name: str, data: Path | None, store: AdapterHub) -> list:
+    from ..data import infer_task_spec
+    from ..tasks import all_tasks, get_task
+
+    if task_name == "all":
+        if data is not None:
+            raise LoraRouterError("--task all trains on the bundled data; give one --task with --data")
+        return all_tasks()
+    try:
+        return [get_task(task_name)]
+    except UnknownTaskError:
+        if store.has(task_name):
+            return [store.spec(task_name)]
+        if data is None:
+            raise
+        return [infer_task_spec(task_name, data)]
