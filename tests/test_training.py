@@ -13,7 +13,7 @@ from lora_router.training import train
 
 def test_overfit_classification_save_reload_same_predictions(trained_hub, tiny_base):
     manifest = trained_hub.manifest("question_classifier")
-    assert manifest["metrics"]["accuracy"] == 1.0  # scored on the same handful it overfit
+    assert manifest.metrics["accuracy"] == 1.0  # scored on the same handful it overfit
     router = Router(tiny_base, trained_hub, tasks=["question_classifier"])
     for text, label in SCENE_ROWS:
         assert router.predict("question_classifier", text)["predicted_label"] == label
@@ -27,7 +27,7 @@ def test_overfit_extraction_save_reload_same_spans(trained_hub, tiny_base):
     from conftest import FILE_ROWS
 
     manifest = trained_hub.manifest("file_name_pick")
-    assert manifest["metrics"]["f1"] >= 0.8
+    assert manifest.metrics["f1"] >= 0.8
     router = Router(tiny_base, trained_hub, tasks=["file_name_pick"])
     hits = 0
     for text, names in FILE_ROWS:

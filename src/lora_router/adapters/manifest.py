@@ -91,6 +91,7 @@ class TaskManifest:
         return cls.from_dict(data, str(path))
 
     def save(self, path: str | Path) -> None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
         Path(path).write_text(json.dumps(self.to_dict(), ensure_ascii=False, indent=2) + "\n", "utf-8")
 
 
