@@ -1,7 +1,7 @@
 """The offline main job: a base, every task trained on the bundled data, sample questions.
 
 A new user reads the demo's answers first, so each sample question carries
-the route a person would give it (TASKS.md), and the demo says how many the
+the route a person would give it (docs/labelling-guide.md), and the demo says how many the
 adapters got right and, on a random base, why the rest went astray. The
 bundled chain test set gives the same figure over 183 questions.
 """
@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-# Each sample question and the route a person would give it (TASKS.md).
+# Each sample question and the route a person would give it (docs/labelling-guide.md).
 EXPECTED_ROUTES = {
     "数据清洗流程是什么？": "answer",
     "帮我把sales_2024.csv导入到ODS层": "task",

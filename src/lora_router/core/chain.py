@@ -76,7 +76,7 @@ class Chain:
 
     @classmethod
     def load(cls, path: str | Path | None = None) -> Chain:
-        """The chain in a JSON file, or the default chain of TASKS.md."""
+        """The chain in a JSON file, or the default chain of docs/labelling-guide.md."""
         if path is None:
             return cls.from_dict(DEFAULT_CHAIN)
         try:

@@ -1,4 +1,4 @@
-"""The datasets that ship with lora-router, hand-written to TASKS.md.
+"""The datasets that ship with lora-router, hand-written to docs/labelling-guide.md.
 
 Each task has ``bundled/<task>/train.jsonl`` and ``test.jsonl`` (a fixed split
 that training never sees); question_answer also has ``knowledge_base.jsonl``.

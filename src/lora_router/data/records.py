@@ -34,7 +34,7 @@ class Record:
     def to_json(self) -> dict:
         out = list(self.output) if isinstance(self.output, tuple) else self.output
         if isinstance(out, list) and len(out) == 1:
-            out = out[0]  # TASKS.md: one file is written as a plain string
+            out = out[0]  # docs/labelling-guide.md §3: one file is written as a plain string
         return {"instruction": self.instruction, "input": self.input, "output": out}
 
 

@@ -1,7 +1,7 @@
 """Dynamic int8 with Optimum's ORTQuantizer, configured for the CPU it runs on.
 
 Quantise the plain export: Optimum's O2-optimised graph fails to quantise on
-these versions ("Unable to find data type for weight_name ...", PERF_NOTES).
+these versions ("Unable to find data type for weight_name ...", docs/performance.md).
 """
 
 from __future__ import annotations

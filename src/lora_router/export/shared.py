@@ -13,7 +13,7 @@ model, and onnxruntime's multi-LoRA (``LoraAdapter`` +
 ``.onnx_adapter`` file without copying. The modules are found by their
 weights (the exported initializer equals the PyTorch weight exactly), not by
 node names, which depend on the exporter. The parity gate then checks the
-result against PyTorch (PERF_NOTES: a hand-written LoRA export once traced
+result against PyTorch (docs/performance.md: a hand-written LoRA export once traced
 a graph that did not match).
 """
 

@@ -1,4 +1,4 @@
-"""file_name_pick: every file reference, exactly as written (TASKS.md section 3)."""
+"""file_name_pick: every file reference, exactly as written (docs/labelling-guide.md §3)."""
 
 from ..config import SPAN_EXTRACTION, TaskSpec
 from .registry import register_task

@@ -1,6 +1,6 @@
 """Where a file name begins and ends: the model says which names are there, these rules cut them.
 
-TASKS.md section 3: a file reference ends with its extension, has a stem, and
+docs/labelling-guide.md §3: a file reference ends with its extension, has a stem, and
 keeps the directory path written with it; quotes and brackets around it are
 not part of it. A token tagger on its own misses those edges (it stops inside
 ``Q2_churn_analysis_draft2.docx`` or runs on into ``…parquet和orders.csv合并``),

@@ -1,4 +1,4 @@
-"""question_answer: answer from the knowledge base (TASKS.md section 4).
+"""question_answer: answer from the knowledge base (docs/labelling-guide.md §4).
 
 The adapter is a cross-encoder that scores (user question, knowledge-base
 question) pairs, so new knowledge-base entries need no retraining.

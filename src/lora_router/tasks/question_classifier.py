@@ -1,4 +1,4 @@
-"""question_classifier: which scene a question belongs to (TASKS.md section 1)."""
+"""question_classifier: which scene a question belongs to (docs/labelling-guide.md §1)."""
 
 from ..config import SEQUENCE_CLASSIFICATION, TaskSpec
 from .registry import register_task

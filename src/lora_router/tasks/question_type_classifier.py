@@ -1,4 +1,4 @@
-"""question_type_classifier: answer a data-platform question or act on it (TASKS.md section 2)."""
+"""question_type_classifier: answer a data-platform question or act on it (docs/labelling-guide.md §2)."""
 
 from ..config import SEQUENCE_CLASSIFICATION, TaskSpec
 from .registry import register_task

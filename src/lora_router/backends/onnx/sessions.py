@@ -2,9 +2,9 @@
 
 Several sessions in one process each keep their own intra-op thread pool.
 By default those threads spin after each run, and idle sessions then steal
-the cores from the busy one (PERF_NOTES: a 3-step int8 chain took 77 ms with
-spinning, 31 ms without). The runtime turns spinning off; benchmarks/
-export_figures.py measures both.
+the cores from the busy one (figures: docs/performance.md, "Thread
+spinning"). The runtime turns spinning off; benchmarks/export_figures.py
+measures both.
 """
 
 from __future__ import annotations
