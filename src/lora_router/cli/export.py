@@ -40,7 +40,7 @@ def export_cmd(out, tasks, quantize, layout, no_parity, knowledge_base, threshol
     points below PyTorch, with label agreement and near-ties reported beside it);
     a missed bound fails naming the task and the figure, and nothing is
     written. Run the result with `lora-router ask --onnx DIR` or
-    `lora_router.backends.onnx.OnnxRouter(DIR)`.
+    `lora_router.OnnxRouter(DIR)`.
     """
     require("optimum.onnxruntime")
     from ..export import export_hub

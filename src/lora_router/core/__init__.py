@@ -1,12 +1,16 @@
-"""The backend-neutral core: the chain as data and the predictor both backends share.
+"""The backend-neutral core: the ``Backend`` protocol, ``PredictorOptions``, ``TaskPredictor``, results, the chain.
 
-One core, two backends, one service: ``router.Router`` (PyTorch + PEFT) and
-``runtime.OnnxRouter`` (onnxruntime) subclass ``TaskPredictor`` and only give
-logits; ``serving`` answers HTTP requests through any ``TaskPredictor``.
+One core, two backends by composition, one service: a backend
+(``backends.torch_peft``, ``backends.onnx``) only gives logits;
+``TaskPredictor(backend, options)`` turns them into results and runs the
+chain; ``serving`` answers HTTP requests through any ``TaskPredictor``.
 Nothing here imports torch or onnxruntime.
 """
 
+from .backend import Backend, MixedBackend
 from .chain import DEFAULT_CHAIN, ROUTES, Chain, Step, run_chain
+from .options import PredictorOptions
 from .predictor import BATCH_SIZE, TaskPredictor
 
-__all__ = ["BATCH_SIZE", "DEFAULT_CHAIN", "ROUTES", "Chain", "Step", "TaskPredictor", "run_chain"]
+__all__ = ["BATCH_SIZE", "DEFAULT_CHAIN", "ROUTES", "Backend", "Chain", "MixedBackend", "PredictorOptions", "Step",
+           "TaskPredictor", "run_chain"]

@@ -1,0 +1,97 @@
+"""TaskPredictor over any Backend, and the one PredictorOptions every caller passes: no torch, no onnxruntime."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from lora_router.adapters import TaskManifest
+from lora_router.backends.source import ModelSource
+from lora_router.core import Backend, MixedBackend, PredictorOptions, TaskPredictor
+from lora_router.encoding import TextEncoder, load_tokenizer
+from lora_router.errors import ConfigError
+from lora_router.modeling.base import tokenizer_files_dir
+from lora_router.tasks import get_task
+
+SCENE = get_task("question_classifier")
+
+
+class LookupBackend:
+    """A backend in a few lines: fixed logits per text, so the predictor is what is tested."""
+
+    chain_path = None
+    source = "lookup"
+
+    def __init__(self, logits: dict[str, list[float]], temperature: float | None = None):
+        tokenizer = load_tokenizer(str(tokenizer_files_dir()))
+        self.specs = {SCENE.name: SCENE}
+        self.encoders = {SCENE.name: TextEncoder(tokenizer, 32)}
+        calibration = {"temperature": temperature} if temperature else None
+        self.manifests = {SCENE.name: TaskManifest(task=SCENE, base_model={}, calibration=calibration)}
+        self.table = logits
+        self.calls = 0
+
+    def logits(self, task, encoded):
+        self.calls += 1
+        texts = [self.encoders[task].tokenizer.decode(e.input_ids).replace(" ", "") for e in encoded]
+        return np.array([self.table[t] for t in texts], dtype=np.float32)
+
+    def answerer(self, task, knowledge_base):
+        raise AssertionError("no pair-ranking task here")
+
+
+@pytest.fixture
+def backend():
+    return LookupBackend({"数据清洗流程是什么？": [3.0, 0.0, 0.0], "今天天气怎么样": [0.0, 0.2, 0.1]})
+
+
+def test_any_object_with_logits_is_a_backend_and_the_predictor_makes_the_results(backend):
+    assert isinstance(backend, Backend) and not isinstance(backend, MixedBackend)
+    predictor = TaskPredictor(backend)
+    result = predictor.predict("question_classifier", "数据清洗流程是什么？")
+    assert result["predicted_label"] == "数据平台相关问题"
+    assert set(result["probabilities"]) == set(SCENE.labels)
+    assert not predictor.speculate  # a backend that cannot run mixed rows never speculates
+
+
+def test_the_temperature_of_the_task_manifest_is_applied_in_one_place():
+    logits = {"数据清洗流程是什么？": [3.0, 0.0, 0.0]}
+    plain = TaskPredictor(LookupBackend(logits)).predict("question_classifier", "数据清洗流程是什么？")
+    soft = TaskPredictor(LookupBackend(logits, temperature=3.0)).predict("question_classifier", "数据清洗流程是什么？")
+    assert soft["confidence"] < plain["confidence"]
+    assert soft["predicted_label"] == plain["predicted_label"]
+
+
+def test_options_thresholds_reach_the_chain(backend):
+    low = TaskPredictor(backend, PredictorOptions(thresholds={"question_classifier": 0.9}))
+    answer = low.ask("今天天气怎么样")
+    assert answer["route"] == "uncertain" and answer["uncertain_step"] == "question_classifier"
+    assert low.chain.steps["question_classifier"].threshold == 0.9
+
+
+def test_predictor_options_check_themselves_once():
+    with pytest.raises(ConfigError, match="unknown layout 'fused'; valid: trunk, multi, shared, merged"):
+        PredictorOptions(layout="fused")
+    with pytest.raises(ConfigError, match="threshold for 'question_classifier' must be in"):
+        PredictorOptions(thresholds={"question_classifier": 1.5})
+    with pytest.raises(ConfigError, match="unknown field"):
+        PredictorOptions.from_dict({"precison": "fp32"})
+
+
+def test_options_travel_whole_as_json_inside_a_model_source(tmp_path):
+    options = PredictorOptions(precision="fp32", layout="multi", thresholds={"question_classifier": 0.7},
+                               knowledge_base=str(tmp_path / "kb.jsonl"), threads=2, speculate=False)
+    assert PredictorOptions.from_json(options.to_json()) == options
+    source = ModelSource(onnx=str(tmp_path), options=options)
+    again = ModelSource.from_json(source.to_json())
+    assert again == source and isinstance(again.options, PredictorOptions)
+    assert json.loads(source.to_json())["options"]["thresholds"] == {"question_classifier": 0.7}
+
+
+def test_replace_keeps_the_other_options_and_checks_again():
+    options = PredictorOptions(precision="fp32")
+    assert options.replace(threads=1, layout=None) == PredictorOptions(precision="fp32", threads=1)
+    with pytest.raises(ConfigError):
+        options.replace(precision="int4")
