@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -12,31 +10,7 @@ import pytest
 from lora_router.config import PAIR_RANKING, SEQUENCE_CLASSIFICATION, SPAN_EXTRACTION
 from lora_router.evaluation.comparison import compare_metric, metric_drop
 from lora_router.evaluation.metrics import best_epoch_score, classification_metrics, headline
-
-HEAVY = ("torch", "transformers", "peft", "optimum", "sklearn", "scipy", "matplotlib")
-
-REFUSING = """
-import importlib.abc, json, sys
-BANNED = {banned!r}
-
-class Refuse(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in BANNED:
-            raise ImportError("tried to import " + name)
-        return None
-
-sys.meta_path.insert(0, Refuse())
-{code}
-print(json.dumps(sorted(m for m in sys.modules if m.split(".")[0] in BANNED)))
-"""
-
-
-def run_refusing(code: str, banned: tuple[str, ...] = HEAVY) -> list[str]:
-    """Run ``code`` in a fresh interpreter where importing any of ``banned`` fails; the banned modules it loaded."""
-    proc = subprocess.run([sys.executable, "-c", REFUSING.format(banned=banned, code=code)], capture_output=True,
-                          text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+from support.isolation import run_refusing
 
 
 def test_evaluation_imports_and_scores_in_the_deploy_install():
@@ -54,7 +28,7 @@ import numpy as np
 calibration_report(np.array([[2.0, 0.0], [0.0, 1.0]]), [0, 1], 1.0)
 compare_metric("span_extraction", [[(0, 2)]], [[(0, 2)]], [[]])
 """
-    assert run_refusing(code) == []
+    assert run_refusing(code)["loaded"] == []
 
 
 @pytest.mark.parametrize("seed", range(12))

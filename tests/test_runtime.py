@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import threading
 import warnings
 from pathlib import Path
@@ -14,6 +12,7 @@ import pytest
 
 from lora_router.errors import ConfigError, DeviceError, ExportFormatError, InputError
 from support.export import ASK, copy_export
+from support.isolation import run_refusing
 
 HOSTILE = ["😀🔥💯", "\x00\x01\x02数据", "\u200b\u200c\u200d", "\u202e表据数", "ＳＱＬ全角", "a\tb\nc", "x" * 100_000]
 BANNED = ("torch", "transformers", "peft", "optimum", "sklearn")
@@ -28,18 +27,7 @@ def onnx_routers(exported):
 
 
 # ---------------------------------------------------------------- no torch on this path
-RUNTIME_SCRIPT = """
-import importlib.abc, json, sys
-BANNED = {banned!r}
-
-class Refuse(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in BANNED:
-            raise ImportError("the runtime tried to import " + name)
-        return None
-
-if {block}:
-    sys.meta_path.insert(0, Refuse())
+RUNTIME_CODE = """
 import lora_router
 router = lora_router.OnnxRouter(sys.argv[1])
 out = [router.ask(q)["route"] for q in {ask!r}]
@@ -47,19 +35,15 @@ for task in router.tasks:
     router.predict(task, "帮我把sales_2024.csv导入到ODS层")
 from lora_router.backends.onnx import OnnxRouter
 OnnxRouter(sys.argv[1], layout="merged", precision="fp32").ask_batch({ask!r})
-print(json.dumps({{"loaded": sorted(m for m in sys.modules if m.split(".")[0] in BANNED), "routes": out}}))
+result = out
 """
 
 
 @pytest.mark.parametrize("block", [False, True], ids=["sys.modules", "imports-refused"])
 def test_runtime_imports_no_torch(exported, block):
-    script = RUNTIME_SCRIPT.format(banned=BANNED, block=block, ask=ASK[:3])
-    proc = subprocess.run([sys.executable, "-c", script, str(exported.export)], capture_output=True, text=True,
-                          timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    result = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert result["loaded"] == []
-    assert len(result["routes"]) == 3
+    run = run_refusing(RUNTIME_CODE.format(ask=ASK[:3]), BANNED, args=(str(exported.export),), block=block)
+    assert run["loaded"] == []
+    assert len(run["result"]) == 3
 
 
 # ---------------------------------------------------------------- same results as PyTorch

@@ -20,7 +20,7 @@ from ..adapters import AdapterHub, TaskManifest
 from ..config import TaskSpec
 from ..core.chain import Chain
 from ..core.options import PredictorOptions
-from ..core.predictor import TaskPredictor, split_options
+from ..core.predictor import TaskPredictor, backend_attribute, split_options
 from ..encoding import Encoded, TextEncoder
 from ..errors import require
 from ..modeling.base import DEFAULT_BASE_MODEL
@@ -118,25 +118,11 @@ class Router(TaskPredictor):
         self._spec(task)
         self.backend.activate(task, force=True)
 
-    @property
-    def model(self):
-        return self.backend.model
-
-    @property
-    def heads(self) -> dict:
-        return self.backend.heads
-
-    @property
-    def hub(self) -> AdapterHub:
-        return self.backend.hub
-
-    @property
-    def device(self) -> str:
-        return self.backend.device
-
-    @property
-    def tokenizer(self):
-        return self.backend.tokenizer
+    model = backend_attribute("model")  # the PeftModel holding every adapter
+    heads = backend_attribute("heads")  # dict[str, TaskHead]
+    hub = backend_attribute("hub")  # AdapterHub
+    device = backend_attribute("device")  # str
+    tokenizer = backend_attribute("tokenizer")
 
 
 def _check_device(device: str) -> str:

@@ -24,7 +24,6 @@ from pathlib import Path
 
 import numpy as np
 
-from ..adapters.manifest import TaskManifest
 from ..config import PAIR_RANKING, SPAN_EXTRACTION, TaskSpec
 from ..encoding import Encoded, TextEncoder, check_text
 from ..errors import ConfigError
@@ -35,6 +34,11 @@ from .results import ChainAnswer, TaskResult, classification_result, extraction_
 
 # Inputs of one forward pass; bounds memory on long batches (128 tokens x 64 x bert-base: ~25 MB per layer).
 BATCH_SIZE = 64
+
+
+def backend_attribute(name: str) -> property:
+    """A read-only attribute of the predictor's backend, seen on the predictor."""
+    return property(lambda self: getattr(self.backend, name), doc=f"The backend's ``{name}``.")
 
 
 class TaskPredictor:
@@ -59,21 +63,10 @@ class TaskPredictor:
         self._answerers_lock = threading.Lock()
 
     # ------------------------------------------------------------ what the backend loaded
-    @property
-    def specs(self) -> dict[str, TaskSpec]:
-        return self.backend.specs
-
-    @property
-    def encoders(self) -> dict[str, TextEncoder]:
-        return self.backend.encoders
-
-    @property
-    def manifests(self) -> dict[str, TaskManifest]:
-        return self.backend.manifests
-
-    @property
-    def source(self) -> str:
-        return self.backend.source
+    specs = backend_attribute("specs")  # dict[str, TaskSpec]
+    encoders = backend_attribute("encoders")  # dict[str, TextEncoder]
+    manifests = backend_attribute("manifests")  # dict[str, TaskManifest]
+    source = backend_attribute("source")  # str
 
     @property
     def tasks(self) -> list[str]:

@@ -21,11 +21,10 @@ from ...adapters import TaskManifest
 from ...config import TaskSpec
 from ...core.chain import Chain
 from ...core.options import LAYOUTS, PRECISIONS, PredictorOptions
-from ...core.predictor import TaskPredictor, split_options
+from ...core.predictor import TaskPredictor, backend_attribute, split_options
 from ...encoding import Encoded, TextEncoder, encoding_of
 from ...errors import ConfigError, ExportFormatError
 from . import export_layout
-from .export_layout import ExportManifest
 from .models import Head, MergedTaskModel, OneCallModel, SharedTaskModel
 from .sessions import open_session, session_options
 
@@ -195,21 +194,10 @@ class OnnxRouter(TaskPredictor):
         options, chain_object = split_options(options, chain, fields)
         super().__init__(OnnxBackend(export_dir, options), options, chain=chain_object)
 
-    @property
-    def export_dir(self) -> Path:
-        return self.backend.export_dir
-
-    @property
-    def manifest(self) -> ExportManifest:
-        return self.backend.manifest
-
-    @property
-    def layout(self) -> str:
-        return self.backend.layout
-
-    @property
-    def precision(self) -> str:
-        return self.backend.precision
+    export_dir = backend_attribute("export_dir")  # Path
+    manifest = backend_attribute("manifest")  # ExportManifest
+    layout = backend_attribute("layout")  # str
+    precision = backend_attribute("precision")  # str
 
 
 def _pick(asked: str | None, available: Sequence[str], preference: Sequence[str], what: str, folder: Path) -> str:
