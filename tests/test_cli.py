@@ -72,6 +72,7 @@ def test_missing_base_is_two_lines_no_traceback(run, tmp_path, monkeypatch):
     assert "Traceback" not in result.output
 
 
+@pytest.mark.slow
 def test_train_hub_eval_ask_through_the_cli(run, tmp_path, tiny_base, scene_file):
     hub = tmp_path / "hub"
     result = run("train", "--task", "question_classifier", "--data", scene_file, "--test-data", scene_file,
@@ -114,6 +115,7 @@ def test_train_hub_eval_ask_through_the_cli(run, tmp_path, tiny_base, scene_file
     assert json.loads(run("hub", "list", "--hub", hub, "--json").stdout) == []
 
 
+@pytest.mark.slow
 def test_new_task_trained_from_a_data_file(run, tmp_path, tiny_base):
     data = tmp_path / "sentiment.jsonl"
     rows = [("报表做得真好", "正面"), ("又失败了，烦死了", "负面"), ("这个平台太好用了", "正面"),

@@ -1,8 +1,11 @@
 """The offline main job of README's first command, end to end (one epoch, so it stays quick)."""
 
+import pytest
+
 from lora_router.demo import EXPECTED_ROUTES, SAMPLE_QUESTIONS, run_demo
 
 
+@pytest.mark.slow
 def test_demo_trains_every_task_and_answers_the_sample_questions(tmp_path):
     seen = []
     summary = run_demo(tmp_path / "demo", epochs=1, progress=False, report=lambda event, payload: seen.append(event))
