@@ -7,6 +7,7 @@ fresh processes (``worker``); training throughput last (``training``).
 
 from __future__ import annotations
 
+import gc
 import itertools
 import logging
 import os
@@ -19,7 +20,7 @@ from pathlib import Path
 
 from ..core.chain import Chain
 from ..errors import ConfigError
-from .contenders import CONTENDERS, ONNX_KEYS, ONNX_VARIANTS, TORCH_KEYS, TRUNK_KEYS, Contender, load_contender
+from .contenders import CONTENDERS, ONNX_KEYS, ONNX_VARIANTS, TORCH_KEYS, TRUNK_KEYS, load_contender
 from .environment import CpuMonitor, cores
 from .fixture import LENGTHS, bench_chain, build_fixture
 from .timing import interleaved, summary
@@ -152,7 +153,7 @@ def measure_all(size: str, device: dict, work: Path, keys: tuple[str, ...], opts
     bar.update()
 
     phase("loading")
-    loaded: dict[str, Contender] = {}
+    loaded: dict = {}
     for key in keys:
         if key in ONNX_KEYS and key not in export_dirs:
             continue
@@ -191,16 +192,15 @@ def measure_all(size: str, device: dict, work: Path, keys: tuple[str, ...], opts
     phase("throughput")
     items = [(fixture.chain_tasks[i % len(fixture.chain_tasks)], fixture.texts[THROUGHPUT_TOKENS])
              for i in range(THROUGHPUT_BATCH)]
-    tp_times = interleaved({k: partial(c.mixed, items) for k, c in loaded.items()}, opts["throughput_runs"],
+    tp_times = interleaved({k: partial(c.predict_mixed, items) for k, c in loaded.items()}, opts["throughput_runs"],
                            min(opts["warmup"], 2))
     throughput = {k: {"samples_per_s": round(THROUGHPUT_BATCH / (summary(t)["p50_ms"] / 1000), 2),
                       "batch": summary(t)} for k, t in tp_times.items()}
     set_adapter = None
     if "b" in loaded:
         set_adapter = _set_adapter_cost(loaded["b"], fixture.chain_tasks)
-    for c in loaded.values():
-        c.close()
     loaded.clear()
+    gc.collect()
     bar.update()
 
     phase("fresh processes")
@@ -303,7 +303,7 @@ def _export_files_mb(folder: Path) -> dict:
             for p in sorted(folder.rglob("*")) if p.is_file() and p.suffix in (".onnx", ".onnx_adapter", ".data")}
 
 
-def _agreement(loaded: dict[str, Contender], text: str) -> dict:
+def _agreement(loaded: dict, text: str) -> dict:
     """Whether each contender's chain answer has (b)'s route and labels, and how far its confidences are."""
     answers = {}
     for k, c in loaded.items():

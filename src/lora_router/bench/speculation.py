@@ -11,6 +11,7 @@ saves calls.
 from __future__ import annotations
 
 from ..core.chain import ROUTE_PREFIX, Chain
+from .contenders import ONE_CALL_KEYS
 from .timing import interleaved, summary
 
 # mode -> (which chain, speculate)
@@ -29,10 +30,8 @@ def stopping_chain(chain: Chain) -> Chain:
 def speculation_cost(loaded: dict, text: str, runs: int, warmup: int) -> dict:
     """``{key: {mode: summary}}`` for the loaded contenders whose router runs the chain in one call."""
     fns = {}
-    for key, contender in loaded.items():
-        router = getattr(contender, "router", None)
-        if getattr(router, "one_call", None) is None:
-            continue
+    for key in [k for k in ONE_CALL_KEYS if k in loaded]:
+        router = loaded[key]
         chains = {"full": router.chain, "stop_at_1": stopping_chain(router.chain)}
         for mode, (which, speculate) in MODES.items():
             fns[(key, mode)] = _ask(router, chains[which], speculate, text)
