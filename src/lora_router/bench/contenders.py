@@ -13,6 +13,7 @@ from __future__ import annotations
 import gc
 from collections.abc import Sequence
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 
@@ -120,17 +121,11 @@ class AdapterNames:
             hidden = b.model(**inputs, adapter_names=names)
             for task in dict.fromkeys(names):
                 idx = [i for i, t in enumerate(names) if t == task]
-                for i, row in zip(idx, b.heads[task](_Rows(hidden, idx)).float().cpu().numpy(), strict=True):
+                rows_of_task = SimpleNamespace(last_hidden_state=hidden.last_hidden_state[idx],
+                                               pooler_output=hidden.pooler_output[idx])  # what a head reads
+                for i, row in zip(idx, b.heads[task](rows_of_task).float().cpu().numpy(), strict=True):
                     out[i] = row
         return out
-
-
-class _Rows:
-    """Some rows of an encoder output, in the shape a head reads."""
-
-    def __init__(self, output, rows: list[int]):
-        self.last_hidden_state = output.last_hidden_state[rows]
-        self.pooler_output = output.pooler_output[rows]
 
 
 def _half(backend, fp16: bool):
