@@ -1,25 +1,28 @@
 """The chain suite, ``run_bench``: every contender timed in one run on a random model, and the report.
 
-The contenders (``contenders``) answer per-task latency, the chain, mixed
-throughput and ``set_adapter`` in this process, then cold start and memory in
-fresh processes (``worker``); training throughput last (``training``).
+The contenders (``contenders``) answer per-task latency, the chain (and what
+its speculative ask costs), mixed throughput and ``set_adapter`` in this
+process, then cold start and memory in fresh processes (``worker``); training
+throughput last (``training``).
 """
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import itertools
 import logging
 import os
-import shutil
 import tempfile
 import time
 import warnings
 from functools import partial
 from pathlib import Path
 
-from ..core.chain import Chain
+from ..core.chain import ROUTE_PREFIX, Chain
+from ..core.predictor import TaskPredictor
 from ..errors import ConfigError
-from .contenders import CONTENDERS, ONNX_KEYS, ONNX_VARIANTS, TORCH_KEYS, TRUNK_KEYS, Contender, load_contender
+from .contenders import CONTENDERS, ONE_CALL_KEYS, ONNX_KEYS, ONNX_VARIANTS, TORCH_KEYS, TRUNK_KEYS, load_contender
 from .environment import CpuMonitor, cores
 from .fixture import LENGTHS, bench_chain, build_fixture
 from .timing import interleaved, summary
@@ -75,29 +78,22 @@ def run_bench(
     unknown = [k for k in keys if k not in CONTENDERS]
     if unknown:
         raise ConfigError(f"unknown contender(s) {unknown}; valid: {', '.join(CONTENDERS)}")
-    opts = dict(DEFAULTS[size])
-    given = {"runs": runs, "warmup": warmup, "slow_runs": slow_runs, "throughput_runs": throughput_runs,
-             "cold_runs": cold_runs, "train_steps": train_steps}
-    opts.update({k: v for k, v in given.items() if v is not None})
+    given = locals()
+    opts = {k: default if given[k] is None else given[k] for k, default in DEFAULTS[size].items()}
     for name, value in opts.items():
         if value < (0 if name == "warmup" else 1):
             raise ConfigError(f"{name} must be >= {0 if name == 'warmup' else 1}, got {value}")
 
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    own_work = work_dir is None
-    work = Path(tempfile.mkdtemp(prefix="lora-router-bench-")) if own_work else Path(work_dir)  # type: ignore[arg-type]
-    work.mkdir(parents=True, exist_ok=True)
-    try:
-        results = measure_all(size, _device_info(device), work, keys, opts, progress)
-    finally:
-        if own_work:
-            shutil.rmtree(work, ignore_errors=True)
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    temporary = tempfile.TemporaryDirectory(prefix="lora-router-bench-", ignore_cleanup_errors=True)
+    with temporary if work_dir is None else contextlib.nullcontext(work_dir) as work:
+        Path(work).mkdir(parents=True, exist_ok=True)
+        results = measure_all(size, _device_info(device), Path(work), keys, opts, progress)
 
     from .report import markdown, write_chart, write_results
 
     write_results(out_dir, results, markdown(results))
-    write_chart(results, out_dir / "chart.png")
+    write_chart(results, Path(out_dir) / "chart.png")
     return results
 
 
@@ -106,15 +102,12 @@ def _device_info(device: str) -> dict:
     import torch
 
     info = {"requested": device, "used": device, "fp16": False, "threads": cores(), "note": None}
-    if device == "cuda":
-        if torch.cuda.is_available():
-            info["fp16"] = True
-            info["gpu"] = torch.cuda.get_device_name(0)
-        else:
-            info["used"] = "cpu"
-            info["note"] = "no CUDA GPU visible to PyTorch; ran on CPU instead"
-            warnings.warn("--device cuda: PyTorch sees no CUDA GPU here; benchmarking on CPU instead",
-                          GpuUnavailableWarning, stacklevel=3)
+    if device == "cuda" and torch.cuda.is_available():
+        info.update(fp16=True, gpu=torch.cuda.get_device_name(0))
+    elif device == "cuda":
+        info.update(used="cpu", note="no CUDA GPU visible to PyTorch; ran on CPU instead")
+        warnings.warn("--device cuda: PyTorch sees no CUDA GPU here; benchmarking on CPU instead",
+                      GpuUnavailableWarning, stacklevel=3)
     return info
 
 
@@ -137,6 +130,8 @@ def measure_all(size: str, device: dict, work: Path, keys: tuple[str, ...], opts
     loadavg_start = list(os.getloadavg())
 
     def phase(name: str) -> None:
+        """The next phase: the bar counts the one before it, the monitor starts on it."""
+        bar.update(0 if name == "models" else 1)
         logger.info("bench: %s", name)
         bar.set_postfix_str(name)
         monitor.begin(name)
@@ -144,15 +139,13 @@ def measure_all(size: str, device: dict, work: Path, keys: tuple[str, ...], opts
     phase("models")
     fixture = build_fixture(work / "models", size)
     chain = Chain.from_dict(bench_chain({t: get_task(t) for t in fixture.chain_tasks}, fixture.chain_tasks))
-    bar.update()
 
     phase("onnx export")
     status = {k: {"label": CONTENDERS[k], "available": False, "reason": "not selected"} for k in CONTENDERS}
     exports, export_dirs = _exports(fixture, work, keys, status, progress)
-    bar.update()
 
     phase("loading")
-    loaded: dict[str, Contender] = {}
+    loaded: dict[str, TaskPredictor] = {}
     for key in keys:
         if key in ONNX_KEYS and key not in export_dirs:
             continue
@@ -164,7 +157,6 @@ def measure_all(size: str, device: dict, work: Path, keys: tuple[str, ...], opts
         except Exception as exc:  # noqa: BLE001 - a contender that cannot load is reported, not fatal
             logger.warning("contender %s not available: %s", key, exc)
             status[key].update(available=False, reason=f"{type(exc).__name__}: {exc}")
-    bar.update()
 
     text = fixture.texts[CHAIN_TOKENS]
     agreement = _agreement(loaded, text)
@@ -178,34 +170,25 @@ def measure_all(size: str, device: dict, work: Path, keys: tuple[str, ...], opts
             times = interleaved(fns, slow, opts["warmup"])
             for k, t in times.items():
                 per_task[k].setdefault(task, {})[str(n)] = summary(t)
-    bar.update()
 
     phase("chain")
     chain_times = interleaved({k: partial(c.ask, text) for k, c in loaded.items()}, opts["runs"], opts["warmup"])
     chain_stats = {k: summary(t) for k, t in chain_times.items()}
-    from .speculation import speculation_cost
-
     speculation = speculation_cost(loaded, text, opts["runs"], opts["warmup"])
-    bar.update()
 
     phase("throughput")
     items = [(fixture.chain_tasks[i % len(fixture.chain_tasks)], fixture.texts[THROUGHPUT_TOKENS])
              for i in range(THROUGHPUT_BATCH)]
-    tp_times = interleaved({k: partial(c.mixed, items) for k, c in loaded.items()}, opts["throughput_runs"],
+    tp_times = interleaved({k: partial(c.predict_mixed, items) for k, c in loaded.items()}, opts["throughput_runs"],
                            min(opts["warmup"], 2))
     throughput = {k: {"samples_per_s": round(THROUGHPUT_BATCH / (summary(t)["p50_ms"] / 1000), 2),
                       "batch": summary(t)} for k, t in tp_times.items()}
-    set_adapter = None
-    if "b" in loaded:
-        set_adapter = _set_adapter_cost(loaded["b"], fixture.chain_tasks)
-    for c in loaded.values():
-        c.close()
+    set_adapter = _set_adapter_cost(loaded["b"], fixture.chain_tasks) if "b" in loaded else None
     loaded.clear()
-    bar.update()
+    gc.collect()
 
     phase("fresh processes")
     fresh = _fresh(fixture, exports, export_dirs, status, device, opts["cold_runs"], text)
-    bar.update()
 
     phase("training")
     from .training import training_throughput
@@ -279,19 +262,15 @@ def _exports(fixture, work: Path, keys, status: dict, progress: bool) -> tuple[d
     for name, (wanted, hub_dir, layout) in jobs.items():
         if not wanted:
             continue
-        if hub_dir is None:
-            hub_dir = trunk_hub(fixture, work / "models" / "hub-trunk")
-        done = export_for_bench(fixture.base_dir, hub_dir, work / f"onnx-{name}", tasks=list(fixture.tasks),
-                                quantize="int8", layout=layout, progress=progress)
-        exports[name] = done
-        for key in wanted:
-            if "error" in done:
+        done = exports[name] = export_for_bench(
+            fixture.base_dir, hub_dir or trunk_hub(fixture, work / "models" / "hub-trunk"), work / f"onnx-{name}",
+            tasks=list(fixture.tasks), quantize="int8", layout=layout, progress=progress)
+        if "error" in done:
+            for key in wanted:
                 status[key]["reason"] = f"export failed: {done['error']}"
-            else:
-                dirs[key] = Path(done["dir"])
-        if "dir" in done:
-            done["size_mb"] = folder_mb(done["dir"])
-            done["files_mb"] = _export_files_mb(Path(done["dir"]))
+        else:
+            dirs.update(dict.fromkeys(wanted, Path(done["dir"])))
+            done.update(size_mb=folder_mb(done["dir"]), files_mb=_export_files_mb(Path(done["dir"])))
         if name == "trunk":
             done["lora_layers"] = upper_layers(fixture.base_dir)
     return exports, dirs
@@ -303,7 +282,7 @@ def _export_files_mb(folder: Path) -> dict:
             for p in sorted(folder.rglob("*")) if p.is_file() and p.suffix in (".onnx", ".onnx_adapter", ".data")}
 
 
-def _agreement(loaded: dict[str, Contender], text: str) -> dict:
+def _agreement(loaded: dict, text: str) -> dict:
     """Whether each contender's chain answer has (b)'s route and labels, and how far its confidences are."""
     answers = {}
     for k, c in loaded.items():
@@ -353,3 +332,50 @@ def _fresh(fixture, exports: dict, dirs: dict, status: dict, device: dict, round
     if any(k in specs for k in ONNX_KEYS):
         specs["import_onnx"] = dict(common, key=None, mode="import_onnx")
     return fresh_rounds(specs, rounds)
+
+
+# mode -> (which chain, speculate)
+SPECULATION_MODES = {"full_one_call": ("full", True), "full_step_by_step": ("full", False),
+                     "stop_at_1_one_call": ("stop_at_1", True), "stop_at_1_step_by_step": ("stop_at_1", False)}
+
+
+def speculation_cost(loaded: dict[str, TaskPredictor], text: str, runs: int, warmup: int) -> dict:
+    """What the speculative ask costs: ``{key: {mode: summary}}`` for the one-call contenders, (g) and (h).
+
+    Four timings each, interleaved: a question that goes through every step,
+    and one that stops at the first step (the same chain with the first step's
+    labels all routed to ``route:general``), each with the steps in one call
+    (``speculate``) and step by step. A question that stops at step 1 pays in
+    one call for rows it does not use; one that goes through the chain saves calls.
+    """
+    fns = {}
+    for key in [k for k in ONE_CALL_KEYS if k in loaded]:
+        router = loaded[key]
+        chains = {"full": router.chain, "stop_at_1": stopping_chain(router.chain)}
+        for mode, (which, speculate) in SPECULATION_MODES.items():
+            fns[(key, mode)] = partial(_ask, router, chains[which], speculate, text)
+    out: dict[str, dict] = {}
+    for (key, mode), t in interleaved(fns, runs, warmup).items():
+        out.setdefault(key, {})[mode] = summary(t)
+    for row in out.values():
+        p50 = {m: row[m]["p50_ms"] for m in SPECULATION_MODES}
+        row["stop_at_1_cost"] = round(p50["stop_at_1_one_call"] / p50["stop_at_1_step_by_step"], 2)
+        row["full_chain_gain"] = round(p50["full_step_by_step"] / p50["full_one_call"], 2)
+    return out
+
+
+def stopping_chain(chain: Chain) -> Chain:
+    """``chain`` with every label of its first step routed to ``route:general`` (later steps kept)."""
+    spec = chain.to_dict()
+    first = next(s for s in spec["steps"] if s["task"] == spec["start"])
+    first["on"] = {label: f"{ROUTE_PREFIX}general" for label in first["on"]}
+    return Chain.from_dict(spec)
+
+
+def _ask(router: TaskPredictor, chain: Chain, speculate: bool, text: str):
+    original = (router.chain, router.speculate)
+    router.chain, router.speculate = chain, speculate
+    try:
+        return router.ask(text)
+    finally:
+        router.chain, router.speculate = original

@@ -25,37 +25,22 @@ THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPI
 
 def cores() -> int:
     """CPU cores this process may run on."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        return os.cpu_count() or 1
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def cpu_info() -> dict:
     """Model name and the flags that matter, from /proc/cpuinfo where there is one."""
     info: dict = {"model": platform.processor() or platform.machine(), "flags": []}
-    path = Path("/proc/cpuinfo")
-    if path.is_file():
-        for line in path.read_text(errors="replace").splitlines():
-            key, _, value = line.partition(":")
-            key = key.strip()
-            if key == "model name" and info["model"] in ("", platform.machine(), platform.processor()):
-                info["model"] = value.strip()
-            elif key == "flags" and not info["flags"]:
-                flags = set(value.split())
-                info["flags"] = [f for f in INTERESTING_FLAGS if f in flags]
-                info["n_flags"] = len(flags)
+    path, fields = Path("/proc/cpuinfo"), {}
+    for line in path.read_text(errors="replace").splitlines() if path.is_file() else ():
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip(), value.strip())  # the first processor's
+    if "model name" in fields:
+        info["model"] = fields["model name"]
+    if "flags" in fields:
+        flags = set(fields["flags"].split())
+        info.update(flags=[f for f in INTERESTING_FLAGS if f in flags], n_flags=len(flags))
     return info
-
-
-def memory_total_mb() -> float | None:
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                return round(int(line.split()[1]) / 1024, 1)
-    except OSError:
-        pass
-    return None
 
 
 def package_version(name: str) -> str | None:
@@ -66,35 +51,30 @@ def package_version(name: str) -> str | None:
         return None
 
 
-def versions() -> dict:
-    """Python's version and those of the packages that shape the figures (installed ones only)."""
-    out = {"python": platform.python_version()}
-    out.update({name: v for name in PACKAGES if (v := package_version(name))})
-    return out
-
-
 def machine() -> dict:
-    """Date, CPU, cores and versions: the environment of the serve and Ray benchmarks."""
-    return {"date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "cpu": cpu_info(), "cores": cores(), "versions": versions()}
+    """Date, CPU, cores and versions (Python's and the installed ones of ``PACKAGES``): the environment of the
+    serve and Ray benchmarks."""
+    versions = {"python": platform.python_version()}
+    versions.update({name: v for name in PACKAGES if (v := package_version(name))})
+    return {"date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "cpu": cpu_info(), "cores": cores(), "versions": versions}
 
 
 def environment(threads: int, device: dict) -> dict:
     """Everything a reader needs to judge or repeat the figures."""
     import torch
 
-    gpu = None
-    if torch.cuda.is_available():
-        gpu = {"name": torch.cuda.get_device_name(0), "cuda": torch.version.cuda}
+    m = machine()
     return {
-        "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "date": m["date"],
         "platform": platform.platform(),
-        "cpu": cpu_info(),
-        "cores": cores(),
+        "cpu": m["cpu"],
+        "cores": m["cores"],
         "cpu_count": os.cpu_count(),
-        "memory_total_mb": memory_total_mb(),
-        "gpu": gpu,
+        "memory_total_mb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**20, 1),
+        "gpu": {"name": torch.cuda.get_device_name(0), "cuda": torch.version.cuda}
+        if torch.cuda.is_available() else None,
         "device": device,
-        "versions": versions(),
+        "versions": m["versions"],
         "threads": {
             "torch_intra_op": torch.get_num_threads(),
             "torch_inter_op": torch.get_num_interop_threads(),
@@ -104,26 +84,15 @@ def environment(threads: int, device: dict) -> dict:
     }
 
 
-
 class BusyMachineWarning(UserWarning):
     """Other processes used a noticeable share of the CPUs during the measurements."""
 
 
-def _machine_cpu_s() -> tuple[float, float] | None:
-    """Busy and steal CPU seconds of the whole machine since boot, from /proc/stat."""
-    try:
-        fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
-    except (OSError, IndexError):
-        return None
-    v = [int(x) for x in fields] + [0] * 10
+def _cpu_seconds() -> tuple[float, float, float]:
+    """Busy and steal CPU seconds of the whole machine since boot (/proc/stat), and of this process and its children."""
+    user, nice, system, _idle, _iowait, irq, softirq, steal = map(int, Path("/proc/stat").read_text().split()[1:9])
     hz = os.sysconf("SC_CLK_TCK")
-    user, nice, system, _idle, _iowait, irq, softirq, steal = v[:8]
-    return (user + nice + system + irq + softirq) / hz, steal / hz
-
-
-def _own_cpu_s() -> float:
-    t = os.times()
-    return t.user + t.system + t.children_user + t.children_system
+    return (user + nice + system + irq + softirq) / hz, steal / hz, sum(os.times()[:4])
 
 
 class CpuMonitor:
@@ -132,40 +101,29 @@ class CpuMonitor:
     def __init__(self) -> None:
         self.ncpu = os.cpu_count() or 1
         self.phases: dict[str, dict] = {}
-        self._start: tuple | None = None
-        self._name: str | None = None
-
-    def _now(self) -> tuple:
-        return time.perf_counter(), _machine_cpu_s(), _own_cpu_s()
+        self._running: tuple | None = None  # the phase measured: name, start time, CPU seconds at the start
 
     def begin(self, name: str) -> None:
         self.end()
-        self._name, self._start = name, self._now()
+        self._running = (name, time.perf_counter(), _cpu_seconds())
 
     def end(self) -> None:
-        if self._name is None or self._start is None:
+        if self._running is None:
             return
-        (t0, m0, o0), (t1, m1, o1) = self._start, self._now()
-        wall = t1 - t0
-        row: dict = {"seconds": round(wall, 1)}
-        if m0 is not None and m1 is not None and wall > 0:
-            other = max(0.0, (m1[0] - m0[0]) - (o1 - o0))
-            row["other_cpu_share"] = round(other / (wall * self.ncpu), 3)
-            row["steal_share"] = round((m1[1] - m0[1]) / (wall * self.ncpu), 3)
-        self.phases[self._name] = row
-        self._name = self._start = None
+        name, t0, (busy0, steal0, own0) = self._running
+        wall, (busy1, steal1, own1) = time.perf_counter() - t0, _cpu_seconds()
+        other = max(0.0, (busy1 - busy0) - (own1 - own0))
+        self.phases[name] = {"seconds": round(wall, 1), "other_cpu_share": round(other / (wall * self.ncpu), 3),
+                             "steal_share": round((steal1 - steal0) / (wall * self.ncpu), 3)}
+        self._running = None
 
     def report(self, timed: tuple[str, ...]) -> dict:
         """The phases, the busiest timed one, and a warning when others used more than 10% of the CPUs."""
         self.end()
-        shares = [self.phases[p].get("other_cpu_share", 0.0) for p in timed if p in self.phases]
-        worst = max(shares, default=0.0)
+        worst = max((self.phases[p]["other_cpu_share"] for p in timed if p in self.phases), default=0.0)
         out = {"phases": self.phases, "timed": list(timed), "max_other_cpu_share": worst,
                "loadavg_end": list(os.getloadavg()), "busy": worst > BUSY_SHARE}
         if out["busy"]:
-            warnings.warn(
-                f"other processes used up to {worst:.0%} of the CPUs while the benchmark measured; "
-                "the timings are disturbed (run it again on a quiet machine)",
-                BusyMachineWarning, stacklevel=3,
-            )
+            warnings.warn(f"other processes used up to {worst:.0%} of the CPUs while the benchmark measured; the "
+                          "timings are disturbed (run it again on a quiet machine)", BusyMachineWarning, stacklevel=3)
         return out

@@ -23,6 +23,7 @@ import json
 import logging
 import os
 import time
+import warnings
 from pathlib import Path
 
 from .fixture import CHAIN_TASKS, HUB_TASKS
@@ -39,6 +40,7 @@ def run_export_figures(out: str | Path, *, work_dir: str | Path = "/tmp/lr-expor
                        runs: int = 50, parity: bool = True, parity_limit: int | None = None,
                        torch: bool = True) -> dict:
     """Make (or reuse) the model, hub and export in ``work_dir``, measure them, write the figures to ``out``."""
+    warnings.simplefilter("ignore")  # training and the parity gate on a random base warn at every step
     work = Path(work_dir)
     work.mkdir(parents=True, exist_ok=True)
     figures: dict = {"size": size, "question": QUESTION, "runs": runs, "cpu_count": os.cpu_count(),
@@ -91,8 +93,6 @@ def measure_configuration(spec: dict, t0: float) -> dict:
     """In a fresh process: load one configuration, answer once, read the memory, then time the chain."""
     started = time.perf_counter()
     if spec["engine"] == "torch":
-        import warnings
-
         warnings.simplefilter("ignore")
         from ..backends.torch_peft import Router
 
@@ -129,8 +129,6 @@ def measure_configuration(spec: dict, t0: float) -> dict:
 
 def trained_hub(work: Path, size: str) -> tuple[str, Path]:
     """A random ``size`` base and the four tasks' adapters, each trained one epoch on ``TRAIN_RECORDS`` records."""
-    import warnings
-
     from ..adapters import AdapterHub
     from ..config import TrainSettings
     from ..data import load_bundled
@@ -138,7 +136,6 @@ def trained_hub(work: Path, size: str) -> tuple[str, Path]:
     from ..tasks import get_task
     from ..training import train
 
-    warnings.simplefilter("ignore")
     base = work / "base"
     if not (base / "config.json").is_file():
         init_base(base, size)
@@ -158,14 +155,11 @@ def trained_hub(work: Path, size: str) -> tuple[str, Path]:
 
 def parity_report(base: str, hub: Path, export: Path, layouts, precisions, limit: int | None) -> dict:
     """The parity gate's figures for every layout and precision of the export, and whether the gate passes."""
-    import warnings
-
     from ..backends.onnx import OnnxRouter
     from ..backends.torch_peft import Router
     from ..data import load_bundled
     from ..export.parity import parity_problems, task_parity
 
-    warnings.simplefilter("ignore")
     torch_router = Router(base, hub)
     report, problems = {}, []
     for layout in layouts:

@@ -65,17 +65,10 @@ def texts_of_lengths(tokenizer, lengths: tuple[int, ...] = LENGTHS) -> dict[int,
     source = "".join(r.input for r in load_bundled("question_classifier", "train"))
     out = {}
     for n in lengths:
-        text = None
-        for cut in range(1, len(source)):
-            k = len(tokenizer.encode(source[:cut]).ids)
-            if k == n:
-                text = source[:cut]
-                break
-            if k > n:
-                break
-        if text is None:
+        cut = next((c for c in range(1, len(source)) if len(tokenizer.encode(source[:c]).ids) >= n), 0)
+        if len(tokenizer.encode(source[:cut]).ids) != n:
             raise ConfigError(f"cannot cut the bundled text to exactly {n} tokens")
-        out[n] = text
+        out[n] = source[:cut]
     return out
 
 
@@ -116,7 +109,6 @@ def write_random_adapter(hub: AdapterHub, task: str, base_dir: Path, *, seed: in
 
     spec = get_task(task)
     lora = lora or LoraSettings()
-    settings = TrainSettings()
     base, _ = load_base(str(base_dir))
     base_fp = fingerprint(base)
     torch.manual_seed(seed)
@@ -128,17 +120,12 @@ def write_random_adapter(hub: AdapterHub, task: str, base_dir: Path, *, seed: in
                 param.normal_(0.0, LORA_B_STD, generator=gen)
     head = init_head(spec, base.config, seed)
     manifest = {
-        "format": 1,
-        "task": spec.to_dict(),
+        "format": 1, "task": spec.to_dict(),
         "base_model": {"name": str(base_dir), "fingerprint": base_fp, "hidden_size": base.config.hidden_size,
                        "random": True},
-        "lora": lora.to_dict(),
-        "training": settings.to_dict(),
+        "lora": lora.to_dict(), "training": TrainSettings().to_dict(),
         "data": {"source": "random (lora_router.bench)", "n_train": 0, "n_test": 0},
-        "metrics": {},
-        "best_epoch": 0,
-        "history": [],
-        "train_samples_per_second": None,
+        "metrics": {}, "best_epoch": 0, "history": [], "train_samples_per_second": None,
         "versions": {"lora_router": __version__, "torch": torch.__version__},
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "benchmark_random_adapter": {"seed": seed, "lora_b_std": LORA_B_STD},
@@ -181,12 +168,10 @@ def export_for_bench(base_dir: Path, hub_dir: Path, out_dir: Path, *, tasks: lis
 
     names = tasks or AdapterHub(hub_dir).tasks()
     records = {t: load_bundled(t, "test")[:PARITY_RECORDS] for t in names} if gate else None
-    try:
-        from ..export import export_hub
-    except ImportError as exc:
-        return {"error": f"lora_router.export is not importable ({exc})"}
 
     def export(gated: bool) -> dict:
+        from ..export import export_hub  # the train extra's optimum: a failed import is a failed export
+
         return export_hub(str(base_dir), str(hub_dir), str(out_dir), tasks=tasks, quantize=quantize, layout=layout,
                           parity=gated, progress=progress, parity_records=records if gated else None)
 

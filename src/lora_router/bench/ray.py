@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 import socket
 import tempfile
 import time
@@ -40,7 +39,7 @@ def run_ray_bench(out_dir: str | Path, *, export_dir: str | Path | None = None, 
                   rounds: int = 4) -> dict:
     """Measure plain ``serve`` and the Ray services on an export (a random ``size`` one, int8, layout multi,
     made in ``work_dir`` unless given); write results.json and results.md to ``out_dir``."""
-    from .environment import machine, package_version
+    from .environment import cores, machine, package_version
     from .fixture import bundled_questions, fixture_export, write_bench_chain
     from .report import ray_markdown, write_results
 
@@ -59,18 +58,11 @@ def run_ray_bench(out_dir: str | Path, *, export_dir: str | Path | None = None, 
     results: dict = {"kind": "ray-serve", "size": size, "random_base": base.get("random"),
                      "export": str(export), "questions": len(questions), "requests_per_level": requests,
                      "network_namespace": in_namespace, "load_average_before": os.getloadavg()}
-    temp_dir = Path(tempfile.mkdtemp(prefix="lr-ray-", dir="/tmp"))
-    try:
-        services = _run_services(export, chain, questions, clients, requests, rounds, work, temp_dir)
-    finally:
-        shutil.rmtree(temp_dir, ignore_errors=True)
-    results["serve_threads"] = services.pop("serve_threads")
-    results["services"] = services
-    results["rounds"] = rounds
-    results["load_average_after"] = os.getloadavg()
-    results["environment"] = dict(machine(), ray=package_version("ray"))
-    results["ratios"] = ratios(results["services"])
-    results["duration_s"] = round(time.monotonic() - t_all, 1)
+    with tempfile.TemporaryDirectory(prefix="lr-ray-", dir="/tmp", ignore_cleanup_errors=True) as temp_dir:
+        services = _run_services(export, chain, questions, clients, requests, rounds, work, Path(temp_dir))
+    results.update(serve_threads=cores(), services=services, rounds=rounds, load_average_after=os.getloadavg(),
+                   environment=dict(machine(), ray=package_version("ray")), ratios=ratios(services),
+                   duration_s=round(time.monotonic() - t_all, 1))
     write_results(out_dir, results, ray_markdown(results))
     return results
 
@@ -79,7 +71,6 @@ def _run_services(export: Path, chain: Path, questions, clients, requests: int, 
                   temp_dir: Path) -> dict:
     """Start plain ``serve`` and the Ray services side by side, measure them interleaved, stop them."""
     from ..serving.ray import ExportCatalog, build_app, connect
-    from .environment import cores
 
     with serving(export, chain, PLAIN_PORT, work / "serve.log") as plain_url:
         # One logical CPU per replica: every replica starts at once; the cores are shared as the threads say.
@@ -95,9 +86,7 @@ def _run_services(export: Path, chain: Path, questions, clients, requests: int, 
                 urls[name] = cluster.run(app, port=PORT, app_name=name, route_prefix=f"/{name}")
             for url in urls.values():
                 wait_ready(url)
-            results = measure(urls, questions, clients, requests, rounds)
-            results["serve_threads"] = cores()
-            return results
+            return measure(urls, questions, clients, requests, rounds)
         finally:
             cluster.shutdown(None)
 

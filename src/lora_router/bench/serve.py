@@ -44,15 +44,14 @@ def run_serve_bench(out_dir: str | Path, *, size: str = "base", export_dir: str 
     chain_file = write_bench_chain(export_dir, work / "chain.json")
     questions = bundled_questions()
     results: dict = {"kind": "serve", "size": size, "export": str(export_dir), "questions": len(questions),
-                     "requests_per_client_level": requests, "modes": {}, "in_process": {}}
-    results["load_average_before"] = os.getloadavg()
+                     "requests_per_client_level": requests, "modes": {}, "in_process": {},
+                     "load_average_before": os.getloadavg()}
     for mode, extra in MODES.items():
         results["modes"][mode] = _measure_server(export_dir, chain_file, extra, questions, clients, requests,
                                                  work / f"{mode}.log")
         logger.info("serve bench: %s done", mode)
-    results["in_process"] = _measure_in_process(export_dir, chain_file, questions, requests)
-    results["load_average_after"] = os.getloadavg()
-    results["environment"] = machine()
+    results.update(in_process=_measure_in_process(export_dir, chain_file, questions, requests),
+                   load_average_after=os.getloadavg(), environment=machine())
     results["ratios"] = _ratios(results, clients)
     write_results(out_dir, results, serve_markdown(results))
     return results
@@ -75,10 +74,8 @@ def serving(export_dir: Path, chain: Path, port: int, log_path: Path,
                                  str(export_dir), "--chain", str(chain), "--port", str(port), "--log-level", "warning",
                                  *extra], stdout=log, stderr=subprocess.STDOUT)
         try:
-            try:
-                wait_ready(url, timeout=300, alive=lambda: proc.poll() is None)
-            except RuntimeError:
-                raise RuntimeError(f"server exited: {log_path.read_text(errors='replace')[-2000:]}") from None
+            wait_ready(url, timeout=300, alive=lambda: proc.poll() is None,
+                       died=lambda: f"server exited: {log_path.read_text(errors='replace')[-2000:]}")
             yield url
         finally:
             proc.send_signal(signal.SIGTERM)
@@ -95,14 +92,15 @@ def _measure_server(export_dir: Path, chain: Path, extra: list[str], questions: 
         return {str(n): level(n, *run_load(url, questions, n, max(requests, 25 * n))) for n in clients}
 
 
-def wait_ready(url: str, timeout: float = 600, alive=lambda: True) -> None:
-    """Poll ``url``/ready until 200; ``RuntimeError`` when ``alive()`` says the service died, else ``TimeoutError``."""
+def wait_ready(url: str, timeout: float = 600, alive=lambda: True, died=lambda: "the service exited") -> None:
+    """Poll ``url``/ready until 200; ``RuntimeError(died())`` when ``alive()`` says the service died, else
+    ``TimeoutError``."""
     import httpx
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if not alive():
-            raise RuntimeError(f"the service behind {url} exited")
+            raise RuntimeError(died())
         try:
             if httpx.get(f"{url}/ready", timeout=5).status_code == 200:
                 return
@@ -157,37 +155,29 @@ def _measure_in_process(export_dir: Path, chain: Path, questions: list[str], req
     router = OnnxRouter(export_dir, chain=chain)
     for q in questions[:10]:
         router.ask(q)
-    one = []
-    t_all = time.perf_counter()
-    for i in range(requests):
-        t0 = time.perf_counter()
-        router.ask(questions[i % len(questions)])
-        one.append(time.perf_counter() - t0)
-    wall_one = time.perf_counter() - t_all
-    batches = []
-    n_batches = max(3, requests // 32)
-    t_all = time.perf_counter()
-    for b in range(n_batches):
-        chunk = [questions[(b * 32 + k) % len(questions)] for k in range(32)]
-        t0 = time.perf_counter()
-        router.ask_batch(chunk)
-        batches.append(time.perf_counter() - t0)
-    wall_batch = time.perf_counter() - t_all
+    one, wall_one = _calls(lambda i: router.ask(questions[i % len(questions)]), requests)
+    chunks = [[questions[(b * 32 + k) % len(questions)] for k in range(32)] for b in range(max(3, requests // 32))]
+    batches, wall_batch = _calls(lambda b: router.ask_batch(chunks[b]), len(chunks))
     return {"ask": {"requests_per_s": round(requests / wall_one, 2), **summary(one)},
-            "ask_batch_32": {"questions_per_s": round(32 * n_batches / wall_batch, 2), **summary(batches)},
+            "ask_batch_32": {"questions_per_s": round(32 * len(chunks) / wall_batch, 2), **summary(batches)},
             "layout": router.layout, "precision": router.precision}
 
 
+def _calls(fn, n: int) -> tuple[list[float], float]:
+    """Seconds of each call ``fn(i)`` for i < ``n``, and of them all."""
+    times, t_all = [], time.perf_counter()
+    for i in range(n):
+        t0 = time.perf_counter()
+        fn(i)
+        times.append(time.perf_counter() - t0)
+    return times, time.perf_counter() - t_all
+
+
 def _ratios(results: dict, clients) -> dict:
-    modes = results["modes"]
-    top = str(max(clients))
-    out = {}
-    if top in modes.get("batching", {}) and top in modes.get("no_batching", {}):
-        out[f"batching_gain_at_{top}_clients"] = round(
-            modes["batching"][top]["requests_per_s"] / modes["no_batching"][top]["requests_per_s"], 2)
-    if "1" in modes.get("batching", {}):
-        out["http_p50_minus_in_process_ask_p50_ms_at_1_client"] = round(
-            modes["batching"]["1"]["p50_ms"] - results["in_process"]["ask"]["p50_ms"], 3)
-        out["http_p50_minus_in_process_ask_p50_ms_at_1_client_no_batching"] = round(
-            modes["no_batching"]["1"]["p50_ms"] - results["in_process"]["ask"]["p50_ms"], 3)
+    """What batching buys at the top client count; what HTTP adds to the in-process ask at one client."""
+    modes, top, alone = results["modes"], str(max(clients)), results["in_process"]["ask"]["p50_ms"]
+    out = {f"batching_gain_at_{top}_clients": round(
+        modes["batching"][top]["requests_per_s"] / modes["no_batching"][top]["requests_per_s"], 2)}
+    for mode, suffix in (("batching", ""), ("no_batching", "_no_batching")) if "1" in modes["batching"] else ():
+        out[f"http_p50_minus_in_process_ask_p50_ms_at_1_client{suffix}"] = round(modes[mode]["1"]["p50_ms"] - alone, 3)
     return out

@@ -38,15 +38,9 @@ def summary(seconds: list) -> dict:
     if not seconds:
         return {"n": 0}
     ms = np.asarray(seconds) * 1000.0
-    return {
-        "n": int(ms.size),
-        "p50_ms": round(float(np.percentile(ms, 50)), 3),
-        "p90_ms": round(float(np.percentile(ms, 90)), 3),
-        "p99_ms": round(float(np.percentile(ms, 99)), 3),
-        "mean_ms": round(float(ms.mean()), 3),
-        "min_ms": round(float(ms.min()), 3),
-        "max_ms": round(float(ms.max()), 3),
-    }
+    values = zip(("p50", "p90", "p99", "mean", "min", "max"), [*np.percentile(ms, [50, 90, 99]), ms.mean(), ms.min(),
+                                                                ms.max()], strict=True)
+    return {"n": int(ms.size), **{f"{name}_ms": round(float(v), 3) for name, v in values}}
 
 
 def median_ms(fn: Callable[[], object], runs: int) -> float:

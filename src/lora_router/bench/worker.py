@@ -11,6 +11,7 @@ imports torch here.
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import statistics
@@ -22,21 +23,16 @@ from pathlib import Path
 
 logger = logging.getLogger(__name__)
 
+# What the reference processes import, and nothing else.
+IMPORTS = {"import_torch": ("peft", "torch", "transformers"), "import_onnx": ("numpy", "onnxruntime", "tokenizers")}
+
 
 def rss_mb() -> tuple[float, float]:
     """Current and peak resident set size of this process, in MB (MiB)."""
-    current = peak = 0.0
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                current = int(line.split()[1]) / 1024
-            elif line.startswith("VmHWM:"):
-                peak = int(line.split()[1]) / 1024
-    except OSError:  # pragma: no cover - not Linux
-        import resource
-
-        peak = current = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return round(current, 1), round(peak, 1)
+    # VmHWM, not getrusage's ru_maxrss: that one may keep the parent's peak from before the exec
+    lines = (line.partition(":") for line in Path("/proc/self/status").read_text().splitlines())
+    kb = {key: int(value.split()[0]) for key, _, value in lines if key in ("VmRSS", "VmHWM")}
+    return round(kb["VmRSS"] / 1024, 1), round(kb["VmHWM"] / 1024, 1)
 
 
 def run_fresh(spec: dict, timeout: float = 900.0) -> dict:
@@ -70,7 +66,7 @@ def fresh_rounds(specs: dict[str, dict], rounds: int) -> dict[str, dict]:
 def _median(results: list[dict]) -> dict:
     good = [r for r in results if "error" not in r]
     if not good:
-        return {"error": results[0]["error"] if results else "not run", "n": 0}
+        return {"error": results[0]["error"], "n": 0}
     out: dict = {"n": len(good), "torch_imported": good[0].get("torch_imported")}
     for field in ("cold_start_s", "rss_mb", "peak_rss_mb", "rss_first_answer_mb", "import_s", "load_s", "wall_s"):
         values = [r[field] for r in good if field in r]
@@ -87,17 +83,9 @@ def measure(spec: dict, t0: float) -> dict:
         from .export_figures import measure_configuration
 
         return measure_configuration(spec, t0)
-    if mode == "import_torch":
-        import peft  # noqa: F401
-        import torch  # noqa: F401
-        import transformers  # noqa: F401
-
-        return _done(t0, spec)
-    if mode == "import_onnx":
-        import numpy  # noqa: F401
-        import onnxruntime  # noqa: F401
-        import tokenizers  # noqa: F401
-
+    if mode in IMPORTS:
+        for module in IMPORTS[mode]:
+            importlib.import_module(module)
         return _done(t0, spec)
 
     from ..core.chain import Chain
@@ -142,13 +130,6 @@ def _done(t0: float, spec: dict) -> dict:
             "wall_s": round(time.time() - t0, 4), "torch_imported": "torch" in sys.modules}
 
 
-def main(argv: list[str]) -> int:
-    spec_path, out_path, t0 = argv[0], argv[1], float(argv[2])
-    spec = json.loads(Path(spec_path).read_text("utf-8"))
-    result = measure(spec, t0)
-    Path(out_path).write_text(json.dumps(result), "utf-8")
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    spec_path, out_path, t0 = sys.argv[1:4]
+    Path(out_path).write_text(json.dumps(measure(json.loads(Path(spec_path).read_text("utf-8")), float(t0))), "utf-8")
