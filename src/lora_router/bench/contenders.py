@@ -151,11 +151,8 @@ def load_contender(key: str, *, base_dir: Path, hub_dir: Path, export_dir: Path 
         from ..backends.onnx import OnnxRouter
 
         layout, precision = ONNX_VARIANTS[key]
-        onnx = OnnxRouter(str(export_dir), layout=layout, precision=precision, device=device, threads=threads,
+        return OnnxRouter(str(export_dir), layout=layout, precision=precision, device=device, threads=threads,
                           tasks=list(tasks), chain=chain, speculate=True if key in ONE_CALL_KEYS else None)
-        if key not in ONE_CALL_KEYS:  # until OnnxBackend says it runs no mixed rows in these layouts (runs_mixed)
-            onnx.mixed = None
-        return onnx
     from ..backends.torch_peft import Router, TorchPeftBackend
 
     if key in ("a1", "a2"):
