@@ -86,7 +86,7 @@ class TaskPredictor:
         return self.backend.logits(task, encoded)
 
     def mixed_logits(self, rows: Sequence[tuple[str, Encoded]]) -> list[np.ndarray]:
-        """Head logits of encoded ``(task, input)`` rows: one call with a one-call layout, a call per task without."""
+        """Head logits of encoded ``(task, input)`` rows: one call with a one-call layout, a call per row without."""
         if self.mixed is not None:
             return self.mixed.mixed_logits(rows)
         return [self.logits(task, [e])[0] for task, e in rows]
