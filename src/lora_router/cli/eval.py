@@ -8,7 +8,6 @@ from ..config import SEQUENCE_CLASSIFICATION
 from ..errors import DataError
 from . import _options as opt
 from ._output import dump, print_chain_eval, print_eval
-from ._predictor import build_predictor
 
 _BUNDLED_CHAIN = "<bundled>"
 
@@ -57,7 +56,7 @@ def _eval_task(task: str, data: Path | None, plot: Path | None, with_baseline: b
     from ..data import load_bundled, read_records, records_for
     from ..evaluation.tasks import baseline, evaluate, plot_confusion, plot_reliability, reliability_path
 
-    router = build_predictor(tasks=[task], **source)
+    router = opt.build_predictor(tasks=[task], **source)
     spec = router.specs[task]
     records = records_for(read_records(data, extra_tasks=[spec]), spec) if data else load_bundled(task, "test")
     if not records:
@@ -83,7 +82,7 @@ def _eval_chain(chain_file: str, as_json: bool, **source) -> None:
 
     path = bundled_chain_cases() if chain_file == _BUNDLED_CHAIN else Path(chain_file)
     cases = read_chain_cases(path)
-    router = build_predictor(**source)
+    router = opt.build_predictor(**source)
     result = evaluate_chain(router, cases)
     if as_json:
         dump({"file": str(path), "router": router.source, **result})

@@ -8,7 +8,6 @@ from ..adapters import AdapterHub
 from ..errors import require
 from . import _options as opt
 from ._output import dump, print_parity
-from ._predictor import parse_thresholds
 
 
 @click.command("export")
@@ -47,7 +46,7 @@ def export_cmd(out, tasks, quantize, layout, no_parity, knowledge_base, threshol
 
     manifest = export_hub(base_model, AdapterHub(hub), out, tasks=tasks.split(",") if tasks else None,
                           quantize=quantize, layout=layout, parity=not no_parity, progress=not quiet and not as_json,
-                          knowledge_base=knowledge_base, thresholds=parse_thresholds(thresholds) or None,
+                          knowledge_base=knowledge_base, thresholds=opt.parse_thresholds(thresholds) or None,
                           int8_max_drop=int8_max_drop)
     if as_json:
         dump(manifest.to_dict())

@@ -8,7 +8,6 @@ import click
 from ..errors import require
 from ..serving.settings import API_KEY_ENV, LOG_FORMATS, ServeSettings
 from . import _options as opt
-from ._predictor import predictor_options
 
 RAY_ONLY = ("replicas", "address", "exports", "exports_root", "default_export", "max_exports_per_replica",
             "replica_cpus", "ship")
@@ -81,7 +80,7 @@ def serve_cmd(onnx, hub_dir, base_model, host, port, workers, log_level, engine,
     require("fastapi", "serve")
     settings = opt.take_settings(ServeSettings, params)
     ray = {name: params.pop(name) for name in RAY_ONLY}
-    options = predictor_options(**params)
+    options = opt.predictor_options(**params)
     if engine == "ray":
         if hub_dir is not None or workers > 1:
             raise click.UsageError("--engine ray serves exports (--onnx, --export, --exports-root) and scales "
