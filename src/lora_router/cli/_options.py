@@ -3,6 +3,7 @@ options become a predictor: an export (``--onnx``) or base + hub."""
 
 import dataclasses
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 
 import click
@@ -26,16 +27,10 @@ quiet = click.option("--quiet", is_flag=True, help="No progress bar.")
 device = click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
 
 
-def onnx(help: str):
-    return click.option("--onnx", type=FOLDER, default=None, help=help)
-
-
-def kb(help: str):
-    return click.option("--kb", "knowledge_base", type=FILE, default=None, help=help)
-
-
-def thresholds(help: str):
-    return click.option("--threshold", "thresholds", multiple=True, metavar="TASK=P", help=help)
+# Shared options whose help each command words for itself: opt.kb(help="...").
+onnx = partial(click.option, "--onnx", type=FOLDER, default=None)
+kb = partial(click.option, "--kb", "knowledge_base", type=FILE, default=None)
+thresholds = partial(click.option, "--threshold", "thresholds", multiple=True, metavar="TASK=P")
 
 
 def from_settings(cls, **options: dict):

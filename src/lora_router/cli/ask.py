@@ -12,9 +12,9 @@ from ._output import dump, print_answer
 
 def source_options(fn):
     """Where the predictor comes from and how it decides, for commands that ask questions."""
-    for option in (opt.thresholds("Confidence below which the chain stops as `uncertain` (repeatable)."),
-                   opt.kb("Answer from this knowledge base instead of the trained one."),
-                   opt.onnx("Use an exported ONNX folder (no PyTorch needed) instead of base + hub."),
+    for option in (opt.thresholds(help="Confidence below which the chain stops as `uncertain` (repeatable)."),
+                   opt.kb(help="Answer from this knowledge base instead of the trained one."),
+                   opt.onnx(help="Use an exported ONNX folder (no PyTorch needed) instead of base + hub."),
                    opt.device, opt.base_model, opt.hub):
         fn = option(fn)
     return fn

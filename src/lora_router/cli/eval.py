@@ -18,11 +18,11 @@ _BUNDLED_CHAIN = "<bundled>"
               help="Score the whole chain instead, on questions with their expected route, file names and "
                    "knowledge-base id [FILE default: the bundled chain test set].")
 @click.option("--data", type=opt.FILE, default=None, help="Instruction-format JSONL [default: the bundled test split].")
-@opt.kb("Knowledge base for question_answer.")
+@opt.kb(help="Knowledge base for question_answer.")
 @click.option("--plot", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write a confusion-matrix picture (PNG) and beside it a reliability diagram (NAME.reliability.png).")
-@opt.onnx("Score an exported ONNX folder instead of base + hub.")
-@opt.thresholds("Chain thresholds (with --chain).")
+@opt.onnx(help="Score an exported ONNX folder instead of base + hub.")
+@opt.thresholds(help="Chain thresholds (with --chain).")
 @click.option("--no-baseline", is_flag=True, help="Do not fit and score the simple baseline.")
 @opt.base_model
 @opt.hub

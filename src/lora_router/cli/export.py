@@ -21,8 +21,8 @@ from ._output import dump, print_parity
                    "every adapter run once per question (adapters trained with --layers); both: merged,shared; "
                    "all: merged,shared,multi. Several: comma-separated.")
 @click.option("--no-parity", is_flag=True, help="Skip the parity gate (not recommended).")
-@opt.kb("Knowledge base to ship [default: the one question_answer was trained with].")
-@opt.thresholds("Chain thresholds to ship.")
+@opt.kb(help="Knowledge base to ship [default: the one question_answer was trained with].")
+@opt.thresholds(help="Chain thresholds to ship.")
 @click.option("--int8-max-drop", default=1.0, show_default=True, type=float, metavar="POINTS",
               help="How far int8 may score the task's own metric below PyTorch (percentage points).")
 @opt.base_model

@@ -18,7 +18,7 @@ from ._output import dump, print_trained
               help="Instruction-format JSONL [default: the bundled data of the task].")
 @click.option("--test-data", type=opt.FILE, default=None,
               help="Held-out file for evaluation [default: bundled test split, or 20% of --data].")
-@opt.kb("Knowledge base for question_answer [default: the bundled one].")
+@opt.kb(help="Knowledge base for question_answer [default: the bundled one].")
 @opt.base_model
 @opt.hub
 @opt.from_settings(TrainSettings, epochs={}, batch_size={}, learning_rate={"flag": "--lr"}, warmup_steps={})
