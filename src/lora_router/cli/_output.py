@@ -69,8 +69,15 @@ def fmt(x) -> str:
     return "-" if x is None else f"{x:.4f}"
 
 
-def verdict(problems: list) -> str:
-    return click.style("ok", fg="green") if not problems else click.style(f"{len(problems)} bad", fg="red")
+def print_problems(file, problems: list[tuple[int, str]], as_json: bool, summary: str = "", **counts) -> None:
+    """What `data check` and `kb check` say: `line N: what is wrong` per problem, then the verdict; or JSON."""
+    if as_json:
+        dump({"file": str(file), **counts, "problems": [{"line": n, "message": m} for n, m in problems]})
+        return
+    for n, msg in problems:
+        click.echo(f"line {n}: {msg}" if n else msg)
+    verdict = click.style("ok", fg="green") if not problems else click.style(f"{len(problems)} bad", fg="red")
+    click.echo(f"{file}: {summary}{verdict}")
 
 
 def print_label_tables(m: dict) -> None:
