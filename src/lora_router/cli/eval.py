@@ -5,6 +5,7 @@ from pathlib import Path
 import click
 
 from ..config import SEQUENCE_CLASSIFICATION
+from ..data import load_bundled, read_records, records_for
 from ..errors import DataError
 from . import _options as opt
 from ._output import dump, print_chain_eval, print_eval
@@ -53,7 +54,6 @@ def eval_cmd(task_name, chain_file, data, plot, thresholds, no_baseline, as_json
 
 def _eval_task(task: str, data: Path | None, plot: Path | None, with_baseline: bool, as_json: bool,
                **source) -> None:
-    from ..data import load_bundled, read_records, records_for
     from ..evaluation.tasks import baseline, evaluate, plot_confusion, plot_reliability, reliability_path
 
     router = opt.build_predictor(tasks=[task], **source)
