@@ -63,18 +63,16 @@ def _eval_task(task: str, data: Path | None, plot: Path | None, with_baseline: b
         raise DataError(str(data), [(0, f"no records with instruction {spec.instruction!r}")])
     metrics = evaluate(router, task, records)
     base = baseline(router, task, records) if with_baseline else None
-    pictures = []
-    if plot and spec.kind == SEQUENCE_CLASSIFICATION:
+    pictures = plot and spec.kind == SEQUENCE_CLASSIFICATION
+    if pictures:
         plot_confusion(metrics, str(plot), title=task)
-        pictures.append(f"confusion matrix: {plot}")
         plot_reliability(metrics["calibration"], reliability_path(str(plot)), title=task)
-        pictures.append(f"reliability diagram: {reliability_path(str(plot))}")
     if as_json:
         dump({"task": task, **metrics, **({"baseline": base} if base else {})})
         return
     print_eval(task, spec.kind, metrics, base, "the bundled test split" if data is None else str(data))
-    for line in pictures:
-        click.echo(line)
+    if pictures:
+        click.echo(f"confusion matrix: {plot}\nreliability diagram: {reliability_path(str(plot))}")
 
 
 def _eval_chain(chain_file: str, as_json: bool, **source) -> None:

@@ -6,6 +6,8 @@ from pathlib import Path
 import click
 
 from ..errors import require
+from ..serving import ModelSource
+from ..serving.host import configure_logging, serve
 from ..serving.settings import API_KEY_ENV, LOG_FORMATS, ServeSettings
 from . import _options as opt
 
@@ -88,11 +90,9 @@ def serve_cmd(onnx, hub_dir, base_model, host, port, workers, log_level, engine,
         return _serve_on_ray(onnx, settings, options, host=host, port=port, log_level=log_level, **ray)
     if onnx is None and hub_dir is None:
         raise click.UsageError("give --onnx DIR (an export) or --hub DIR (a hub, for development)")
-    from ..backends.onnx import read_manifest
-    from ..serving import ModelSource
-    from ..serving.host import serve
-
     if onnx is not None:
+        from ..backends.onnx import read_manifest
+
         read_manifest(onnx)  # a folder that is not an export fails here, before the server starts
     source = ModelSource(onnx=onnx and str(onnx), hub=hub_dir and str(hub_dir), base_model=base_model, options=options)
     _warn_if_open(host, settings)
@@ -107,7 +107,6 @@ def _warn_if_open(host: str, settings: ServeSettings) -> None:
 
 def _serve_on_ray(onnx, settings, options, *, exports, replicas, replica_cpus, address, host, port, ship, log_level,
                   **catalog) -> None:
-    from ..serving.host import configure_logging
     from ..serving.ray import EXPORT_HEADER, ExportCatalog, serve_exports
 
     folders = {}
