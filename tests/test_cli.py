@@ -180,3 +180,11 @@ def test_train_options_become_the_settings_dataclasses(run, tmp_path, monkeypatc
     assert (seen[0]["lora"], seen[0]["settings"]) == (LoraSettings(), TrainSettings())
     assert seen[1]["lora"] == LoraSettings(r=8, layers="6-11", target_modules="query")
     assert seen[1]["settings"] == TrainSettings(learning_rate=1e-3, dynamic_padding=False)
+
+
+def test_serve_on_ray_reads_every_export_before_a_cluster_starts(tmp_path):
+    pytest.importorskip("fastapi")
+    not_an_export = CliRunner().invoke(main, ["serve", "--engine", "ray", "--export", f"a={tmp_path}"])
+    assert not_an_export.exit_code == 1 and "is not a lora-router export" in not_an_export.output
+    malformed = CliRunner().invoke(main, ["serve", "--engine", "ray", "--export", "a"])
+    assert malformed.exit_code == 2 and "is not ID=DIR" in malformed.output

@@ -1,9 +1,6 @@
-"""The ``lora-router`` command: the only package that prints or imports click.
+"""The ``lora-router`` command: a root that registers one module per command group; the only package that prints.
 
-The root makes the group and registers one module per command group; each
-command parses its options and calls a plain library function. Errors of the
-library (``LoraRouterError``) become one-line messages and exit codes: 1 for
-a failed command, 2 for bad input (``_output.ErrorsAsMessages``).
+Library errors become one-line messages and exit codes (1 failed, 2 bad input) in ``_output.ErrorsAsMessages``.
 """
 
 import logging
@@ -12,18 +9,8 @@ import os
 import click
 
 from .. import __version__
+from . import ask, bench, data, demo, eval, export, hub, kb, menu, serve, train
 from ._output import ErrorsAsMessages
-from .ask import ask_cmd, chat_cmd
-from .bench import bench_cmd
-from .data import data_group, tasks_cmd
-from .demo import demo_cmd, init_base_cmd
-from .eval import eval_cmd
-from .export import export_cmd
-from .hub import hub_group
-from .kb import kb_group
-from .menu import menu_cmd
-from .serve import serve_cmd
-from .train import train_cmd
 
 
 @click.group(cls=ErrorsAsMessages, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -42,8 +29,9 @@ def main() -> None:
     """
 
 
-for command in (init_base_cmd, tasks_cmd, data_group, train_cmd, eval_cmd, hub_group, export_cmd, bench_cmd,
-                kb_group, ask_cmd, chat_cmd, serve_cmd, menu_cmd, demo_cmd):
+for command in (demo.init_base_cmd, data.tasks_cmd, data.data_group, train.train_cmd, eval.eval_cmd, hub.hub_group,
+                export.export_cmd, bench.bench_cmd, kb.kb_group, ask.ask_cmd, ask.chat_cmd, serve.serve_cmd,
+                menu.menu_cmd, demo.demo_cmd):
     main.add_command(command)
 
 

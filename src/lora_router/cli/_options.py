@@ -1,11 +1,15 @@
-"""Options several commands share, and click options made from a settings dataclass's fields."""
+"""Options several commands share, click options made from a settings dataclass's fields, and the one place
+options become a predictor: an export (``--onnx``) or base + hub."""
 
 import dataclasses
+from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 
 import click
 
 from ..adapters.hub import HUB_ENV
+from ..core.options import PredictorOptions
 from ..modeling.base import DEFAULT_BASE_MODEL
 
 BASE_ENV = "LORA_ROUTER_BASE_MODEL"
@@ -23,16 +27,10 @@ quiet = click.option("--quiet", is_flag=True, help="No progress bar.")
 device = click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
 
 
-def onnx(help: str):
-    return click.option("--onnx", type=FOLDER, default=None, help=help)
-
-
-def kb(help: str):
-    return click.option("--kb", "knowledge_base", type=FILE, default=None, help=help)
-
-
-def thresholds(help: str):
-    return click.option("--threshold", "thresholds", multiple=True, metavar="TASK=P", help=help)
+# Shared options whose help each command words for itself: opt.kb(help="...").
+onnx = partial(click.option, "--onnx", type=FOLDER, default=None)
+kb = partial(click.option, "--kb", "knowledge_base", type=FILE, default=None)
+thresholds = partial(click.option, "--threshold", "thresholds", multiple=True, metavar="TASK=P")
 
 
 def from_settings(cls, **options: dict):
@@ -67,3 +65,31 @@ def _field_option(f: dataclasses.Field, flag: str | None = None, **kwargs):
 def take_settings(cls, params: dict):
     """``cls`` built from the command's parameters that are its fields (they are removed from ``params``)."""
     return cls(**{f.name: params.pop(f.name) for f in dataclasses.fields(cls) if f.name in params})
+
+
+def parse_thresholds(items: Sequence[str] | None) -> dict[str, float]:
+    """``TASK=P`` items of ``--threshold`` -> ``{task: p}``."""
+    out = {}
+    for item in items or ():
+        task, _, value = item.partition("=")
+        try:
+            out[task] = float(value)
+        except ValueError:
+            raise click.BadParameter(f"{item!r}: use TASK=VALUE, e.g. question_classifier=0.6") from None
+    return out
+
+
+def predictor_options(thresholds: Sequence[str] = (), **options) -> PredictorOptions:
+    """The options every predictor takes, from the command line; they travel whole to serve workers and Ray."""
+    return PredictorOptions(thresholds=parse_thresholds(thresholds), **options)
+
+
+def build_predictor(onnx: Path | None = None, base_model: str | None = None, hub: Path | None = None, **options):
+    """``OnnxRouter`` over the export ``onnx``, else the PyTorch ``Router`` over ``base_model`` + ``hub``."""
+    if onnx:
+        from ..backends.onnx import OnnxRouter
+
+        return OnnxRouter(onnx, options=predictor_options(**options))
+    from ..backends.torch_peft import Router
+
+    return Router(base_model, hub, options=predictor_options(**options))

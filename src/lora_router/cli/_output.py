@@ -11,9 +11,8 @@ from ..adapters.manifest import TaskManifest
 from ..config import PAIR_RANKING, SEQUENCE_CLASSIFICATION, SPAN_EXTRACTION
 from ..errors import InputError, LoraRouterError
 
-# Per kind: (key, name) of the figures `eval` shows, the figure `train` compares with the baseline's, the one
-# `hub list` shows (not evaluation.metrics.headline, which for ranking is answer accuracy + MRR, a score that
-# picks the best epoch, not a figure a reader knows), and the agreement and near-ties of the export's parity gate.
+# Per kind: (key, name) of the figures `eval` shows, the figure `train` compares with the baseline's (a figure a
+# reader knows, not evaluation.metrics.headline), and the agreement and near-ties columns of the parity gate.
 FIGURES = {
     SEQUENCE_CLASSIFICATION: [("accuracy", "accuracy"), ("macro_f1", "macro-F1")],
     SPAN_EXTRACTION: [("precision", "exact-span precision"), ("recall", "exact-span recall"),
@@ -22,20 +21,15 @@ FIGURES = {
                    ("no_answer_recall", "no-answer recall"), ("answer_accuracy", "answer accuracy")],
 }
 BASELINE_FIGURE = {SEQUENCE_CLASSIFICATION: "accuracy", SPAN_EXTRACTION: "f1", PAIR_RANKING: "top1"}
-AGREEMENT = {SEQUENCE_CLASSIFICATION: "label_agreement", SPAN_EXTRACTION: "span_agreement",
-             PAIR_RANKING: "answer_agreement"}
-NEAR_TIES = {SEQUENCE_CLASSIFICATION: "near_ties", SPAN_EXTRACTION: "near_tie_tokens", PAIR_RANKING: "near_ties"}
-
-
-def _show_warning(message, *args, **kwargs) -> None:
-    click.secho(f"warning: {message}", fg="yellow", err=True)
+PARITY = {SEQUENCE_CLASSIFICATION: ("label_agreement", "near_ties"), PAIR_RANKING: ("answer_agreement", "near_ties"),
+          SPAN_EXTRACTION: ("span_agreement", "near_tie_tokens")}
 
 
 class ErrorsAsMessages(click.Group):
     """A group whose commands turn library errors into one-line messages and exit codes, never a traceback."""
 
     def invoke(self, ctx: click.Context):
-        warnings.showwarning = _show_warning
+        warnings.showwarning = lambda message, *_, **__: click.secho(f"warning: {message}", fg="yellow", err=True)
         try:
             return super().invoke(ctx)
         except LoraRouterError as exc:
@@ -65,12 +59,19 @@ def _pad(s: str, width: int) -> str:
     return s + " " * (width - _width(s))
 
 
-def fmt(x) -> str:
-    return "-" if x is None else f"{x:.4f}"
+def fmt(x, spec: str = ".4f") -> str:
+    return "-" if x is None else format(x, spec)
 
 
-def verdict(problems: list) -> str:
-    return click.style("ok", fg="green") if not problems else click.style(f"{len(problems)} bad", fg="red")
+def print_problems(file, problems: list[tuple[int, str]], as_json: bool, summary: str = "", **counts) -> None:
+    """What `data check` and `kb check` say: `line N: what is wrong` per problem, then the verdict; or JSON."""
+    if as_json:
+        dump({"file": str(file), **counts, "problems": [{"line": n, "message": m} for n, m in problems]})
+        return
+    for n, msg in problems:
+        click.echo(f"line {n}: {msg}" if n else msg)
+    verdict = click.style("ok", fg="green") if not problems else click.style(f"{len(problems)} bad", fg="red")
+    click.echo(f"{file}: {summary}{verdict}")
 
 
 def print_label_tables(m: dict) -> None:
@@ -114,8 +115,8 @@ def print_eval(task: str, kind: str, m: dict, base: dict | None, where: str) -> 
     rows = [[name, f"{m[key]:.4f}", f"{b[key]:.4f}" if b else "-"] for key, name in FIGURES[kind]]
     cal = m.get("calibration")
     if cal:
-        rows.append(["ECE (calibration error)", f"{cal['ece_after']:.4f}", f"{b['ece']:.4f}" if b else "-"])
-        rows.append(["ECE before temperature", f"{cal['ece_before']:.4f}", ""])
+        rows += [["ECE (calibration error)", f"{cal['ece_after']:.4f}", f"{b['ece']:.4f}" if b else "-"],
+                 ["ECE before temperature", f"{cal['ece_before']:.4f}", ""]]
         if "ece_after_cross_fitted" in cal:
             rows.append(["ECE after, cross-fitted", f"{cal['ece_after_cross_fitted']:.4f}", ""])
     table(rows, ["figure", "adapter", "baseline"])
@@ -167,14 +168,12 @@ def print_parity(report: dict, kinds: dict[str, str]) -> None:
     for task, layouts in report.items():
         for layout, precisions in layouts.items():
             for precision, f in precisions.items():
-                agreement, ties = f.get(AGREEMENT[kinds[task]]), f.get(NEAR_TIES[kinds[task]])
-                rows.append([task, layout, precision, f.get("metric", "-"),
-                             f"{f['metric_pytorch']:.2f}" if "metric_pytorch" in f else "-",
-                             f"{f['metric_onnx']:.2f}" if "metric_onnx" in f else "-",
-                             f"{f['metric_drop_points']:+.2f}" if "metric_drop_points" in f else "-",
-                             f"{agreement:.2%}" if agreement is not None else "-",
-                             "-" if ties is None else str(ties) + (" tokens" if kinds[task] == SPAN_EXTRACTION else ""),
-                             f"{f['max_abs_logit_diff']:.2g}"])
+                agreement, ties = (f.get(key) for key in PARITY[kinds[task]])
+                rows.append([task, layout, precision, f.get("metric", "-"), fmt(f.get("metric_pytorch"), ".2f"),
+                             fmt(f.get("metric_onnx"), ".2f"), fmt(f.get("metric_drop_points"), "+.2f"),
+                             fmt(agreement, ".2%"),
+                             "-" if ties is None else f"{ties}{' tokens' * (kinds[task] == SPAN_EXTRACTION)}",
+                             fmt(f["max_abs_logit_diff"], ".2g")])
     click.echo("parity gate (held-out split; drop = PyTorch minus ONNX, in points; near-ties: top-2 gap < 0.05):")
     table(rows, ["task", "layout", "precision", "metric", "pytorch", "onnx", "drop", "agreement", "near-ties",
                  "max |Δlogit|"])
@@ -197,9 +196,7 @@ def print_answer(out: dict, specs: dict) -> None:
         table(rows, ["step", "result", "confidence", "ms"])
     if out["route"]:
         click.echo(f"route: {click.style(out['route'], fg='cyan', bold=True)}")
-    if out.get("file_names"):
-        click.echo(f"files: {', '.join(out['file_names'])}")
-    if out.get("answer"):
-        click.echo(f"answer: {out['answer']}")
-    if out.get("note"):
-        click.echo(f"note: {out['note']}")
+    for name, value in (("files", ", ".join(out.get("file_names") or ())), ("answer", out.get("answer")),
+                        ("note", out.get("note"))):
+        if value:
+            click.echo(f"{name}: {value}")

@@ -8,14 +8,13 @@ import click
 from ..errors import InputError
 from . import _options as opt
 from ._output import dump, print_answer
-from ._predictor import build_predictor
 
 
 def source_options(fn):
     """Where the predictor comes from and how it decides, for commands that ask questions."""
-    for option in (opt.thresholds("Confidence below which the chain stops as `uncertain` (repeatable)."),
-                   opt.kb("Answer from this knowledge base instead of the trained one."),
-                   opt.onnx("Use an exported ONNX folder (no PyTorch needed) instead of base + hub."),
+    for option in (opt.thresholds(help="Confidence below which the chain stops as `uncertain` (repeatable)."),
+                   opt.kb(help="Answer from this knowledge base instead of the trained one."),
+                   opt.onnx(help="Use an exported ONNX folder (no PyTorch needed) instead of base + hub."),
                    opt.device, opt.base_model, opt.hub):
         fn = option(fn)
     return fn
@@ -40,7 +39,7 @@ def ask_cmd(question, only_task, as_json, **source) -> None:
     """
     if question != "-" and not question.strip():
         raise InputError("the question is empty; ask something, e.g. lora-router ask \"数据清洗流程是什么？\"")
-    router = build_predictor(**source)
+    router = opt.build_predictor(**source)
     ask = (lambda text: _one_task(router, only_task, text)) if only_task else router.ask
     if question == "-":
         _ask_stream(ask)
@@ -72,7 +71,7 @@ def _ask_stream(ask) -> None:
 @source_options
 def chat_cmd(**source) -> None:
     """Ask questions one after another (empty line or `exit` to leave)."""
-    router = build_predictor(**source)
+    router = opt.build_predictor(**source)
     click.echo("lora-router chat: type a question; `exit` or Ctrl-D leaves.")
     chat_loop(router)
 

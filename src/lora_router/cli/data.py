@@ -8,16 +8,17 @@ from pathlib import Path
 import click
 
 from ..adapters import AdapterHub
+from ..data import load_bundled
+from ..data.records import _read_lines, check_lines
+from ..tasks import all_tasks
 from . import _options as opt
-from ._output import dump, table, verdict
+from ._output import dump, print_problems, table
 
 
 @click.command("tasks")
 @opt.json
 def tasks_cmd(as_json: bool) -> None:
     """List the registered tasks (built-in and from the lora_router.tasks entry point)."""
-    from ..tasks import all_tasks
-
     specs = all_tasks()
     if as_json:
         dump([s.to_dict() for s in specs])
@@ -43,19 +44,9 @@ def data_check(file: Path, hub_dir: Path | None, as_json: bool) -> None:
     labels of the task, extraction outputs that are substrings of the input,
     and duplicate inputs with conflicting outputs.
     """
-    from ..data.records import _read_lines, check_lines
-
-    extra = AdapterHub(hub_dir).specs() if hub_dir else []
-    records, problems = check_lines(_read_lines(file), extra_tasks=extra)
-    if as_json:
-        dump({"file": str(file), "records": len(records),
-              "problems": [{"line": n, "message": m} for n, m in problems]})
-    else:
-        for n, msg in problems:
-            click.echo(f"line {n}: {msg}")
-        counts = Counter(r.instruction for r in records)
-        summary = ", ".join(f"{k} {v}" for k, v in counts.items()) or "none"
-        click.echo(f"{file}: {len(records)} good record(s) ({summary}); {verdict(problems)}")
+    records, problems = check_lines(_read_lines(file), extra_tasks=AdapterHub(hub_dir).specs() if hub_dir else [])
+    counts = ", ".join(f"{k} {v}" for k, v in Counter(r.instruction for r in records).items()) or "none"
+    print_problems(file, problems, as_json, f"{len(records)} good record(s) ({counts}); ", records=len(records))
     if problems or not records:
         sys.exit(1)
 
@@ -65,7 +56,5 @@ def data_check(file: Path, hub_dir: Path | None, as_json: bool) -> None:
 @click.option("--split", type=click.Choice(["train", "test"]), default="train", show_default=True)
 def data_dump(task: str, split: str) -> None:
     """Print a bundled split of TASK as JSONL (e.g. to start your own file)."""
-    from ..data import load_bundled
-
     for r in load_bundled(task, split):
         click.echo(json.dumps(r.to_json(), ensure_ascii=False))

@@ -4,7 +4,10 @@ from pathlib import Path
 
 import click
 
+from ..demo import run_demo
 from ..errors import require
+from ..modeling import init_base
+from ..tasks import all_tasks
 from . import _options as opt
 from ._output import print_answer, print_trained
 
@@ -21,8 +24,6 @@ def init_base_cmd(folder: Path, size: str, seed: int) -> None:
     demo, and latency benchmarks. Its predictions mean nothing; every command
     that loads it says so.
     """
-    from ..modeling import init_base
-
     path = init_base(folder, size, seed)
     click.echo(f"wrote a random {size} base to {path} (use it with --base-model {path})")
 
@@ -41,9 +42,6 @@ def demo_cmd(base_model, folder, epochs, quiet) -> None:
     metrics show the pipeline works, not what bert-base-chinese reaches.
     """
     require("torch")
-    from ..demo import run_demo
-    from ..tasks import all_tasks
-
     specs = {spec.name: spec for spec in all_tasks()}  # the demo trains the registered tasks
 
     def report(event: str, payload) -> None:

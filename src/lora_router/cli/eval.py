@@ -5,10 +5,10 @@ from pathlib import Path
 import click
 
 from ..config import SEQUENCE_CLASSIFICATION
+from ..data import load_bundled, read_records, records_for
 from ..errors import DataError
 from . import _options as opt
 from ._output import dump, print_chain_eval, print_eval
-from ._predictor import build_predictor
 
 _BUNDLED_CHAIN = "<bundled>"
 
@@ -19,11 +19,11 @@ _BUNDLED_CHAIN = "<bundled>"
               help="Score the whole chain instead, on questions with their expected route, file names and "
                    "knowledge-base id [FILE default: the bundled chain test set].")
 @click.option("--data", type=opt.FILE, default=None, help="Instruction-format JSONL [default: the bundled test split].")
-@opt.kb("Knowledge base for question_answer.")
+@opt.kb(help="Knowledge base for question_answer.")
 @click.option("--plot", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write a confusion-matrix picture (PNG) and beside it a reliability diagram (NAME.reliability.png).")
-@opt.onnx("Score an exported ONNX folder instead of base + hub.")
-@opt.thresholds("Chain thresholds (with --chain).")
+@opt.onnx(help="Score an exported ONNX folder instead of base + hub.")
+@opt.thresholds(help="Chain thresholds (with --chain).")
 @click.option("--no-baseline", is_flag=True, help="Do not fit and score the simple baseline.")
 @opt.base_model
 @opt.hub
@@ -54,28 +54,25 @@ def eval_cmd(task_name, chain_file, data, plot, thresholds, no_baseline, as_json
 
 def _eval_task(task: str, data: Path | None, plot: Path | None, with_baseline: bool, as_json: bool,
                **source) -> None:
-    from ..data import load_bundled, read_records, records_for
     from ..evaluation.tasks import baseline, evaluate, plot_confusion, plot_reliability, reliability_path
 
-    router = build_predictor(tasks=[task], **source)
+    router = opt.build_predictor(tasks=[task], **source)
     spec = router.specs[task]
     records = records_for(read_records(data, extra_tasks=[spec]), spec) if data else load_bundled(task, "test")
     if not records:
         raise DataError(str(data), [(0, f"no records with instruction {spec.instruction!r}")])
     metrics = evaluate(router, task, records)
     base = baseline(router, task, records) if with_baseline else None
-    pictures = []
-    if plot and spec.kind == SEQUENCE_CLASSIFICATION:
+    pictures = plot and spec.kind == SEQUENCE_CLASSIFICATION
+    if pictures:
         plot_confusion(metrics, str(plot), title=task)
-        pictures.append(f"confusion matrix: {plot}")
         plot_reliability(metrics["calibration"], reliability_path(str(plot)), title=task)
-        pictures.append(f"reliability diagram: {reliability_path(str(plot))}")
     if as_json:
         dump({"task": task, **metrics, **({"baseline": base} if base else {})})
         return
     print_eval(task, spec.kind, metrics, base, "the bundled test split" if data is None else str(data))
-    for line in pictures:
-        click.echo(line)
+    if pictures:
+        click.echo(f"confusion matrix: {plot}\nreliability diagram: {reliability_path(str(plot))}")
 
 
 def _eval_chain(chain_file: str, as_json: bool, **source) -> None:
@@ -83,7 +80,7 @@ def _eval_chain(chain_file: str, as_json: bool, **source) -> None:
 
     path = bundled_chain_cases() if chain_file == _BUNDLED_CHAIN else Path(chain_file)
     cases = read_chain_cases(path)
-    router = build_predictor(**source)
+    router = opt.build_predictor(**source)
     result = evaluate_chain(router, cases)
     if as_json:
         dump({"file": str(path), "router": router.source, **result})

@@ -8,7 +8,6 @@ from ..adapters import AdapterHub
 from ..errors import require
 from . import _options as opt
 from ._output import dump, print_parity
-from ._predictor import parse_thresholds
 
 
 @click.command("export")
@@ -22,8 +21,8 @@ from ._predictor import parse_thresholds
                    "every adapter run once per question (adapters trained with --layers); both: merged,shared; "
                    "all: merged,shared,multi. Several: comma-separated.")
 @click.option("--no-parity", is_flag=True, help="Skip the parity gate (not recommended).")
-@opt.kb("Knowledge base to ship [default: the one question_answer was trained with].")
-@opt.thresholds("Chain thresholds to ship.")
+@opt.kb(help="Knowledge base to ship [default: the one question_answer was trained with].")
+@opt.thresholds(help="Chain thresholds to ship.")
 @click.option("--int8-max-drop", default=1.0, show_default=True, type=float, metavar="POINTS",
               help="How far int8 may score the task's own metric below PyTorch (percentage points).")
 @opt.base_model
@@ -47,7 +46,7 @@ def export_cmd(out, tasks, quantize, layout, no_parity, knowledge_base, threshol
 
     manifest = export_hub(base_model, AdapterHub(hub), out, tasks=tasks.split(",") if tasks else None,
                           quantize=quantize, layout=layout, parity=not no_parity, progress=not quiet and not as_json,
-                          knowledge_base=knowledge_base, thresholds=parse_thresholds(thresholds) or None,
+                          knowledge_base=knowledge_base, thresholds=opt.parse_thresholds(thresholds) or None,
                           int8_max_drop=int8_max_drop)
     if as_json:
         dump(manifest.to_dict())

@@ -19,13 +19,10 @@ def hub_group() -> None:
 def hub_list(hub, as_json) -> None:
     """Every task with an adapter in the hub, with its headline metric."""
     store = AdapterHub(hub)
-    rows = []
-    for task in store.tasks():
-        m = store.manifest(task)
-        rows.append({"task": task, "kind": m.kind, "base_model": m.base_model["name"],
-                     "fingerprint": m.base_model["fingerprint"], "created": m.created,
-                     "metrics": {k: v for k, v in m.metrics.items() if isinstance(v, (int, float))},
-                     "path": str(store.task_dir(task))})
+    rows = [{"task": task, "kind": m.kind, "base_model": m.base_model["name"],
+             "fingerprint": m.base_model["fingerprint"], "created": m.created,
+             "metrics": {k: v for k, v in m.metrics.items() if isinstance(v, (int, float))},
+             "path": str(store.task_dir(task))} for task in store.tasks() for m in [store.manifest(task)]]
     if as_json:
         dump(rows)
         return

@@ -6,7 +6,7 @@ from pathlib import Path
 import click
 
 from . import _options as opt
-from ._output import dump, verdict
+from ._output import print_problems
 
 
 @click.group("kb")
@@ -27,11 +27,6 @@ def kb_check(file: Path, as_json: bool) -> None:
     from ..kb import check_knowledge_base
 
     problems = check_knowledge_base(file)
-    if as_json:
-        dump({"file": str(file), "problems": [{"line": n, "message": m} for n, m in problems]})
-    else:
-        for n, msg in problems:
-            click.echo(f"line {n}: {msg}" if n else msg)
-        click.echo(f"{file}: {verdict(problems)}")
+    print_problems(file, problems, as_json)
     if problems:
         sys.exit(1)

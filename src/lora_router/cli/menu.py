@@ -2,6 +2,9 @@
 
 import click
 
+from ..adapters import AdapterHub
+from ..config import TrainSettings
+from ..tasks import get_task
 from . import _options as opt
 from ._output import print_answer, print_trained
 from .ask import chat_loop
@@ -17,13 +20,8 @@ MENU = """
 0. 退出
 ============================================================"""
 
-SAMPLE_QUESTIONS = [
-    "数据清洗流程是什么？",
-    "帮我把sales_2024.csv导入到ODS层",
-    "ODS层和DWD层有什么区别？",
-    "Python怎么给列表排序",
-    "今天天气怎么样",
-]
+SAMPLE_QUESTIONS = ["数据清洗流程是什么？", "帮我把sales_2024.csv导入到ODS层", "ODS层和DWD层有什么区别？",
+                    "Python怎么给列表排序", "今天天气怎么样"]
 
 
 @click.command("menu")
@@ -31,9 +29,6 @@ SAMPLE_QUESTIONS = [
 @opt.hub
 def menu_cmd(base_model, hub) -> None:
     """The original tool's numbered menu, for its users."""
-    from ..adapters import AdapterHub
-    from ..config import TrainSettings
-    from ..tasks import get_task
     from ..training import train
 
     store = AdapterHub(hub)

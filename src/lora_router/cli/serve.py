@@ -6,9 +6,10 @@ from pathlib import Path
 import click
 
 from ..errors import require
+from ..serving import ModelSource
+from ..serving.host import configure_logging, serve
 from ..serving.settings import API_KEY_ENV, LOG_FORMATS, ServeSettings
 from . import _options as opt
-from ._predictor import predictor_options
 
 RAY_ONLY = ("replicas", "address", "exports", "exports_root", "default_export", "max_exports_per_replica",
             "replica_cpus", "ship")
@@ -16,12 +17,12 @@ AT_LEAST_1 = {"type": click.IntRange(1)}
 
 
 @click.command("serve")
-@opt.onnx("Serve an export folder with onnxruntime (no PyTorch needed).")
+@opt.onnx(help="Serve an export folder with onnxruntime (no PyTorch needed).")
 @click.option("--hub", "hub_dir", type=opt.FOLDER, default=None,
               help="Serve a hub with the PyTorch router instead (development).")
 @opt.base_model
-@opt.kb("Answer from this knowledge base instead of the one shipped (it may change while serving).")
-@opt.thresholds("Chain thresholds (repeatable).")
+@opt.kb(help="Answer from this knowledge base instead of the one shipped (it may change while serving).")
+@opt.thresholds(help="Chain thresholds (repeatable).")
 @click.option("--chain", type=opt.FILE, default=None,
               help="Run this chain spec (JSON) instead of the one shipped with the models.")
 @opt.device
@@ -81,7 +82,7 @@ def serve_cmd(onnx, hub_dir, base_model, host, port, workers, log_level, engine,
     require("fastapi", "serve")
     settings = opt.take_settings(ServeSettings, params)
     ray = {name: params.pop(name) for name in RAY_ONLY}
-    options = predictor_options(**params)
+    options = opt.predictor_options(**params)
     if engine == "ray":
         if hub_dir is not None or workers > 1:
             raise click.UsageError("--engine ray serves exports (--onnx, --export, --exports-root) and scales "
@@ -89,11 +90,9 @@ def serve_cmd(onnx, hub_dir, base_model, host, port, workers, log_level, engine,
         return _serve_on_ray(onnx, settings, options, host=host, port=port, log_level=log_level, **ray)
     if onnx is None and hub_dir is None:
         raise click.UsageError("give --onnx DIR (an export) or --hub DIR (a hub, for development)")
-    from ..backends.onnx import read_manifest
-    from ..serving import ModelSource
-    from ..serving.host import serve
-
     if onnx is not None:
+        from ..backends.onnx import read_manifest
+
         read_manifest(onnx)  # a folder that is not an export fails here, before the server starts
     source = ModelSource(onnx=onnx and str(onnx), hub=hub_dir and str(hub_dir), base_model=base_model, options=options)
     _warn_if_open(host, settings)
@@ -106,25 +105,17 @@ def _warn_if_open(host: str, settings: ServeSettings) -> None:
                     err=True)
 
 
-def _serve_on_ray(onnx, settings, options, *, exports, exports_root, default_export, max_exports_per_replica,
-                  replicas, replica_cpus, address, host, port, ship, log_level) -> None:
-    from ..backends.onnx import read_manifest
-    from ..serving.host import configure_logging
-    from ..serving.ray import DEFAULT_EXPORT_ID, EXPORT_HEADER, ExportCatalog, serve_exports
+def _serve_on_ray(onnx, settings, options, *, exports, replicas, replica_cpus, address, host, port, ship, log_level,
+                  **catalog) -> None:
+    from ..serving.ray import EXPORT_HEADER, ExportCatalog, serve_exports
 
-    folders = {DEFAULT_EXPORT_ID: onnx} if onnx is not None else {}
+    folders = {}
     for item in exports:
         export_id, sep, folder = item.partition("=")
         if not sep or not export_id or not folder:
             raise click.BadParameter(f"{item!r} is not ID=DIR", param_hint="--export")
         folders[export_id] = Path(folder)
-    for folder in folders.values():
-        read_manifest(folder)  # a folder that is not an export fails here, before the cluster starts
-    # Absolute paths: replicas run in other processes, on other nodes, and must find the same folders.
-    catalog = ExportCatalog(exports={k: str(Path(v).resolve()) for k, v in folders.items()},
-                            root=exports_root and str(exports_root.resolve()),
-                            default=default_export or (DEFAULT_EXPORT_ID if onnx is not None else None),
-                            max_exports_per_replica=max_exports_per_replica)
+    catalog = ExportCatalog.of_folders(onnx, folders, **catalog)
     configure_logging(settings.log_format, log_level)
     _warn_if_open(host, settings)
 

@@ -6,7 +6,9 @@ import click
 
 from ..adapters import AdapterHub
 from ..config import LoraSettings, TrainSettings
+from ..data import infer_task_spec
 from ..errors import LoraRouterError, UnknownTaskError, require
+from ..tasks import all_tasks, get_task
 from . import _options as opt
 from ._output import dump, print_trained
 
@@ -18,7 +20,7 @@ from ._output import dump, print_trained
               help="Instruction-format JSONL [default: the bundled data of the task].")
 @click.option("--test-data", type=opt.FILE, default=None,
               help="Held-out file for evaluation [default: bundled test split, or 20% of --data].")
-@opt.kb("Knowledge base for question_answer [default: the bundled one].")
+@opt.kb(help="Knowledge base for question_answer [default: the bundled one].")
 @opt.base_model
 @opt.hub
 @opt.from_settings(TrainSettings, epochs={}, batch_size={}, learning_rate={"flag": "--lr"}, warmup_steps={})
@@ -43,7 +45,6 @@ def train_cmd(task_name, data, test_data, knowledge_base, base_model, hub, quiet
     from ..training import train
 
     lora, train_settings = opt.take_settings(LoraSettings, settings), opt.take_settings(TrainSettings, settings)
-
     store = AdapterHub(hub)
     results = []
     for spec in _specs_to_train(task_name, data, store):
@@ -61,9 +62,6 @@ def train_cmd(task_name, data, test_data, knowledge_base, base_model, hub, quiet
 
 
 def _specs_to_train(task_name: str, data: Path | None, store: AdapterHub) -> list:
-    from ..data import infer_task_spec
-    from ..tasks import all_tasks, get_task
-
     if task_name == "all":
         if data is not None:
             raise LoraRouterError("--task all trains on the bundled data; give one --task with --data")

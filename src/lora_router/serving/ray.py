@@ -114,6 +114,23 @@ class ExportCatalog(JsonSettings):
         if not isinstance(n, int) or isinstance(n, bool) or n < 1:
             raise ConfigError(f"max_exports_per_replica must be a whole number >= 1, got {n!r}")
 
+    @classmethod
+    def of_folders(cls, onnx: str | Path | None = None, exports: dict[str, str | Path] | None = None,
+                   exports_root: str | Path | None = None, default_export: str | None = None,
+                   max_exports_per_replica: int = 3) -> ExportCatalog:
+        """The catalog of ``lora-router serve --engine ray``: ``onnx`` is export ``default``; each folder is read
+        as an export (a folder that is not one fails here, before a cluster starts) and made absolute, since
+        replicas run in other processes, on other nodes, and must find the same folders."""
+        from ..backends.onnx import read_manifest
+
+        folders = {**({DEFAULT_EXPORT_ID: onnx} if onnx is not None else {}), **(exports or {})}
+        for folder in folders.values():
+            read_manifest(folder)
+        return cls(exports={k: str(Path(v).resolve()) for k, v in folders.items()},
+                   root=exports_root and str(Path(exports_root).resolve()),
+                   default=default_export or (DEFAULT_EXPORT_ID if onnx is not None else None),
+                   max_exports_per_replica=max_exports_per_replica)
+
     def choose(self, requested: str | None) -> str:
         """The id a request names (its header), else the default; raises when neither is there."""
         if requested:
