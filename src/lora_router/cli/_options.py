@@ -24,7 +24,6 @@ hub = click.option(
     help="Adapter hub folder [default: ~/.lora-router/hub].")
 json = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts instead of tables.")
 quiet = click.option("--quiet", is_flag=True, help="No progress bar.")
-device = click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
 
 
 # Shared options whose help each command words for itself: opt.kb(help="...").
@@ -60,6 +59,13 @@ def _field_option(f: dataclasses.Field, flag: str | None = None, **kwargs):
         default = kwargs.pop("default", ",".join(map(str, default)))  # the same value, as it is typed
     return click.option(flag or f"--{dashed}", f.name, default=default, help=help, show_default=True,
                         multiple=isinstance(default, list), **kwargs)
+
+
+# The PredictorOptions several commands take, each default and help read from the dataclass.
+DEVICE = {"type": click.Choice(["cpu", "cuda"])}
+device = from_settings(PredictorOptions, device=DEVICE)
+export_options = from_settings(PredictorOptions, chain={"type": FILE}, device=DEVICE,
+                               precision={"type": click.Choice(["int8", "fp32"])}, layout={})
 
 
 def take_settings(cls, params: dict):

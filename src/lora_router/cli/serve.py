@@ -23,13 +23,7 @@ AT_LEAST_1 = {"type": click.IntRange(1)}
 @opt.base_model
 @opt.kb(help="Answer from this knowledge base instead of the one shipped (it may change while serving).")
 @opt.thresholds(help="Chain thresholds (repeatable).")
-@click.option("--chain", type=opt.FILE, default=None,
-              help="Run this chain spec (JSON) instead of the one shipped with the models.")
-@opt.device
-@click.option("--precision", type=click.Choice(["int8", "fp32"]), default=None,
-              help="Export precision to serve [default: int8 when exported]. int8 scores move slightly with what "
-                   "else is in the batch; fp32 answers do not.")
-@click.option("--layout", default=None, help="Export layout to serve [default: the fastest exported].")
+@opt.export_options
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Interface to listen on; 0.0.0.0 exposes the service to the network (set --api-key).")
 @click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535))

@@ -26,12 +26,14 @@ class PredictorOptions(JsonSettings):
     thresholds: dict[str, float] = field(
         default_factory=dict, metadata={"help": "TASK=VALUE: confidence a chain step needs (below: uncertain)"})
     chain: str | None = field(
-        default=None, metadata={"help": "chain spec JSON [default: the export's, else the built-in chain]"})
+        default=None, metadata={"help": "Run this chain spec (JSON) instead of the one shipped with the models."})
     tasks: list[str] | None = field(default=None, metadata={"help": "tasks to load [default: all]"})
-    device: str = field(default="cpu", metadata={"help": "cpu or cuda"})
-    precision: str | None = field(default=None, metadata={"help": "ONNX: int8 or fp32 [default: int8 when exported]"})
-    layout: str | None = field(
-        default=None, metadata={"help": "ONNX: trunk, multi, shared or merged [default: the first the export has]"})
+    device: str = field(default="cpu", metadata={"help": "Where the models run: cpu or cuda."})
+    precision: str | None = field(default=None, metadata={
+        "help": "Export precision [default: int8 when exported]. int8 scores move slightly with what else is in "
+                "the batch; fp32 answers do not."})
+    layout: str | None = field(default=None, metadata={
+        "help": "Export layout: trunk, multi, shared or merged [default: the first of these the export has]."})
     threads: int | None = field(default=None, metadata={"help": "ONNX: threads per session [default: physical cores]"})
     speculate: bool | None = field(
         default=None, metadata={"help": "ONNX one-call layouts: ask runs every step in one call "
