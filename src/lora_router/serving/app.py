@@ -28,7 +28,7 @@ from ..errors import InputError
 from .metrics import ServiceMetrics
 from .middleware import Gatekeeper
 from .schemas import AskRequest, PredictRequest
-from .service import InputTooLongError, NotReadyError, Service, UnknownServedTaskError
+from .service import NotReadyError, PayloadTooLargeError, Service, UnknownServedTaskError
 from .settings import ServeSettings
 
 logger = logging.getLogger(__name__)
@@ -38,10 +38,6 @@ DESCRIPTION = """Route Chinese data-platform questions through lora-router's cha
 Errors are `{"error": "...", "error_type": "..."}`: 401 unauthorized, 404 not_found,
 413 payload_too_large, 422 validation, 429 overloaded (see `Retry-After`),
 503 unavailable (models loading), 500 internal (with `request_id`)."""
-
-
-class PayloadTooLargeError(InputError):
-    """A request with more, or longer, texts than the service takes."""
 
 
 def create_app(source: ModelSource | None = None, settings: ServeSettings | None = None, *, predictor=None,
@@ -204,10 +200,6 @@ def _add_error_handlers(app: FastAPI, settings: ServeSettings) -> None:
 
     @app.exception_handler(PayloadTooLargeError)
     async def too_large(request: Request, exc: PayloadTooLargeError):
-        return _error(413, str(exc), "payload_too_large")
-
-    @app.exception_handler(InputTooLongError)
-    async def too_long(request: Request, exc: InputTooLongError):
         return _error(413, str(exc), "payload_too_large")
 
     @app.exception_handler(InputError)

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from ..backends.source import ModelSource
 from ..config import PAIR_RANKING
 from ..core.chain import apply_step, finish_missing, new_answer
-from ..errors import ConfigError, LoraRouterError
+from ..errors import ConfigError, InputError, LoraRouterError
 from .batcher import Batcher
 from .metrics import ServiceMetrics
 from .settings import ServeSettings
@@ -44,8 +44,8 @@ class UnknownServedTaskError(LoraRouterError):
         super().__init__(f"unknown task {task!r}; this service has: {', '.join(tasks) or 'none'}")
 
 
-class InputTooLongError(LoraRouterError):
-    """A text over the model's length with truncation turned off by the client."""
+class PayloadTooLargeError(InputError):
+    """A request with more, or longer, texts than the service takes (or than the model, with truncate off)."""
 
 
 @dataclass
@@ -195,8 +195,8 @@ class Service:
             warnings = [_truncation(predictor, task, t) for t in texts]
             if not truncate and any(warnings):
                 n = next(i for i, w in enumerate(warnings) if w)
-                raise InputTooLongError(f"inputs[{n}] is longer than the model takes "
-                                        f"({predictor.encoders[task].max_length} tokens) and truncate is false")
+                raise PayloadTooLargeError(f"inputs[{n}] is longer than the model takes "
+                                           f"({predictor.encoders[task].max_length} tokens) and truncate is false")
             results = await asyncio.gather(*(loaded.batcher.submit(task, t) for t in texts))
             return list(results), warnings, predictor.specs[task].kind
 
