@@ -61,12 +61,8 @@ def char_ngrams(text: str, ngram_range: tuple[int, int], analyzer: str = "char")
     for word in text.split():
         w = f" {word} "
         for n in range(low, high + 1):
-            offset = 0
-            out.append(w[offset : offset + n])
-            while offset + n < len(w):
-                offset += 1
-                out.append(w[offset : offset + n])
-            if offset == 0:  # a word shorter than n counts once
+            out.extend(w[i : i + n] for i in range(max(len(w) - n, 0) + 1))
+            if len(w) <= n:  # a word shorter than n counts once
                 break
     return out
 
