@@ -101,10 +101,9 @@ def create_app(source: ModelSource | None = None, settings: ServeSettings | None
                 headers["warning"] = '199 lora-router "' + "; ".join(notes).replace('"', "'") + '"'
         else:
             shaped = [dict(r, warnings=w) if w else r for r, w in zip(results, warnings)]
-        if kind == SEQUENCE_CLASSIFICATION and body.parameters is not None and not many:
-            # The Hugging Face inference clients (who send `parameters`) read a single input's scores as [[...]].
-            return JSONResponse(shaped, headers=headers)
-        return JSONResponse(shaped if many else shaped[0], headers=headers)
+        # The Hugging Face inference clients (who send `parameters`) read a single input's scores as [[...]].
+        hf_client = kind == SEQUENCE_CLASSIFICATION and body.parameters is not None
+        return JSONResponse(shaped if many or hf_client else shaped[0], headers=headers)
 
     @app.get("/v1/tasks", tags=["info"], summary="Tasks, labels, the chain and its thresholds, parity figures")
     async def tasks(request: Request) -> Response:
@@ -233,7 +232,7 @@ def _add_error_handlers(app: FastAPI, settings: ServeSettings) -> None:
 
 def _field(loc) -> str:
     parts = [str(p) for p in loc if p not in ("body",)]
-    if parts and parts[0].isdigit() and len(loc) and loc[0] == "body":  # json_invalid: the position
+    if parts and parts[0].isdigit() and loc[0] == "body":  # json_invalid: the position
         return f"body (at character {parts[0]})"
     out = ""
     for p in parts:
