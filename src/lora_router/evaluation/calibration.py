@@ -58,13 +58,18 @@ def fit_temperature(logits: np.ndarray, gold: Sequence[int]) -> float:
     return round(t, 4) if nll(logits, gold, t) < nll(logits, gold, 1.0) else 1.0
 
 
-def reliability_bins(probs: np.ndarray, gold: Sequence[int], n_bins: int = ECE_BINS) -> list[dict]:
-    """Top-label confidence in ``n_bins`` equal-width bins: range, count, mean confidence, accuracy."""
+def _binned(probs: np.ndarray, gold: Sequence[int], n_bins: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each row's top-label confidence, whether that label is right, and its bin of ``n_bins`` equal-width ones."""
     probs = np.asarray(probs, dtype=np.float64)
     conf = probs.max(axis=-1)
     correct = probs.argmax(axis=-1) == np.asarray(gold, dtype=np.int64)
     # A confidence of exactly 1.0 belongs to the last bin.
-    which = np.minimum((conf * n_bins).astype(np.int64), n_bins - 1)
+    return conf, correct, np.minimum((conf * n_bins).astype(np.int64), n_bins - 1)
+
+
+def reliability_bins(probs: np.ndarray, gold: Sequence[int], n_bins: int = ECE_BINS) -> list[dict]:
+    """Top-label confidence in ``n_bins`` equal-width bins: range, count, mean confidence, accuracy."""
+    conf, correct, which = _binned(probs, gold, n_bins)
     out = []
     for b in range(n_bins):
         mask = which == b
@@ -77,12 +82,9 @@ def reliability_bins(probs: np.ndarray, gold: Sequence[int], n_bins: int = ECE_B
 
 def expected_calibration_error(probs: np.ndarray, gold: Sequence[int], n_bins: int = ECE_BINS) -> float:
     """ECE: the count-weighted mean |accuracy - confidence| over equal-width confidence bins."""
-    probs = np.asarray(probs, dtype=np.float64)
     if len(probs) == 0:
         return 0.0
-    conf = probs.max(axis=-1)
-    correct = (probs.argmax(axis=-1) == np.asarray(gold, dtype=np.int64)).astype(np.float64)
-    which = np.minimum((conf * n_bins).astype(np.int64), n_bins - 1)
+    conf, correct, which = _binned(probs, gold, n_bins)
     total = 0.0
     for b in range(n_bins):
         mask = which == b
@@ -112,7 +114,6 @@ def calibrate(logits: np.ndarray, gold: Sequence[int], split: str) -> dict:
     report = calibration_report(logits, gold, t)
     return {"method": "temperature", "temperature": t, "fitted_on": split, "n": report["n"],
             **{k: report[k] for k in ("ece_before", "ece_after", "nll_before", "nll_after")}}
-
 
 
 def cross_fitted_ece(logits: np.ndarray, gold: Sequence[int], folds: int = 5, seed: int = 0) -> float:

@@ -21,6 +21,7 @@ from ..config import PAIR_RANKING
 from ..core.chain import ROUTE_PREFIX, Chain
 from ..data.records import field_problem, json_objects
 from ..errors import DataError
+from ..kb import KnowledgeBase
 
 GOLD_ROUTES = ("answer", "task", "general", "out_of_scope")
 UNCERTAIN = "uncertain"
@@ -84,11 +85,13 @@ def evaluate_chain(predictor, cases: Sequence[ChainCase], batch_size: int = 64) 
     ``answer`` (the right entry, or no answer when none is right).
     """
     chain: Chain = predictor.chain
-    known_ids = _check_kb_ids(predictor, chain, cases)
+    kb = _knowledge_base(predictor, chain)
+    if kb is not None:
+        _check_kb_ids(kb, cases)
+    answer_ids = {answer: e.id for answer, e in kb.by_answer().items()} if kb is not None else {}
     outs: list[dict] = []
     for i in range(0, len(cases), batch_size):
         outs += predictor.ask_batch([c.question for c in cases[i : i + batch_size]])
-    by_answer = None
     rows = []
     for case, out in zip(cases, outs, strict=True):
         route = out.get("route") or UNCERTAIN
@@ -103,13 +106,12 @@ def evaluate_chain(predictor, cases: Sequence[ChainCase], batch_size: int = 64) 
         elif case.route == "answer":
             kb_id = _kb_id(out)
             if kb_id is False:  # the step result has no id: map the answer text back to its entry
-                by_answer = by_answer if by_answer is not None else _answers_to_ids(predictor, chain)
-                kb_id = by_answer.get(out.get("answer") or "")
+                kb_id = answer_ids.get(out.get("answer") or "")
             row["answer_right"] = kb_id == case.kb_id
             if not row["answer_right"]:
                 row.update(wrong_at=chain_step_for(chain, "answer"), reason="answer", gold=case.kb_id, got=kb_id)
         rows.append(row)
-    return _summary(chain, rows, known_ids)
+    return _summary(chain, rows, len(kb.entries) if kb is not None else None)
 
 
 def chain_step_for(chain: Chain, route: str) -> str | None:
@@ -155,32 +157,21 @@ def _kb_id(out: dict):
     return None if not out.get("answer") else False
 
 
-def _answer_task(predictor, chain: Chain) -> str | None:
+def _knowledge_base(predictor, chain: Chain) -> KnowledgeBase | None:
+    """The knowledge base the chain's answer step answers from; None when no ranking model is there."""
     task = chain_step_for(chain, "answer")
     if task and task in predictor.specs and predictor.specs[task].kind == PAIR_RANKING:
-        return task
+        return predictor.answerer(task).knowledge_base
     return None
 
 
-def _answers_to_ids(predictor, chain: Chain) -> dict[str, str]:
-    task = _answer_task(predictor, chain)
-    if task is None:
-        return {}
-    return {answer: e.id for answer, e in predictor.answerer(task).knowledge_base.by_answer().items()}
-
-
-def _check_kb_ids(predictor, chain: Chain, cases: Sequence[ChainCase]) -> int | None:
+def _check_kb_ids(kb: KnowledgeBase, cases: Sequence[ChainCase]) -> None:
     """Every gold ``kb_id`` must be an entry of the knowledge base the router answers from."""
-    task = _answer_task(predictor, chain)
-    if task is None:
-        return None
-    kb = predictor.answerer(task).knowledge_base
     ids = {e.id for e in kb.entries}
     problems = [(c.line, f"kb_id {c.kb_id!r} is not an entry of {kb.path}; answer from the knowledge base this "
                  "file was written for (--kb FILE)") for c in cases if c.kb_id is not None and c.kb_id not in ids]
     if problems:
         raise DataError("chain test file", problems[:20])
-    return len(ids)
 
 
 def _ratio(a: int, b: int) -> float | None:

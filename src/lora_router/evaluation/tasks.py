@@ -113,9 +113,9 @@ def baseline(router, task: str, records: Sequence[Record]) -> dict:
     from .baselines import baseline_for
 
     spec = router.specs[task]
+    none = {"name": None, "reason": f"no simple baseline for a {spec.kind} task like {task}"}
     if spec.kind == SPAN_EXTRACTION:  # nothing to fit: the file-name regex
-        found = baseline_for(spec, [], records)
-        return found or {"name": None, "reason": f"no simple baseline for a {spec.kind} task like {task}"}
+        return baseline_for(spec, [], records) or none
     manifest = router.manifests.get(task)
     train, where = training_split(spec, manifest)
     if train is None:
@@ -123,9 +123,7 @@ def baseline(router, task: str, records: Sequence[Record]) -> dict:
     answerer = router.answerer(task) if spec.kind == PAIR_RANKING else None
     seed = int(manifest.training.get("seed", 0)) if manifest else 0
     found = baseline_for(spec, train, records, answerer=answerer, seed=seed)
-    if found is None:
-        return {"name": None, "reason": f"no simple baseline for a {spec.kind} task like {task}"}
-    return {**found, "trained_on": where}
+    return {**found, "trained_on": where} if found is not None else none
 
 
 def training_split(spec, manifest: TaskManifest | None) -> tuple[list[Record] | None, str]:

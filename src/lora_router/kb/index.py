@@ -61,12 +61,8 @@ def char_ngrams(text: str, ngram_range: tuple[int, int], analyzer: str = "char")
     for word in text.split():
         w = f" {word} "
         for n in range(low, high + 1):
-            offset = 0
-            out.append(w[offset : offset + n])
-            while offset + n < len(w):
-                offset += 1
-                out.append(w[offset : offset + n])
-            if offset == 0:  # a word shorter than n counts once
+            out.extend(w[i : i + n] for i in range(max(len(w) - n, 0) + 1))
+            if len(w) <= n:  # a word shorter than n counts once
                 break
     return out
 
@@ -125,23 +121,19 @@ class CharTfidfIndex:
 
     def weights(self, counts: Counter) -> dict[int, float]:
         """l2-normalised tf-idf weights of a bag's known n-grams (a document vector)."""
-        vec = {}
-        for g, tf in counts.items():
-            col = self.vocabulary.get(g)
-            if col is not None and tf > 0:
-                vec[col] = self._tf(tf) * self.idf[col]
-        norm = math.sqrt(sum(w * w for w in vec.values()))
-        return {col: w / norm for col, w in vec.items()} if norm > 0 else {}
+        return self._vector(counts, self.idf, unknown_ngrams=False)
 
     def query_vector(self, query: str, idf: np.ndarray | None = None) -> dict[int, float]:
         """The query's weights by vocabulary column; unknown n-grams only shrink them (``unknown_query_ngrams``)."""
-        idf = self.idf if idf is None else idf
+        return self._vector(self.bag(query), self.idf if idf is None else idf, self.unknown_query_ngrams)
+
+    def _vector(self, counts: Counter, idf: np.ndarray, unknown_ngrams: bool) -> dict[int, float]:
         vec, unknown = {}, 0.0
-        for g, tf in self.bag(query).items():
+        for g, tf in counts.items():
             col = self.vocabulary.get(g)
-            if col is not None and np.isfinite(idf[col]):
+            if col is not None and tf > 0 and np.isfinite(idf[col]):
                 vec[col] = self._tf(tf) * idf[col]
-            elif self.unknown_query_ngrams:
+            elif unknown_ngrams:
                 unknown += (self._tf(tf) * self._unknown_idf) ** 2
         norm = math.sqrt(sum(w * w for w in vec.values()) + unknown)
         return {col: w / norm for col, w in vec.items()} if norm > 0 else {}

@@ -24,28 +24,18 @@ class AnswerSettings(JsonSettings):
     threshold: float = field(default=0.25, metadata={"help": "confidence below which there is no answer"})
     top_k: int = field(default=5, metadata={"help": "entries retrieved by TF-IDF and re-ranked"})
     pairs_per_entry: int = field(
-        default=2, metadata={"help": "phrasings per retrieved entry that the cross-encoder scores"}
-    )
-    relevance_weight: float = field(
-        default=0.5,
-        metadata={"help": "confidence = relevance**w * retrieval**(1-w); relevance = sigmoid(cross-encoder)"},
-    )
-    analyzer: str = field(
-        default="char_run",
-        metadata={"help": "TF-IDF analyzer: char, char_wb, or char_run (n-grams inside runs between "
-                          "spaces and punctuation)"},
-    )
+        default=2, metadata={"help": "phrasings per retrieved entry that the cross-encoder scores"})
+    relevance_weight: float = field(default=0.5, metadata={
+        "help": "confidence = relevance**w * retrieval**(1-w); relevance = sigmoid(cross-encoder)"})
+    analyzer: str = field(default="char_run", metadata={
+        "help": "TF-IDF analyzer: char, char_wb, or char_run (n-grams inside runs between spaces and punctuation)"})
     ngram_range: tuple[int, int] = field(default=(1, 2), metadata={"help": "character n-gram sizes"})
     sublinear_tf: bool = field(default=True, metadata={"help": "1 + log(tf) instead of tf"})
-    index_answers: bool = field(
-        default=True,
-        metadata={"help": "an entry is retrieved by its phrasings and its answer text together (one document "
-                          "per entry); False: by its best-matching phrasing alone"},
-    )
-    unknown_query_ngrams: bool = field(
-        default=True,
-        metadata={"help": "n-grams of the question that the knowledge base lacks lower its retrieval score"},
-    )
+    index_answers: bool = field(default=True, metadata={
+        "help": "an entry is retrieved by its phrasings and its answer text together (one document "
+                "per entry); False: by its best-matching phrasing alone"})
+    unknown_query_ngrams: bool = field(default=True, metadata={
+        "help": "n-grams of the question that the knowledge base lacks lower its retrieval score"})
 
     def __post_init__(self) -> None:
         self.ngram_range = tuple(int(x) for x in self.ngram_range)  # type: ignore[assignment]

@@ -28,7 +28,7 @@ from ..errors import InputError
 from .metrics import ServiceMetrics
 from .middleware import Gatekeeper
 from .schemas import AskRequest, PredictRequest
-from .service import InputTooLongError, NotReadyError, Service, UnknownServedTaskError
+from .service import NotReadyError, PayloadTooLargeError, Service, UnknownServedTaskError
 from .settings import ServeSettings
 
 logger = logging.getLogger(__name__)
@@ -38,10 +38,6 @@ DESCRIPTION = """Route Chinese data-platform questions through lora-router's cha
 Errors are `{"error": "...", "error_type": "..."}`: 401 unauthorized, 404 not_found,
 413 payload_too_large, 422 validation, 429 overloaded (see `Retry-After`),
 503 unavailable (models loading), 500 internal (with `request_id`)."""
-
-
-class PayloadTooLargeError(InputError):
-    """A request with more, or longer, texts than the service takes."""
 
 
 def create_app(source: ModelSource | None = None, settings: ServeSettings | None = None, *, predictor=None,
@@ -105,10 +101,9 @@ def create_app(source: ModelSource | None = None, settings: ServeSettings | None
                 headers["warning"] = '199 lora-router "' + "; ".join(notes).replace('"', "'") + '"'
         else:
             shaped = [dict(r, warnings=w) if w else r for r, w in zip(results, warnings)]
-        if kind == SEQUENCE_CLASSIFICATION and body.parameters is not None and not many:
-            # The Hugging Face inference clients (who send `parameters`) read a single input's scores as [[...]].
-            return JSONResponse(shaped, headers=headers)
-        return JSONResponse(shaped if many else shaped[0], headers=headers)
+        # The Hugging Face inference clients (who send `parameters`) read a single input's scores as [[...]].
+        hf_client = kind == SEQUENCE_CLASSIFICATION and body.parameters is not None
+        return JSONResponse(shaped if many or hf_client else shaped[0], headers=headers)
 
     @app.get("/v1/tasks", tags=["info"], summary="Tasks, labels, the chain and its thresholds, parity figures")
     async def tasks(request: Request) -> Response:
@@ -206,10 +201,6 @@ def _add_error_handlers(app: FastAPI, settings: ServeSettings) -> None:
     async def too_large(request: Request, exc: PayloadTooLargeError):
         return _error(413, str(exc), "payload_too_large")
 
-    @app.exception_handler(InputTooLongError)
-    async def too_long(request: Request, exc: InputTooLongError):
-        return _error(413, str(exc), "payload_too_large")
-
     @app.exception_handler(InputError)
     async def bad_input(request: Request, exc: InputError):
         return _error(422, str(exc), "validation")
@@ -241,7 +232,7 @@ def _add_error_handlers(app: FastAPI, settings: ServeSettings) -> None:
 
 def _field(loc) -> str:
     parts = [str(p) for p in loc if p not in ("body",)]
-    if parts and parts[0].isdigit() and len(loc) and loc[0] == "body":  # json_invalid: the position
+    if parts and parts[0].isdigit() and loc[0] == "body":  # json_invalid: the position
         return f"body (at character {parts[0]})"
     out = ""
     for p in parts:

@@ -148,16 +148,17 @@ class Batcher:
             self.metrics.batch_tokens.observe(len(live) * max(i.tokens for i in live))
         try:
             results = await loop.run_in_executor(self.executor, self._predict_grouped, live)
-        except Exception:  # noqa: BLE001 - retried one by one below
-            if len(live) == 1:
-                _settle(live[0], error=_current_exception())
-                return
-            logger.warning("a batch of %d failed; answering its items one by one", len(live), exc_info=True)
-            for item in live:
-                await self._run_batch([item])
+        except Exception as exc:  # noqa: BLE001 - retried one by one below
+            if len(live) > 1:
+                logger.warning("a batch of %d failed; answering its items one by one", len(live), exc_info=True)
+                for item in live:
+                    await self._run_batch([item])
+            elif not live[0].future.done():
+                live[0].future.set_exception(exc)
             return
         for item, result in zip(live, results):
-            _settle(item, result=result)
+            if not item.future.done():  # its client may have left during the forward pass
+                item.future.set_result(result)
 
     def _predict_grouped(self, items: list[_Item]) -> list:
         """``predict_mixed`` on groups of similar length (one thread hop for all), results in ``items``' order."""
@@ -171,17 +172,3 @@ class Batcher:
         if self.metrics is not None:
             self.metrics.queue_depth.set(self.depth)
 
-
-def _current_exception() -> BaseException:
-    import sys
-
-    return sys.exc_info()[1]  # type: ignore[return-value]
-
-
-def _settle(item: _Item, *, result=None, error: BaseException | None = None) -> None:
-    if item.future.done():
-        return
-    if error is not None:
-        item.future.set_exception(error)
-    else:
-        item.future.set_result(result)

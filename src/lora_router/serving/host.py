@@ -41,12 +41,16 @@ class JsonLogFormatter(logging.Formatter):
         return json.dumps(out, ensure_ascii=False)
 
 
+def log_formatter(log_format: str) -> logging.Formatter:
+    """JSON lines or text, as ``--log-format`` says."""
+    if log_format == "json":
+        return JsonLogFormatter()
+    return logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
 def configure_logging(log_format: str = "text", level: str = "info") -> None:
     handler = logging.StreamHandler(sys.stderr)
-    if log_format == "json":
-        handler.setFormatter(JsonLogFormatter())
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(log_formatter(log_format))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

@@ -455,14 +455,13 @@ def serve_exports(catalog: ExportCatalog, options: PredictorOptions | dict, sett
 
 def _configure_logging(log_format: str) -> None:
     """The library's logs on the replica's stderr (Ray keeps them in the worker's log file)."""
-    from .host import JsonLogFormatter
+    from .host import log_formatter
 
     ours = logging.getLogger("lora_router")
     if any(getattr(h, "_lora_router_ray", False) for h in ours.handlers):
         return
     handler = logging.StreamHandler()
     handler._lora_router_ray = True
-    handler.setFormatter(JsonLogFormatter() if log_format == "json"
-                         else logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(log_formatter(log_format))
     ours.addHandler(handler)
     ours.setLevel(logging.INFO)

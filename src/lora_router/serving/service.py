@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from ..backends.source import ModelSource
 from ..config import PAIR_RANKING
 from ..core.chain import apply_step, finish_missing, new_answer
-from ..errors import ConfigError, LoraRouterError
+from ..errors import ConfigError, InputError, LoraRouterError
 from .batcher import Batcher
 from .metrics import ServiceMetrics
 from .settings import ServeSettings
@@ -44,8 +44,8 @@ class UnknownServedTaskError(LoraRouterError):
         super().__init__(f"unknown task {task!r}; this service has: {', '.join(tasks) or 'none'}")
 
 
-class InputTooLongError(LoraRouterError):
-    """A text over the model's length with truncation turned off by the client."""
+class PayloadTooLargeError(InputError):
+    """A request with more, or longer, texts than the service takes (or than the model, with truncate off)."""
 
 
 @dataclass
@@ -86,7 +86,7 @@ class Service:
     async def start(self) -> None:
         """Load and warm the models (on a thread: ``/health`` answers meanwhile)."""
         try:
-            predictor = self._given or await asyncio.to_thread(self._load)
+            predictor = self._given or await asyncio.to_thread(self.source.load)
             await asyncio.to_thread(self._check, predictor)
         except Exception as exc:
             self.load_error = str(exc)
@@ -103,7 +103,7 @@ class Service:
         async with self._reload_lock:
             t0 = time.perf_counter()
             try:
-                predictor = await asyncio.to_thread(self._load)
+                predictor = await asyncio.to_thread(self.source.load)
                 await asyncio.to_thread(self._check, predictor)
             except Exception as exc:  # noqa: BLE001 - any failure keeps the old models
                 self.metrics.reloads.labels("refused").inc()
@@ -121,9 +121,6 @@ class Service:
         if self._loaded is not None:
             await self._loaded.batcher.close()
         self._executor.shutdown(wait=True)
-
-    def _load(self):
-        return self.source.load()
 
     def _check(self, predictor) -> None:
         tasks = list(predictor.specs)
@@ -198,8 +195,8 @@ class Service:
             warnings = [_truncation(predictor, task, t) for t in texts]
             if not truncate and any(warnings):
                 n = next(i for i, w in enumerate(warnings) if w)
-                raise InputTooLongError(f"inputs[{n}] is longer than the model takes "
-                                        f"({predictor.encoders[task].max_length} tokens) and truncate is false")
+                raise PayloadTooLargeError(f"inputs[{n}] is longer than the model takes "
+                                           f"({predictor.encoders[task].max_length} tokens) and truncate is false")
             results = await asyncio.gather(*(loaded.batcher.submit(task, t) for t in texts))
             return list(results), warnings, predictor.specs[task].kind
 
@@ -209,11 +206,8 @@ class Service:
         if loaded is None:
             raise NotReadyError("models are not loaded yet")
         predictor = loaded.predictor
-        tasks = []
-        for name, spec in predictor.specs.items():
-            entry = {"name": name, "kind": spec.kind, "instruction": spec.instruction, "labels": list(spec.labels),
-                     "max_length": predictor.encoders[name].max_length}
-            tasks.append(entry)
+        tasks = [{"name": name, "kind": spec.kind, "instruction": spec.instruction, "labels": list(spec.labels),
+                  "max_length": predictor.encoders[name].max_length} for name, spec in predictor.specs.items()]
         chain = predictor.chain
         manifest = getattr(predictor, "manifest", None)  # an export's ExportManifest; a hub has none
         source = {"kind": self.source.kind if self.source else "predictor",
@@ -232,11 +226,10 @@ class Service:
 
 def _truncation(predictor, task: str, text: str) -> list[str]:
     encoder = predictor.encoders.get(task)
-    if encoder is None or len(text) + 2 <= encoder.max_length:  # no more tokens than characters: surely fits
+    # No more tokens than characters: a text that short surely fits, without encoding it.
+    if encoder is None or len(text) + 2 <= encoder.max_length or not encoder.encode(text, warn=False).truncated:
         return []
-    if encoder.encode(text, warn=False).truncated:
-        return [f"the question is longer than {task} takes; only its first {encoder.max_length} tokens were read"]
-    return []
+    return [f"the question is longer than {task} takes; only its first {encoder.max_length} tokens were read"]
 
 
 def _token_estimate(predictor):
