@@ -18,6 +18,8 @@ _LAZY = {
     "TaskSpec": ("lora_router.config", "TaskSpec"),
     "train": ("lora_router.training", "train"),
     "OnnxRouter": ("lora_router.backends.onnx", "OnnxRouter"),
+    "PredictorOptions": ("lora_router.core.options", "PredictorOptions"),
+    "TaskPredictor": ("lora_router.core.predictor", "TaskPredictor"),
 }
 
 
