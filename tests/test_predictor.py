@@ -11,11 +11,12 @@ from lora_router.adapters import TaskManifest
 from lora_router.backends.source import ModelSource
 from lora_router.core import Backend, MixedBackend, PredictorOptions, TaskPredictor
 from lora_router.encoding import TextEncoder, load_tokenizer
-from lora_router.errors import ConfigError
+from lora_router.errors import ConfigError, InputError
 from lora_router.modeling.base import tokenizer_files_dir
 from lora_router.tasks import get_task
 
 SCENE = get_task("question_classifier")
+JSON = {"content-type": "application/json"}
 
 
 class LookupBackend:
@@ -36,7 +37,7 @@ class LookupBackend:
     def logits(self, task, encoded):
         self.calls += 1
         texts = [self.encoders[task].tokenizer.decode(e.input_ids).replace(" ", "") for e in encoded]
-        return np.array([self.table[t] for t in texts], dtype=np.float32)
+        return np.array([self.table.get(t, [0.0, 0.0, 1.0]) for t in texts], dtype=np.float32)
 
     def answerer(self, task, knowledge_base):
         raise AssertionError("no pair-ranking task here")
@@ -95,3 +96,27 @@ def test_replace_keeps_the_other_options_and_checks_again():
     assert options.replace(threads=1, layout=None) == PredictorOptions(precision="fp32", threads=1)
     with pytest.raises(ConfigError):
         options.replace(precision="int4")
+
+
+def test_a_lone_surrogate_is_an_input_error_naming_where_it_is(backend):
+    with pytest.raises(InputError, match=r"lone surrogate \('\\ud800'\) at character 0"):
+        TaskPredictor(backend).ask("\ud800 数据")
+
+
+def test_the_service_answers_422_naming_the_field_and_keeps_the_batch(backend):
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+
+    from lora_router.serving.app import create_app
+
+    with TestClient(create_app(predictor=TaskPredictor(backend), handle_sighup=False)) as client:
+        # JSON may escape a lone surrogate ("\ud800"), which no UTF-8 body can carry
+        one = client.post("/v1/ask", content=json.dumps({"question": "\ud800 数据"}), headers=JSON)
+        bad_second = json.dumps({"questions": ["数据清洗流程是什么？", "x\udfff"]})
+        many = client.post("/v1/ask", content=bad_second, headers=JSON)
+        good = client.post("/v1/ask", json={"questions": ["数据清洗流程是什么？", "今天天气怎么样"]})
+    assert one.status_code == 422 and one.json()["error"].startswith("question holds a lone surrogate")
+    assert many.status_code == 422 and many.json()["error"].startswith("questions[1] holds a lone surrogate")
+    assert good.status_code == 200
+    assert [a["question"] for a in good.json()] == ["数据清洗流程是什么？", "今天天气怎么样"]
+    assert backend.calls >= 1

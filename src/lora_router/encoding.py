@@ -51,7 +51,20 @@ def check_text(text: object) -> str:
         raise InputError(f"text must be a string, got {type(text).__name__}")
     if not text.strip():
         raise InputError("text is empty or only whitespace; give a question")
+    problem = encoding_problem(text)
+    if problem:
+        raise InputError(f"text {problem}")
     return text
+
+
+def encoding_problem(text: str) -> str | None:
+    """Why the tokenizer cannot take ``text``, or None: a lone surrogate (JSON may carry one, UTF-8 cannot)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return (f"holds a lone surrogate ({text[exc.start]!r}) at character {exc.start}, which is not a "
+                "Unicode character; send valid UTF-8")
+    return None
 
 
 def needs_lowercase(tokenizer: Tokenizer) -> bool:

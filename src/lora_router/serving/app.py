@@ -24,6 +24,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from .. import __version__
 from ..backends.source import ModelSource
 from ..config import SEQUENCE_CLASSIFICATION
+from ..encoding import encoding_problem
 from ..errors import InputError
 from .metrics import ServiceMetrics
 from .middleware import Gatekeeper
@@ -174,6 +175,9 @@ def _check_texts(texts: list[str], field: str, settings: ServeSettings, indexed:
         name = f"{field}[{i}]" if indexed and field != "question" else field
         if not text.strip():
             raise InputError(f"{name} is empty or only whitespace; give a question")
+        problem = encoding_problem(text)
+        if problem:  # checked before the batch: the tokenizer would fail the whole batch on it
+            raise InputError(f"{name} {problem}")
         if len(text) > settings.max_question_chars:
             raise PayloadTooLargeError(f"{name} has {len(text)} characters; this service takes at most "
                                        f"{settings.max_question_chars}")
