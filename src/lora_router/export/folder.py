@@ -160,7 +160,7 @@ class _Export:
 
     # ------------------------------------------------------------ models
     def write(self, chain: Chain) -> dict:
-        from ..modeling.base import fingerprint, load_base
+        from ..modeling.base import fingerprint, is_random, load_base
         from ..progress import progress
         from .merged import export_onnx, load_adapter, merged_model, optimum_task
         from .quantize import cpu_target, quantization_config, quantize_folder
@@ -217,7 +217,7 @@ class _Export:
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "base_model": {"name": self.base_model, "fingerprint": base_fp,
                            "hidden_size": base.config.hidden_size,
-                           "random": bool(getattr(base.config, "lora_router_random_init", False))},
+                           "random": is_random(base.config)},
             "opset": _opset(self.root, tasks_info, shared or next(iter(one_call.values()), None)),
             "layouts": self.layouts,
             "precisions": self.precisions,
@@ -265,14 +265,11 @@ class _Export:
 
     def _write_shared(self, base, loras: dict[str, dict], tasks_info: dict, target: str) -> dict:
         from .quantize import quantization_config, quantize_folder
-        from .shared import add_lora_inputs, export_encoder, head_reads, write_adapter, write_head
+        from .shared import add_lora_inputs, export_encoder, head_reads, lora_ranks, write_adapter, write_head
 
         folder = self.root / export_layout.SHARED_ENCODER_DIR
         export_encoder(base, folder, opset=self.opset)
-        ranks: dict[str, int] = {}
-        for matrices in loras.values():
-            for module, m in matrices.items():
-                ranks[module] = max(ranks.get(module, 0), m.rank)
+        ranks = lora_ranks(loras)
         base_state = {module: base.get_submodule(module).weight.detach().float().numpy() for module in ranks}
         lora_nodes = add_lora_inputs(folder / export_layout.MODEL_FILE, base_state, ranks)
         info = {"fp32": f"{export_layout.SHARED_ENCODER_DIR}/{export_layout.MODEL_FILE}", "lora_modules": sorted(ranks),
