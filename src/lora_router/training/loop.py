@@ -63,9 +63,7 @@ def predict_logits(model, head, examples: Sequence[Example], encoder: TextEncode
     head.eval()
     out = []
     for i in range(0, len(examples), batch_size):
-        batch = examples[i : i + batch_size]
-        logits = forward(model, head, collate(batch, encoder)).float().numpy()
-        out.extend(logits)
+        out.extend(forward(model, head, collate(examples[i : i + batch_size], encoder)).float().numpy())
     if was_training:
         model.train()
         head.train()

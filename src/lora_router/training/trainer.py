@@ -88,6 +88,7 @@ def train(
 
         kb_path = Path(knowledge_base) if knowledge_base else bundled_knowledge_base()
         job = RankingTask(spec, kb_path, split.train, split.test, encoder, settings.seed)
+        train_examples = job.training_examples()
     else:
         from .examples import make_examples
 
@@ -98,8 +99,6 @@ def train(
     torch.manual_seed(settings.seed)
     model = add_lora(base, lora)
     head = init_head(spec, base.config, settings.seed)
-    if job is not None:
-        train_examples = job.training_examples()
     params = [p for p in model.parameters() if p.requires_grad] + list(head.parameters())
     optimizer = torch.optim.AdamW(params, lr=settings.learning_rate, weight_decay=settings.weight_decay)
     steps_per_epoch = (len(train_examples) + settings.batch_size - 1) // settings.batch_size
