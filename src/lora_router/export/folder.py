@@ -15,6 +15,7 @@ import shutil
 import time
 import uuid
 from collections.abc import Sequence
+from contextlib import closing
 from pathlib import Path
 
 from .. import __version__
@@ -177,8 +178,7 @@ class _Export:
         loras: dict[str, dict] = {}
         encoders = [lay for lay in ("shared", *export_layout.ONE_CALL_LAYOUTS) if lay in self.layouts]
         steps = len(self.names) + len(encoders)
-        bar = progress(steps, "export", enabled=self.progress, unit="model")
-        try:
+        with closing(progress(steps, "export", enabled=self.progress, unit="model")) as bar:
             for t in self.names:
                 bar.set_postfix_str(t)
                 spec, task_dir = self.specs[t], self.hub.task_dir(t)
@@ -211,30 +211,25 @@ class _Export:
                     bar.set_postfix_str(f"{lay} encoder")
                     one_call[lay] = self._write_one_call(lay, base, loras, tasks_info, target)
                     bar.update(1)
-        finally:
-            bar.close()
-        manifest = ExportManifest.from_dict({
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "base_model": {"name": self.base_model, "fingerprint": base_fp,
-                           "hidden_size": base.config.hidden_size,
-                           "random": is_random(base.config)},
-            "opset": _opset(self.root, tasks_info, shared or next(iter(one_call.values()), None)),
-            "layouts": self.layouts,
-            "precisions": self.precisions,
-            "quantization": ({"mode": "dynamic", "weights": "int8", "target": target, "per_channel": False,
-                              "tool": "optimum ORTQuantizer", "shared_lora": "float32 (LoRA nodes excluded)",
-                              **({"one_call_lora": "int8 (LoRA matrices quantised like the base weights)"}
-                                 if one_call else {})}
-                             if "int8" in self.precisions else None),
-            "tokenizer": export_layout.TOKENIZER_FILE,
-            "chain": export_layout.CHAIN_FILE,
-            "thresholds": {s.task: s.threshold for s in chain.steps.values() if s.on},
-            "tasks": tasks_info,
-            "shared": shared,
+        manifest = ExportManifest(
+            created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            base_model={"name": self.base_model, "fingerprint": base_fp, "hidden_size": base.config.hidden_size,
+                        "random": is_random(base.config)},
+            opset=_opset(self.root, tasks_info, shared or next(iter(one_call.values()), None)),
+            layouts=self.layouts,
+            precisions=self.precisions,
+            quantization=({"mode": "dynamic", "weights": "int8", "target": target, "per_channel": False,
+                           "tool": "optimum ORTQuantizer", "shared_lora": "float32 (LoRA nodes excluded)",
+                           **({"one_call_lora": "int8 (LoRA matrices quantised like the base weights)"}
+                              if one_call else {})}
+                          if "int8" in self.precisions else None),
+            thresholds={s.task: s.threshold for s in chain.steps.values() if s.on},
+            tasks=tasks_info,
+            shared=shared,
             **one_call,
-            "versions": _versions(),
-        })
-        manifest.files = export_layout.file_entries(self.root, self.mutable)
+            versions=_versions(),
+            files=export_layout.file_entries(self.root, self.mutable),
+        )
         _write_json(self.root / export_layout.MANIFEST_FILE, manifest.to_dict())
         return manifest
 
@@ -318,9 +313,8 @@ class _Export:
         torch_router = Router(self.base_model, self.hub, tasks=self.names, knowledge_base=self.knowledge_base)
         report: dict[str, dict] = {t: {} for t in self.names}
         combos = [(lay, prec) for lay in self.layouts for prec in self.precisions]
-        bar = progress(len(combos) * len(self.names), "parity", enabled=self.progress, unit="check",
-                       log_every=len(self.names))
-        try:
+        with closing(progress(len(combos) * len(self.names), "parity", enabled=self.progress, unit="check",
+                              log_every=len(self.names))) as bar:
             for lay, prec in combos:
                 onnx_router = OnnxRouter(self.root, layout=lay, precision=prec, tasks=self.names, verify=False)
                 for t in self.names:
@@ -334,8 +328,6 @@ class _Export:
                         report[t][lay][prec].update(figures)
                     del merged
                 del onnx_router
-        finally:
-            bar.close()
         return report
 
 

@@ -15,11 +15,9 @@ from ..config import BIO_LABELS, PAIR_RANKING, SPAN_EXTRACTION, TaskSpec
 from ..errors import ExportError
 from ..modeling.heads import HEAD_FILE
 
-OPTIMUM_TASKS = {SPAN_EXTRACTION: "token-classification"}  # every other kind: "text-classification"
-
 
 def optimum_task(spec: TaskSpec) -> str:
-    return OPTIMUM_TASKS.get(spec.kind, "text-classification")
+    return "token-classification" if spec.kind == SPAN_EXTRACTION else "text-classification"
 
 
 def head_labels(spec: TaskSpec) -> list[str]:

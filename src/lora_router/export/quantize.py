@@ -21,15 +21,11 @@ def cpu_target() -> str:
     machine = platform.machine().lower()
     if machine in ("arm64", "aarch64"):
         return "arm64"
-    flags: set[str] = set()
     try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("flags"):
-                    flags = set(line.split(":", 1)[1].split())
-                    break
+        cpuinfo = Path("/proc/cpuinfo").read_text().splitlines()
     except OSError:  # not Linux: AVX2 is the safe x86-64 choice
         return "avx2"
+    flags = set(next((line.split(":", 1)[1].split() for line in cpuinfo if line.startswith("flags")), ()))
     if "avx512_vnni" in flags or "avx512vnni" in flags:
         return "avx512_vnni"
     if "avx512f" in flags and "avx512bw" in flags:
