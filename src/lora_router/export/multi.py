@@ -124,10 +124,7 @@ def build_module(base, loras: dict[str, dict[str, LoraMatrices]], trunk: int):
     widths = sorted(set(ranks.values()))
     model = copy.deepcopy(base).eval()
     for module, rank in ranks.items():
-        try:
-            linear = model.get_submodule(module)
-        except AttributeError:
-            raise ExportError(f"LoRA targets {module!r}, which the base model does not have") from None
+        linear = model.get_submodule(module)  # the adapter was loaded onto this base: its modules are there
         if not isinstance(linear, torch.nn.Linear):
             raise ExportError(f"LoRA on {module!r} ({type(linear).__name__}) is not on a linear layer; "
                               "export with layout='merged'")

@@ -16,8 +16,7 @@ Bounds (per task, per layout, per precision):
   call within 1e-5 of each task's own batch (``one_call_parity``).
 
 The ONNX side is ``lora_router.backends.onnx.OnnxRouter`` itself, so the gate checks
-the code a deployment runs. (STYLE.md lists export above runtime; export
-using runtime keeps the graph acyclic, runtime imports nothing of export.)
+the code a deployment runs.
 """
 
 from __future__ import annotations

@@ -124,10 +124,7 @@ def add_lora_inputs(model_path: Path, base_state: dict[str, np.ndarray], ranks: 
         for i, name in enumerate(node.input):
             consumers.setdefault(name, []).append((node, i))
     branches: dict[str, list] = {}
-    new_names: list[str] = []
     for module, rank in sorted(ranks.items()):
-        if module not in base_state:
-            raise ExportError(f"LoRA targets {module!r}, which the base model does not have")
         w = base_state[module]
         node = _find_linear(graph, weights, w, module)
         x, y = node.input[0], node.output[0]
@@ -147,16 +144,12 @@ def add_lora_inputs(model_path: Path, base_state: dict[str, np.ndarray], ranks: 
                  helper.make_node("MatMul", [f"{p}xa", b_name], [f"{p}xab"], name=f"{p}MatMul_B"),
                  helper.make_node("Add", [y, f"{p}xab"], [merged], name=f"{p}Add")]
         branches[y] = nodes
-        new_names += [n.name for n in nodes]
-    ordered = []
-    for node in graph.node:
-        ordered.append(node)
-        ordered.extend(branches.get(node.output[0], []))
+    ordered = [n for node in graph.node for n in (node, *branches.get(node.output[0], ()))]  # a branch after its linear
     del graph.node[:]
     graph.node.extend(ordered)
     onnx.checker.check_model(model)
     onnx.save(model, str(model_path))
-    return new_names
+    return [n.name for nodes in branches.values() for n in nodes]
 
 
 def _find_linear(graph, weights: dict, w: np.ndarray, module: str):
@@ -174,9 +167,7 @@ def _find_linear(graph, weights: dict, w: np.ndarray, module: str):
             expect = w
         else:
             continue
-        if tuple(init.dims) != expect.shape:
-            continue
-        if np.array_equal(numpy_helper.to_array(init), expect):
+        if tuple(init.dims) == expect.shape and np.array_equal(numpy_helper.to_array(init), expect):
             hits.append(node)
     if len(hits) != 1:
         raise ExportError(
