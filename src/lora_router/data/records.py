@@ -92,11 +92,8 @@ def field_problem(obj: dict, required: Sequence[str], strings: Sequence[str]) ->
     return None
 
 
-def check_lines(
-    lines: Iterable[str],
-    *,
-    extra_tasks: Iterable[TaskSpec] = (),
-) -> tuple[list[Record], list[tuple[int, str]]]:
+def check_lines(lines: Iterable[str], *,
+                extra_tasks: Iterable[TaskSpec] = ()) -> tuple[list[Record], list[tuple[int, str]]]:
     """Validate JSONL lines; return the good records and every ``(line, problem)``.
 
     ``extra_tasks`` are tasks known besides the registry (a hub's custom tasks).

@@ -74,6 +74,8 @@ def train(
 
     from ..modeling.base import fingerprint, is_random, load_base
     from ..modeling.heads import init_head
+    from ..progress import progress as progress_bar
+    from .examples import collate
     from .loop import add_lora, evaluate_examples, forward, loss_fn
 
     lora = lora or LoraSettings()
@@ -105,9 +107,6 @@ def train(
     total = steps_per_epoch * settings.epochs
     scheduler = get_linear_schedule_with_warmup(optimizer, min(settings.warmup_steps, total // 2), total)
     pad_to = None if settings.dynamic_padding else settings.max_length
-
-    from ..progress import progress as progress_bar
-    from .examples import collate
 
     log = RunLog(hub, spec.name)
     log.write(event="start", task=spec.name, base_model=base_model, lora=lora.to_dict(),
