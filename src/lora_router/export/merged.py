@@ -67,7 +67,7 @@ def merged_model(peft_model, task_dir: Path, spec: TaskSpec):
 
 
 def export_onnx(model, out_dir: Path, task: str, *, opset: int | None = None, custom_onnx_configs=None,
-                preprocessors=None) -> Path:
+                preprocessors=None) -> None:
     """``model`` to ``out_dir/model.onnx`` with Optimum; the folder also gets its config.json."""
     from optimum.exporters.onnx import onnx_export_from_model
 
@@ -77,4 +77,3 @@ def export_onnx(model, out_dir: Path, task: str, *, opset: int | None = None, cu
         # No Optimum validation: the parity gate checks far stricter, against the unmerged router.
         onnx_export_from_model(model, out_dir, task=task, opset=opset, do_validation=False,
                                custom_onnx_configs=custom_onnx_configs, preprocessors=preprocessors)
-    return out_dir / "model.onnx"

@@ -91,7 +91,7 @@ def lora_matrices(peft_model, task: str) -> dict[str, LoraMatrices]:
     return out
 
 
-def export_encoder(base, out_dir: Path, *, opset: int | None = None) -> Path:
+def export_encoder(base, out_dir: Path, *, opset: int | None = None) -> None:
     """The plain base encoder to ONNX with Optimum, outputs ``last_hidden_state`` and ``pooler_output``."""
     from optimum.exporters.onnx.model_configs import BertOnnxConfig
 
@@ -105,7 +105,7 @@ def export_encoder(base, out_dir: Path, *, opset: int | None = None) -> Path:
     if getattr(base.config, "add_pooling_layer", True) is False or base.pooler is None:
         raise ExportError("the base model has no pooler; the shared layout needs BertModel with its pooler")
     config = EncoderOnnxConfig(copy.deepcopy(base.config), task="feature-extraction")
-    return export_onnx(base, out_dir, "feature-extraction", opset=opset, custom_onnx_configs={"model": config})
+    export_onnx(base, out_dir, "feature-extraction", opset=opset, custom_onnx_configs={"model": config})
 
 
 def add_lora_inputs(model_path: Path, base_state: dict[str, np.ndarray], ranks: dict[str, int]) -> list[str]:
