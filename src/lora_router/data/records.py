@@ -92,11 +92,8 @@ def field_problem(obj: dict, required: Sequence[str], strings: Sequence[str]) ->
     return None
 
 
-def check_lines(
-    lines: Iterable[str],
-    *,
-    extra_tasks: Iterable[TaskSpec] = (),
-) -> tuple[list[Record], list[tuple[int, str]]]:
+def check_lines(lines: Iterable[str], *,
+                extra_tasks: Iterable[TaskSpec] = ()) -> tuple[list[Record], list[tuple[int, str]]]:
     """Validate JSONL lines; return the good records and every ``(line, problem)``.
 
     ``extra_tasks`` are tasks known besides the registry (a hub's custom tasks).
@@ -167,14 +164,13 @@ def infer_task_spec(name: str, path: str | Path, description: str = "") -> TaskS
     path = Path(path)
     problems: list[tuple[int, str]] = []
     instructions: dict[str, int] = {}
-    labels: list[str] = []
+    labels: set[str] = set()
     for n, obj in json_objects(_read_lines(path), problems):
         if not all(isinstance(obj.get(f), str) for f in FIELDS):
             problems.append((n, "needs string fields instruction, input and output"))
             continue
         instructions.setdefault(obj["instruction"], n)
-        if obj["output"] not in labels:
-            labels.append(obj["output"])
+        labels.add(obj["output"])
     if problems:
         raise DataError(str(path), problems)
     if len(instructions) != 1:

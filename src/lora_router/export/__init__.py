@@ -7,16 +7,13 @@ Importing this package imports none of them.
 
 from __future__ import annotations
 
+_LAZY = {"export_hub": ".folder", "check_parity": ".parity", "task_parity": ".parity"}
 __all__ = ["check_parity", "export_hub", "task_parity"]
 
 
 def __getattr__(name: str):
-    if name == "export_hub":
-        from .folder import export_hub
+    if name in _LAZY:
+        import importlib
 
-        return export_hub
-    if name in ("check_parity", "task_parity"):
-        from . import parity
-
-        return getattr(parity, name)
+        return getattr(importlib.import_module(_LAZY[name], __name__), name)
     raise AttributeError(f"module 'lora_router.export' has no attribute {name!r}")

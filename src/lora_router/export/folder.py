@@ -15,6 +15,7 @@ import shutil
 import time
 import uuid
 from collections.abc import Sequence
+from contextlib import closing
 from pathlib import Path
 
 from .. import __version__
@@ -159,12 +160,12 @@ class _Export:
         self.mutable: list[str] = []
 
     # ------------------------------------------------------------ models
-    def write(self, chain: Chain) -> dict:
-        from ..modeling.base import fingerprint, load_base
+    def write(self, chain: Chain) -> ExportManifest:
+        from ..modeling.base import fingerprint, is_random, load_base
         from ..progress import progress
         from .merged import export_onnx, load_adapter, merged_model, optimum_task
         from .quantize import cpu_target, quantization_config, quantize_folder
-        from .shared import lora_matrices
+        from .shared import lora_matrices, write_head
 
         base, tokenizer = load_base(self.base_model)
         base_fp = fingerprint(base)
@@ -177,22 +178,21 @@ class _Export:
         loras: dict[str, dict] = {}
         encoders = [lay for lay in ("shared", *export_layout.ONE_CALL_LAYOUTS) if lay in self.layouts]
         steps = len(self.names) + len(encoders)
-        bar = progress(steps, "export", enabled=self.progress, unit="model")
-        try:
+        with closing(progress(steps, "export", enabled=self.progress, unit="model")) as bar:
             for t in self.names:
                 bar.set_postfix_str(t)
                 spec, task_dir = self.specs[t], self.hub.task_dir(t)
                 tasks_info[t] = self._task_info(t, spec)
                 peft_model = load_adapter(base, task_dir)
-                if encoders:
+                if encoders:  # the shared and one-call layouts read the same head file
                     loras[t] = lora_matrices(peft_model, t)
+                    write_head(self.root / export_layout.head_file(t), task_dir)
                 if "merged" in self.layouts:
                     folder = self.root / export_layout.merged_dir(t)
-                    model = merged_model(peft_model, task_dir, spec)
                     preprocessor = _hf_tokenizer(self.base_model, **tasks_info[t]["encoding"])
-                    export_onnx(model, folder, optimum_task(spec), opset=self.opset, preprocessors=[preprocessor])
+                    export_onnx(merged_model(peft_model, task_dir, spec), folder, optimum_task(spec), opset=self.opset,
+                                preprocessors=[preprocessor])
                     preprocessor.save_pretrained(str(folder))  # Optimum copies the base's files, not these
-                    del model
                     files = {"fp32": f"{export_layout.merged_dir(t)}/{export_layout.MODEL_FILE}"}
                     if "int8" in self.precisions:
                         quantize_folder(folder, quantization_config(target))
@@ -200,41 +200,33 @@ class _Export:
                     tasks_info[t]["merged"] = files
                 del peft_model
                 bar.update(1)
-            shared = None
-            if "shared" in self.layouts:
-                bar.set_postfix_str("shared encoder")
-                shared = self._write_shared(base, loras, tasks_info, target)
-                bar.update(1)
-            one_call = {}
-            for lay in export_layout.ONE_CALL_LAYOUTS:
-                if lay in self.layouts:
-                    bar.set_postfix_str(f"{lay} encoder")
+            shared, one_call = None, {}
+            for lay in encoders:
+                bar.set_postfix_str(f"{lay} encoder")
+                if lay == "shared":
+                    shared = self._write_shared(base, loras, tasks_info, target)
+                else:
                     one_call[lay] = self._write_one_call(lay, base, loras, tasks_info, target)
-                    bar.update(1)
-        finally:
-            bar.close()
-        manifest = ExportManifest.from_dict({
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "base_model": {"name": self.base_model, "fingerprint": base_fp,
-                           "hidden_size": base.config.hidden_size,
-                           "random": bool(getattr(base.config, "lora_router_random_init", False))},
-            "opset": _opset(self.root, tasks_info, shared or next(iter(one_call.values()), None)),
-            "layouts": self.layouts,
-            "precisions": self.precisions,
-            "quantization": ({"mode": "dynamic", "weights": "int8", "target": target, "per_channel": False,
-                              "tool": "optimum ORTQuantizer", "shared_lora": "float32 (LoRA nodes excluded)",
-                              **({"one_call_lora": "int8 (LoRA matrices quantised like the base weights)"}
-                                 if one_call else {})}
-                             if "int8" in self.precisions else None),
-            "tokenizer": export_layout.TOKENIZER_FILE,
-            "chain": export_layout.CHAIN_FILE,
-            "thresholds": {s.task: s.threshold for s in chain.steps.values() if s.on},
-            "tasks": tasks_info,
-            "shared": shared,
+                bar.update(1)
+        manifest = ExportManifest(
+            created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            base_model={"name": self.base_model, "fingerprint": base_fp, "hidden_size": base.config.hidden_size,
+                        "random": is_random(base.config)},
+            opset=_opset(self.root, tasks_info, shared or next(iter(one_call.values()), None)),
+            layouts=self.layouts,
+            precisions=self.precisions,
+            quantization=({"mode": "dynamic", "weights": "int8", "target": target, "per_channel": False,
+                           "tool": "optimum ORTQuantizer", "shared_lora": "float32 (LoRA nodes excluded)",
+                           **({"one_call_lora": "int8 (LoRA matrices quantised like the base weights)"}
+                              if one_call else {})}
+                          if "int8" in self.precisions else None),
+            thresholds={s.task: s.threshold for s in chain.steps.values() if s.on},
+            tasks=tasks_info,
+            shared=shared,
             **one_call,
-            "versions": _versions(),
-        })
-        manifest.files = export_layout.file_entries(self.root, self.mutable)
+            versions=_versions(),
+            files=export_layout.file_entries(self.root, self.mutable),
+        )
         _write_json(self.root / export_layout.MANIFEST_FILE, manifest.to_dict())
         return manifest
 
@@ -254,10 +246,9 @@ class _Export:
             rel = f"{export_layout.task_dir(t)}/{export_layout.KNOWLEDGE_BASE_FILE}"
             (self.root / export_layout.task_dir(t)).mkdir(parents=True, exist_ok=True)
             shutil.copyfile(source, self.root / rel)
-            kb_info = dict(manifest.knowledge_base or {})
-            kb_info.update(path=export_layout.KNOWLEDGE_BASE_FILE, sha256=export_layout.sha256_file(self.root / rel),
-                           exported_from=str(source))
-            manifest.knowledge_base = kb_info
+            manifest.knowledge_base = {**(manifest.knowledge_base or {}), "path": export_layout.KNOWLEDGE_BASE_FILE,
+                                       "sha256": export_layout.sha256_file(self.root / rel),
+                                       "exported_from": str(source)}
             info["knowledge_base"] = rel
             self.mutable.append(rel)  # the knowledge base may grow after export without retraining
         manifest.save(self.root / info["manifest"])
@@ -265,14 +256,11 @@ class _Export:
 
     def _write_shared(self, base, loras: dict[str, dict], tasks_info: dict, target: str) -> dict:
         from .quantize import quantization_config, quantize_folder
-        from .shared import add_lora_inputs, export_encoder, head_reads, write_adapter, write_head
+        from .shared import add_lora_inputs, export_encoder, head_reads, lora_ranks, write_adapter
 
         folder = self.root / export_layout.SHARED_ENCODER_DIR
         export_encoder(base, folder, opset=self.opset)
-        ranks: dict[str, int] = {}
-        for matrices in loras.values():
-            for module, m in matrices.items():
-                ranks[module] = max(ranks.get(module, 0), m.rank)
+        ranks = lora_ranks(loras)
         base_state = {module: base.get_submodule(module).weight.detach().float().numpy() for module in ranks}
         lora_nodes = add_lora_inputs(folder / export_layout.MODEL_FILE, base_state, ranks)
         info = {"fp32": f"{export_layout.SHARED_ENCODER_DIR}/{export_layout.MODEL_FILE}", "lora_modules": sorted(ranks),
@@ -282,7 +270,6 @@ class _Export:
             info["int8"] = f"{export_layout.SHARED_ENCODER_DIR}/{export_layout.QUANTIZED_FILE}"
         for t, matrices in loras.items():
             write_adapter(self.root / export_layout.adapter_file(t), matrices, ranks)
-            write_head(self.root / export_layout.head_file(t), self.hub.task_dir(t))
             tasks_info[t]["shared"] = {"adapter": export_layout.adapter_file(t), "head": export_layout.head_file(t),
                                        "reads": head_reads(self.specs[t])}
         return info
@@ -290,7 +277,7 @@ class _Export:
     def _write_one_call(self, layout: str, base, loras: dict[str, dict], tasks_info: dict, target: str) -> dict:
         from .multi import export_one_call, trunk_layers, write_optimized
         from .quantize import quantization_config, quantize_folder
-        from .shared import head_reads, write_head
+        from .shared import head_reads
 
         folder = self.root / export_layout.encoder_dir(layout)
         trunk = trunk_layers(loras, base.config.num_hidden_layers) if layout == "trunk" else 0
@@ -305,8 +292,6 @@ class _Export:
             info["optimized"] = {"int8": optimized,
                                  **write_optimized(folder / export_layout.QUANTIZED_FILE, self.root / optimized)}
         for t in loras:
-            if not (self.root / export_layout.head_file(t)).is_file():
-                write_head(self.root / export_layout.head_file(t), self.hub.task_dir(t))
             tasks_info[t][layout] = {"head": export_layout.head_file(t), "reads": head_reads(self.specs[t])}
         return info
 
@@ -321,9 +306,8 @@ class _Export:
         torch_router = Router(self.base_model, self.hub, tasks=self.names, knowledge_base=self.knowledge_base)
         report: dict[str, dict] = {t: {} for t in self.names}
         combos = [(lay, prec) for lay in self.layouts for prec in self.precisions]
-        bar = progress(len(combos) * len(self.names), "parity", enabled=self.progress, unit="check",
-                       log_every=len(self.names))
-        try:
+        with closing(progress(len(combos) * len(self.names), "parity", enabled=self.progress, unit="check",
+                              log_every=len(self.names))) as bar:
             for lay, prec in combos:
                 onnx_router = OnnxRouter(self.root, layout=lay, precision=prec, tasks=self.names, verify=False)
                 for t in self.names:
@@ -337,8 +321,6 @@ class _Export:
                         report[t][lay][prec].update(figures)
                     del merged
                 del onnx_router
-        finally:
-            bar.close()
         return report
 
 

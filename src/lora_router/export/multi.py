@@ -49,9 +49,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ExportError
-from .shared import LoraMatrices
+from .shared import LoraMatrices, lora_ranks
 
-ONE_CALL_LAYOUTS = ("multi", "trunk")
 INPUTS = ("input_ids", "attention_mask", "token_type_ids", "row_text", "row_task")
 OUTPUTS = ("last_hidden_state", "pooler_output")
 DEFAULT_OPSET = 17
@@ -119,20 +118,13 @@ def build_module(base, loras: dict[str, dict[str, LoraMatrices]], trunk: int):
     """The torch module traced into the one-call graph (``trunk`` = 0 for layout multi)."""
     import torch
 
+    multi_lora_linear, one_call_encoder = _modules()
     tasks = task_order(loras)
-    ranks: dict[str, int] = {}
-    for mats in loras.values():
-        for module, m in mats.items():
-            ranks[module] = max(ranks.get(module, 0), m.rank)
+    ranks = lora_ranks(loras)
     widths = sorted(set(ranks.values()))
     model = copy.deepcopy(base).eval()
     for module, rank in ranks.items():
-        if lowest_layer(module) < trunk:
-            raise ExportError(f"LoRA on {module!r} lies in the trunk (layers 0-{trunk - 1})")  # trunk_layers prevents
-        try:
-            linear = model.get_submodule(module)
-        except AttributeError:
-            raise ExportError(f"LoRA targets {module!r}, which the base model does not have") from None
+        linear = model.get_submodule(module)  # the adapter was loaded onto this base: its modules are there
         if not isinstance(linear, torch.nn.Linear):
             raise ExportError(f"LoRA on {module!r} ({type(linear).__name__}) is not on a linear layer; "
                               "export with layout='merged'")
@@ -146,14 +138,10 @@ def build_module(base, loras: dict[str, dict[str, LoraMatrices]], trunk: int):
                 b_all[i * rank : i * rank + m.rank, :] = m.b
         parent, _, child = module.rpartition(".")
         setattr(model.get_submodule(parent) if parent else model, child,
-                _MultiLoraLinear(linear, a_all, b_all, widths.index(rank)))
-    masks = []
-    for rank in widths:
-        mask = np.zeros((len(tasks), len(tasks) * rank), np.float32)
-        for i in range(len(tasks)):
-            mask[i, i * rank : (i + 1) * rank] = 1.0
-        masks.append(mask)
-    return _OneCallEncoder(model, masks, trunk)
+                multi_lora_linear(linear, a_all, b_all, widths.index(rank)))
+    # Per width: row t of the mask is 1 on task t's block of columns (t*rank .. t*rank+rank-1), 0 elsewhere.
+    masks = [np.repeat(np.eye(len(tasks), dtype=np.float32), rank, axis=1) for rank in widths]
+    return one_call_encoder(model, masks, trunk)
 
 
 @functools.cache
@@ -216,7 +204,7 @@ def _modules():
             return Attention.apply(q, k, v, attention_mask, self.num_heads), None
 
     class OneCallEncoder(nn.Module):
-        def __init__(self, bert, masks: list[np.ndarray], trunk: int, fused_attention: bool = True):
+        def __init__(self, bert, masks: list[np.ndarray], trunk: int):
             super().__init__()
             self.bert = bert
             self.trunk = trunk
@@ -224,10 +212,8 @@ def _modules():
                 self.register_buffer(f"task_mask_{i}", torch.from_numpy(mask))
             self.n_masks = len(masks)
             self.lora_layers = [m for m in bert.modules() if isinstance(m, MultiLoraLinear)]
-            self.fused_attention = fused_attention
-            if fused_attention:
-                for layer in bert.encoder.layer:
-                    layer.attention.self = FusedSelfAttention(layer.attention.self)
+            for layer in bert.encoder.layer:
+                layer.attention.self = FusedSelfAttention(layer.attention.self)
 
         def forward(self, input_ids, attention_mask, token_type_ids, row_text, row_task):
             masks = [getattr(self, f"task_mask_{i}").index_select(0, row_task).unsqueeze(1)
@@ -236,11 +222,7 @@ def _modules():
                 layer.masks = masks
             bert = self.bert
             hidden = bert.embeddings(input_ids=input_ids, token_type_ids=token_type_ids)
-            dtype = hidden.dtype
-            if self.fused_attention:
-                extended = attention_mask.to(torch.int32)
-            else:
-                extended = (1.0 - attention_mask[:, None, None, :].to(dtype)) * torch.finfo(dtype).min
+            extended = attention_mask.to(torch.int32)  # the fused attention takes the 0/1 padding mask
             layers = bert.encoder.layer
             for layer in layers[: self.trunk]:
                 hidden = layer(hidden, attention_mask=extended)[0]
@@ -250,15 +232,7 @@ def _modules():
                 hidden = layer(hidden, attention_mask=extended)[0]
             return hidden, bert.pooler(hidden)
 
-    return MultiLoraLinear, Lora, OneCallEncoder
-
-
-def _MultiLoraLinear(*args):  # noqa: N802 - a class made on first use
-    return _modules()[0](*args)
-
-
-def _OneCallEncoder(*args):  # noqa: N802
-    return _modules()[2](*args)
+    return MultiLoraLinear, OneCallEncoder
 
 
 def export_one_call(base, loras: dict[str, dict[str, LoraMatrices]], path: Path, *, trunk: int = 0,
@@ -296,10 +270,7 @@ def export_one_call(base, loras: dict[str, dict[str, LoraMatrices]], path: Path,
     onnx.checker.check_model(model)
     masks = {init.name for init in model.graph.initializer if init.name.startswith("task_mask_")}
     float_nodes = [n.name for n in model.graph.node if masks.intersection(n.input)]
-    ranks: dict[str, int] = {}
-    for mats in loras.values():
-        for m, lm in mats.items():
-            ranks[m] = max(ranks.get(m, 0), lm.rank)
+    ranks = lora_ranks(loras)
     return {"tasks": task_order(loras), "trunk_layers": trunk, "lora_modules": sorted(ranks),
             "lora_ranks": ranks, "float_nodes": float_nodes}
 

@@ -16,8 +16,7 @@ Bounds (per task, per layout, per precision):
   call within 1e-5 of each task's own batch (``one_call_parity``).
 
 The ONNX side is ``lora_router.backends.onnx.OnnxRouter`` itself, so the gate checks
-the code a deployment runs. (STYLE.md lists export above runtime; export
-using runtime keeps the graph acyclic, runtime imports nothing of export.)
+the code a deployment runs.
 """
 
 from __future__ import annotations
@@ -59,10 +58,10 @@ def task_parity(torch_router, onnx_router, task: str, records: Sequence[Record])
                               "PyTorch router's; export again from the same base model")
         lt = np.asarray(torch_router.logits(task, ref), dtype=np.float64)
         lo = np.asarray(onnx_router.logits(task, enc), dtype=np.float64)
+        max_diff = max(max_diff, _max_diff(lt, lo, enc))
         if spec.kind == SPAN_EXTRACTION:
             for j, (text, e) in enumerate(zip(chunk, enc)):
                 n = len(e.input_ids)
-                max_diff = max(max_diff, float(np.abs(lt[j, :n] - lo[j, :n]).max()))
                 st = [(s["start"], s["end"]) for s in extraction_result(text, e, lt[j])["spans"]]
                 so = [(s["start"], s["end"]) for s in extraction_result(text, e, lo[j])["spans"]]
                 agree += st == so
@@ -71,7 +70,6 @@ def task_parity(torch_router, onnx_router, task: str, records: Sequence[Record])
                 near_ties += int((_top2_gap(softmax(lt[j, :n])) < NEAR_TIE_GAP).sum())
                 n_tokens += n
         else:
-            max_diff = max(max_diff, float(np.abs(lt - lo).max()))
             same = lt.argmax(-1) == lo.argmax(-1)
             tie = _top2_gap(softmax(lt / torch_router.temperature(task))) < NEAR_TIE_GAP
             agree += int(same.sum())
@@ -105,10 +103,8 @@ def _pair_parity(torch_router, onnx_router, task: str, records: Sequence[Record]
     questions = [r.input for r in records]
     candidates = [answerer.retrieve(q) for q in questions]
     pairs = [p for q, c in zip(questions, candidates) for p in answerer.pairs(q, c)]
-    lt = np.concatenate([torch_router.score_pairs(task, pairs[i : i + BATCH]) for i in range(0, len(pairs), BATCH)]
-                        or [np.zeros(0)]).astype(np.float64)
-    lo = np.concatenate([onnx_router.score_pairs(task, pairs[i : i + BATCH]) for i in range(0, len(pairs), BATCH)]
-                        or [np.zeros(0)]).astype(np.float64)
+    lt, lo = (np.concatenate([router.score_pairs(task, pairs[i : i + BATCH]) for i in range(0, len(pairs), BATCH)]
+                             or [np.zeros(0)]).astype(np.float64) for router in (torch_router, onnx_router))
     agree, pos, near_ties, res_t, res_o = 0, 0, 0, [], []
     threshold = answerer.settings.threshold
     for c in candidates:
@@ -214,10 +210,9 @@ def one_call_parity(onnx_router, merged_router, held_out: dict[str, Sequence[Rec
         encoded = _encoded_inputs(onnx_router, task, held_out[task])
         rows[task] = encoded[:MIXED_ROWS_PER_TASK]
         if merged_router is not None:
-            diff = 0.0
-            for i in range(0, len(encoded), BATCH):
-                chunk = encoded[i : i + BATCH]
-                diff = max(diff, _max_diff(onnx_router.logits(task, chunk), merged_router.logits(task, chunk), chunk))
+            chunks = [encoded[i : i + BATCH] for i in range(0, len(encoded), BATCH)]
+            diff = max((_max_diff(onnx_router.logits(task, c), merged_router.logits(task, c), c) for c in chunks),
+                       default=0.0)
             out[task]["max_abs_logit_diff_vs_merged"] = float(f"{diff:.3g}")
     mixed = [(t, rows[t][i]) for i in range(MIXED_ROWS_PER_TASK) for t in rows if i < len(rows[t])]
     together = onnx_router.mixed_logits(mixed) if mixed else []

@@ -21,15 +21,11 @@ def cpu_target() -> str:
     machine = platform.machine().lower()
     if machine in ("arm64", "aarch64"):
         return "arm64"
-    flags: set[str] = set()
     try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("flags"):
-                    flags = set(line.split(":", 1)[1].split())
-                    break
+        cpuinfo = Path("/proc/cpuinfo").read_text().splitlines()
     except OSError:  # not Linux: AVX2 is the safe x86-64 choice
         return "avx2"
+    flags = set(next((line.split(":", 1)[1].split() for line in cpuinfo if line.startswith("flags")), ()))
     if "avx512_vnni" in flags or "avx512vnni" in flags:
         return "avx512_vnni"
     if "avx512f" in flags and "avx512bw" in flags:
@@ -37,11 +33,10 @@ def cpu_target() -> str:
     return "avx2"
 
 
-def quantization_config(target: str | None = None, *, exclude: Iterable[str] = (), per_channel: bool = False):
-    """Optimum's dynamic quantization config for ``target`` (default: this CPU)."""
+def quantization_config(target: str, *, exclude: Iterable[str] = (), per_channel: bool = False):
+    """Optimum's dynamic quantization config for ``target`` (``cpu_target()`` for this CPU)."""
     from optimum.onnxruntime.configuration import AutoQuantizationConfig
 
-    target = target or cpu_target()
     if target not in CPU_TARGETS:
         raise ConfigError(f"unknown quantization target {target!r}; valid: {', '.join(CPU_TARGETS)}")
     return getattr(AutoQuantizationConfig, target)(
@@ -49,11 +44,10 @@ def quantization_config(target: str | None = None, *, exclude: Iterable[str] = (
     )
 
 
-def quantize_folder(folder: Path, config, file_name: str = "model.onnx") -> Path:
+def quantize_folder(folder: Path, config) -> None:
     """``folder/model.onnx`` -> ``folder/model_quantized.onnx`` (and Optimum's ort_config.json)."""
     from optimum.onnxruntime import ORTQuantizer
 
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", module=r"(onnxruntime|optimum)\.")
-        quantizer = ORTQuantizer.from_pretrained(folder, file_name=file_name)
-        return Path(quantizer.quantize(config, folder, file_suffix="quantized")) / "model_quantized.onnx"
+        ORTQuantizer.from_pretrained(folder, file_name="model.onnx").quantize(config, folder, file_suffix="quantized")

@@ -30,7 +30,6 @@ from ..errors import ExportError
 from ..modeling.heads import HEAD_FILE
 
 LORA_NODE_PREFIX = "/lora/"
-ENCODER_OUTPUTS = ("last_hidden_state", "pooler_output")
 
 
 @dataclass
@@ -46,6 +45,15 @@ class LoraMatrices:
         return self.a.shape[1]
 
 
+def lora_ranks(loras: dict[str, dict[str, LoraMatrices]]) -> dict[str, int]:
+    """Per module, the largest rank any task's LoRA has there (``loras``: task -> module path -> matrices)."""
+    ranks: dict[str, int] = {}
+    for matrices in loras.values():
+        for module, m in matrices.items():
+            ranks[module] = max(ranks.get(module, 0), m.rank)
+    return ranks
+
+
 def input_names(module: str) -> tuple[str, str]:
     return f"lora.{module}.A", f"lora.{module}.B"
 
@@ -58,10 +66,9 @@ def lora_matrices(peft_model, task: str) -> dict[str, LoraMatrices]:
     for name, module in peft_model.named_modules():
         if not isinstance(module, LoraLayer):
             continue
-        adapters = [a for a in module.lora_A.keys()]
-        if not adapters:
+        key = next(iter(module.lora_A), None)
+        if key is None:
             continue
-        key = adapters[0]
         path = name.removeprefix("base_model.model.")
         if module.use_dora.get(key, False):
             raise ExportError(f"task {task!r}: its adapter uses DoRA on {path}, which the shared layout cannot "
@@ -71,9 +78,9 @@ def lora_matrices(peft_model, task: str) -> dict[str, LoraMatrices]:
             raise ExportError(f"task {task!r}: its adapter on {path} is not a plain linear LoRA; "
                               "export with layout='merged'")
         scaling = float(module.scaling[key])
-        a = a_layer.weight.detach().float().numpy().T.copy()
+        a = a_layer.weight.detach().float().numpy().T
         b = (b_layer.weight.detach().float().numpy().T * scaling).astype(np.float32)
-        out[path] = LoraMatrices(path, np.ascontiguousarray(a, dtype=np.float32), np.ascontiguousarray(b))
+        out[path] = LoraMatrices(path, np.ascontiguousarray(a), np.ascontiguousarray(b))
     config = next(iter(peft_model.peft_config.values()))
     if getattr(config, "modules_to_save", None) or getattr(config, "bias", "none") != "none":
         raise ExportError(f"task {task!r}: its adapter also trains whole modules or biases "
@@ -84,7 +91,7 @@ def lora_matrices(peft_model, task: str) -> dict[str, LoraMatrices]:
     return out
 
 
-def export_encoder(base, out_dir: Path, *, opset: int | None = None) -> Path:
+def export_encoder(base, out_dir: Path, *, opset: int | None = None) -> None:
     """The plain base encoder to ONNX with Optimum, outputs ``last_hidden_state`` and ``pooler_output``."""
     from optimum.exporters.onnx.model_configs import BertOnnxConfig
 
@@ -98,7 +105,7 @@ def export_encoder(base, out_dir: Path, *, opset: int | None = None) -> Path:
     if getattr(base.config, "add_pooling_layer", True) is False or base.pooler is None:
         raise ExportError("the base model has no pooler; the shared layout needs BertModel with its pooler")
     config = EncoderOnnxConfig(copy.deepcopy(base.config), task="feature-extraction")
-    return export_onnx(base, out_dir, "feature-extraction", opset=opset, custom_onnx_configs={"model": config})
+    export_onnx(base, out_dir, "feature-extraction", opset=opset, custom_onnx_configs={"model": config})
 
 
 def add_lora_inputs(model_path: Path, base_state: dict[str, np.ndarray], ranks: dict[str, int]) -> list[str]:
@@ -117,10 +124,7 @@ def add_lora_inputs(model_path: Path, base_state: dict[str, np.ndarray], ranks: 
         for i, name in enumerate(node.input):
             consumers.setdefault(name, []).append((node, i))
     branches: dict[str, list] = {}
-    new_names: list[str] = []
     for module, rank in sorted(ranks.items()):
-        if module not in base_state:
-            raise ExportError(f"LoRA targets {module!r}, which the base model does not have")
         w = base_state[module]
         node = _find_linear(graph, weights, w, module)
         x, y = node.input[0], node.output[0]
@@ -134,23 +138,18 @@ def add_lora_inputs(model_path: Path, base_state: dict[str, np.ndarray], ranks: 
         merged = f"{p}output"
         for consumer, i in consumers.get(y, []):
             consumer.input[i] = merged
-        for out in graph.output:
-            if out.name == y:
-                raise ExportError(f"LoRA module {module!r} feeds a graph output directly; not supported")
+        if any(out.name == y for out in graph.output):
+            raise ExportError(f"LoRA module {module!r} feeds a graph output directly; not supported")
         nodes = [helper.make_node("MatMul", [x, a_name], [f"{p}xa"], name=f"{p}MatMul_A"),
                  helper.make_node("MatMul", [f"{p}xa", b_name], [f"{p}xab"], name=f"{p}MatMul_B"),
                  helper.make_node("Add", [y, f"{p}xab"], [merged], name=f"{p}Add")]
         branches[y] = nodes
-        new_names += [n.name for n in nodes]
-    ordered = []
-    for node in graph.node:
-        ordered.append(node)
-        ordered.extend(branches.get(node.output[0], []))
+    ordered = [n for node in graph.node for n in (node, *branches.get(node.output[0], ()))]  # a branch after its linear
     del graph.node[:]
     graph.node.extend(ordered)
     onnx.checker.check_model(model)
     onnx.save(model, str(model_path))
-    return new_names
+    return [n.name for nodes in branches.values() for n in nodes]
 
 
 def _find_linear(graph, weights: dict, w: np.ndarray, module: str):
@@ -168,9 +167,7 @@ def _find_linear(graph, weights: dict, w: np.ndarray, module: str):
             expect = w
         else:
             continue
-        if tuple(init.dims) != expect.shape:
-            continue
-        if np.array_equal(numpy_helper.to_array(init), expect):
+        if tuple(init.dims) == expect.shape and np.array_equal(numpy_helper.to_array(init), expect):
             hits.append(node)
     if len(hits) != 1:
         raise ExportError(
@@ -186,14 +183,10 @@ def write_adapter(path: Path, matrices: dict[str, LoraMatrices], ranks: dict[str
 
     params = {}
     for module, m in matrices.items():
-        r = ranks[module]
-        a = np.zeros((m.a.shape[0], r), np.float32)
-        b = np.zeros((r, m.b.shape[1]), np.float32)
-        a[:, : m.rank] = m.a
-        b[: m.rank, :] = m.b
+        pad = ranks[module] - m.rank  # zero columns of A and rows of B add nothing
         a_name, b_name = input_names(module)
-        params[a_name] = ort.OrtValue.ortvalue_from_numpy(a)
-        params[b_name] = ort.OrtValue.ortvalue_from_numpy(b)
+        params[a_name] = ort.OrtValue.ortvalue_from_numpy(np.pad(m.a, ((0, 0), (0, pad))))
+        params[b_name] = ort.OrtValue.ortvalue_from_numpy(np.pad(m.b, ((0, pad), (0, 0))))
     fmt = ort.AdapterFormat()
     fmt.set_adapter_version(1)
     fmt.set_model_version(1)

@@ -37,15 +37,12 @@ def make_examples(spec: TaskSpec, records: Sequence[Record], encoder: TextEncode
 def collate(batch: Sequence[Example], encoder: TextEncoder, pad_to: int | None = None) -> dict[str, np.ndarray]:
     """Pad a batch (to its longest unless ``pad_to``) and stack the targets."""
     arrays = encoder.pad([e.enc for e in batch], pad_to)
-    width = arrays["input_ids"].shape[1]
     first = batch[0].target
-    if isinstance(first, list):
-        labels = np.full((len(batch), width), IGNORE_INDEX, dtype=np.int64)
+    if isinstance(first, list):  # per-token labels, padding ignored by the loss
+        labels = np.full(arrays["input_ids"].shape, IGNORE_INDEX, dtype=np.int64)
         for i, e in enumerate(batch):
             labels[i, : len(e.target)] = e.target  # type: ignore[arg-type]
-    elif isinstance(first, float):
-        labels = np.asarray([e.target for e in batch], dtype=np.float32)
-    else:
-        labels = np.asarray([e.target for e in batch], dtype=np.int64)
+    else:  # a float relevance (pair ranking) or a class index
+        labels = np.asarray([e.target for e in batch], dtype=np.float32 if isinstance(first, float) else np.int64)
     arrays["labels"] = labels
     return arrays

@@ -25,15 +25,9 @@ def add_lora(base, lora: LoraSettings):
     if lora.layers and lora.layers[-1] >= n_layers:
         raise ConfigError(f"lora layers {list(lora.layers)} go past the base's {n_layers} layers; "
                           f"valid: 0-{n_layers - 1}")
-    config = LoraConfig(
-        r=lora.r,
-        lora_alpha=lora.alpha,
-        lora_dropout=lora.dropout,
-        target_modules=list(lora.target_modules),
-        bias="none",
-        layers_to_transform=list(lora.layers) or None,
-        layers_pattern="layer" if lora.layers else None,
-    )
+    config = LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+                        target_modules=list(lora.target_modules), bias="none",
+                        layers_to_transform=list(lora.layers) or None, layers_pattern="layer" if lora.layers else None)
     return get_peft_model(base, config)
 
 
@@ -63,9 +57,7 @@ def predict_logits(model, head, examples: Sequence[Example], encoder: TextEncode
     head.eval()
     out = []
     for i in range(0, len(examples), batch_size):
-        batch = examples[i : i + batch_size]
-        logits = forward(model, head, collate(batch, encoder)).float().numpy()
-        out.extend(logits)
+        out.extend(forward(model, head, collate(examples[i : i + batch_size], encoder)).float().numpy())
     if was_training:
         model.train()
         head.train()

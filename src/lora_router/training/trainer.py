@@ -74,6 +74,8 @@ def train(
 
     from ..modeling.base import fingerprint, is_random, load_base
     from ..modeling.heads import init_head
+    from ..progress import progress as progress_bar
+    from .examples import collate
     from .loop import add_lora, evaluate_examples, forward, loss_fn
 
     lora = lora or LoraSettings()
@@ -88,6 +90,7 @@ def train(
 
         kb_path = Path(knowledge_base) if knowledge_base else bundled_knowledge_base()
         job = RankingTask(spec, kb_path, split.train, split.test, encoder, settings.seed)
+        train_examples = job.training_examples()
     else:
         from .examples import make_examples
 
@@ -98,17 +101,12 @@ def train(
     torch.manual_seed(settings.seed)
     model = add_lora(base, lora)
     head = init_head(spec, base.config, settings.seed)
-    if job is not None:
-        train_examples = job.training_examples()
     params = [p for p in model.parameters() if p.requires_grad] + list(head.parameters())
     optimizer = torch.optim.AdamW(params, lr=settings.learning_rate, weight_decay=settings.weight_decay)
     steps_per_epoch = (len(train_examples) + settings.batch_size - 1) // settings.batch_size
     total = steps_per_epoch * settings.epochs
     scheduler = get_linear_schedule_with_warmup(optimizer, min(settings.warmup_steps, total // 2), total)
     pad_to = None if settings.dynamic_padding else settings.max_length
-
-    from ..progress import progress as progress_bar
-    from .examples import collate
 
     log = RunLog(hub, spec.name)
     log.write(event="start", task=spec.name, base_model=base_model, lora=lora.to_dict(),
