@@ -101,7 +101,8 @@ def _warn_if_open(host: str, settings: ServeSettings) -> None:
 
 def _serve_on_ray(onnx, settings, options, *, exports, replicas, replica_cpus, address, host, port, ship, log_level,
                   **catalog) -> None:
-    from ..serving.ray import EXPORT_HEADER, ExportCatalog, serve_exports
+    from ..serving.ray import EXPORT_HEADER, ExportCatalog
+    from ..serving.ray_host import serve_exports
 
     folders = {}
     for item in exports:
