@@ -287,17 +287,20 @@ class Client:
     ...     router.ask("帮我把sales_2024.csv导入到ODS层")["route"]
 
     ``api_key`` defaults to ``$LORA_ROUTER_API_KEY``; ``timeout`` (seconds, or an
-    ``httpx.Timeout``) bounds each attempt; ``retry`` bounds the retries. ``sleep``
-    and ``clock`` are there for tests.
+    ``httpx.Timeout``) bounds each attempt; ``retry`` bounds the retries.
+    ``transport`` is httpx's (a proxy's, a test's); ``sleep``, ``clock`` and ``rng``
+    are there for tests.
     """
 
     def __init__(self, base_url: str = DEFAULT_URL, *, api_key: str | None = None,
                  timeout: float | httpx.Timeout = 60.0, retry: RetryPolicy | None = None,
                  max_batch: int = MAX_CLIENT_BATCH, sleep: Callable[[float], None] = time.sleep,
-                 clock: Callable[[], float] = time.monotonic, rng: random.Random | None = None):
+                 clock: Callable[[], float] = time.monotonic, rng: random.Random | None = None,
+                 transport: httpx.BaseTransport | None = None):
         self._settings = _Settings(base_url, api_key, timeout, retry or RetryPolicy(), max_batch, rng, clock)
         self._sleep = sleep
-        self._http = httpx.Client(base_url=self._settings.base_url, timeout=timeout, headers=self._settings.headers)
+        self._http = httpx.Client(base_url=self._settings.base_url, timeout=timeout, headers=self._settings.headers,
+                                  transport=transport)
 
     def ask(self, question: str) -> ChainAnswer:
         """The chain's answer to one question (what ``OnnxRouter.ask`` gives)."""
@@ -360,11 +363,12 @@ class AsyncClient:
     def __init__(self, base_url: str = DEFAULT_URL, *, api_key: str | None = None,
                  timeout: float | httpx.Timeout = 60.0, retry: RetryPolicy | None = None,
                  max_batch: int = MAX_CLIENT_BATCH, sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-                 clock: Callable[[], float] = time.monotonic, rng: random.Random | None = None):
+                 clock: Callable[[], float] = time.monotonic, rng: random.Random | None = None,
+                 transport: httpx.AsyncBaseTransport | None = None):
         self._settings = _Settings(base_url, api_key, timeout, retry or RetryPolicy(), max_batch, rng, clock)
         self._sleep = sleep
         self._http = httpx.AsyncClient(base_url=self._settings.base_url, timeout=timeout,
-                                       headers=self._settings.headers)
+                                       headers=self._settings.headers, transport=transport)
 
     async def ask(self, question: str) -> ChainAnswer:
         """The chain's answer to one question (what ``OnnxRouter.ask`` gives)."""
