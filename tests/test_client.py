@@ -286,7 +286,6 @@ def test_answers_over_http_equal_onnx_router_in_process_with_the_key_from_the_en
     monkeypatch.setenv(API_KEY_ENV, KEY)
     with Client(server.url) as client:
         served = client.tasks()
-        assert client.ask(SAMPLES[0]) == client.ask(SAMPLES[0])  # and it got through with the key
         assert same_answer(client.ask(SAMPLES[0]), onnx_router.ask(SAMPLES[0]))
         assert same_answer(client.ask_batch(SAMPLES), onnx_router.ask_batch(SAMPLES))
         for task in [t["name"] for t in served["tasks"]]:
@@ -327,7 +326,7 @@ class HeldRequest:
         self.body = json.dumps({"question": question}).encode()
         self.sock = socket.create_connection(("127.0.0.1", port), timeout=30)
         self.sock.sendall(b"POST /v1/ask HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                          + f"Authorization: Bearer {KEY}\r\nContent-Length: {len(self.body)}\r\n\r\n".encode()
+                          + f"Content-Length: {len(self.body)}\r\n\r\n".encode()
                           + self.body[:5])
 
     def finish(self) -> bytes:
@@ -343,15 +342,14 @@ def one_slot_server(exported, tmp_path):
     from support.serve import Server
 
     with Server("--onnx", str(exported.export), "--precision", "fp32", "--max-concurrent-requests", "1",
-                log_path=tmp_path / "server.log", env={API_KEY_ENV: KEY}) as s:
+                log_path=tmp_path / "server.log") as s:
         yield s
 
 
 def ride_out_a_storm(server, make_client, run) -> tuple[Recorder, object]:
     """Hold the server's one slot; the client is refused with 429 until its third wait, when the slot frees."""
     held = HeldRequest(server.port, SAMPLES[1])
-    _wait_for(lambda: "lora_router_requests_in_flight 1.0" in httpx.get(
-        f"{server.url}/metrics", headers={"authorization": f"Bearer {KEY}"}, timeout=10).text)
+    _wait_for(lambda: "lora_router_requests_in_flight 1.0" in httpx.get(f"{server.url}/metrics", timeout=10).text)
     replies = []
     rec = Recorder(on_wait=lambda n: n == 3 and replies.append(held.finish()))
     answer = run(make_client(rec))
@@ -359,22 +357,35 @@ def ride_out_a_storm(server, make_client, run) -> tuple[Recorder, object]:
     return rec, answer
 
 
+class CountingTransport(httpx.HTTPTransport):
+    """httpx's own transport, recording the status of every answer it receives."""
+
+    def __init__(self):
+        super().__init__()
+        self.statuses: list[int] = []
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        response = super().handle_request(request)
+        self.statuses.append(response.status_code)
+        return response
+
+
 def test_a_429_storm_is_ridden_out_honouring_retry_after(one_slot_server, onnx_router):
     from support.serve import same_answer
 
-    before = requests_counted(one_slot_server.url, "/v1/ask", 429)
     policy = RetryPolicy(max_attempts=10, max_total_s=60)
+    transport = CountingTransport()
 
     def run(client: Client):
         with client:
             return client.ask(SAMPLES[0])
 
     rec, answer = ride_out_a_storm(
-        one_slot_server, lambda rec: Client(one_slot_server.url, api_key=KEY, retry=policy, sleep=rec.sleep,
-                                            clock=rec.clock), run)
+        one_slot_server, lambda rec: Client(one_slot_server.url, retry=policy, sleep=rec.sleep, clock=rec.clock,
+                                            transport=transport), run)
     assert same_answer(answer, onnx_router.ask(SAMPLES[0]))
     assert len(rec.waits) >= 3 and all(1 <= w <= 1.25 for w in rec.waits), rec.waits  # Retry-After: 1
-    assert requests_counted(one_slot_server.url, "/v1/ask", 429) - before == len(rec.waits)
+    assert transport.statuses == [429] * len(rec.waits) + [200]
 
 
 def test_the_async_client_rides_out_a_429_storm_too(one_slot_server, onnx_router):
@@ -385,7 +396,7 @@ def test_the_async_client_rides_out_a_429_storm_too(one_slot_server, onnx_router
             return await client.ask_batch(SAMPLES[:2])
 
     rec, answers = ride_out_a_storm(
-        one_slot_server, lambda rec: AsyncClient(one_slot_server.url, api_key=KEY, sleep=rec.async_sleep,
+        one_slot_server, lambda rec: AsyncClient(one_slot_server.url, sleep=rec.async_sleep,
                                                  clock=rec.clock, retry=RetryPolicy(max_attempts=10, max_total_s=60)),
         lambda client: asyncio.run(ask(client)))
     assert same_answer(answers, onnx_router.ask_batch(SAMPLES[:2]))

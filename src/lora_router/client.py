@@ -238,7 +238,7 @@ def _task_result(item: Any) -> TaskResult:
 def _warn_truncation(response: httpx.Response) -> None:
     note = response.headers.get("warning")
     if note:  # e.g. 199 lora-router "the question is longer than ... takes; only its first 128 tokens were read"
-        warnings.warn(note.split('"', 1)[-1].rstrip('"'), UserWarning, stacklevel=4)
+        warnings.warn(note.split('"', 1)[-1].rstrip('"'), UserWarning, stacklevel=3)
 
 
 def _texts(texts: Sequence[str], what: str) -> list[str]:
