@@ -219,6 +219,15 @@ def test_long_lists_go_in_parts_and_tei_scores_come_back_as_classification_resul
         Client("http://router.test").ask_batch("one question")
 
 
+def test_a_cut_input_warns_the_caller_as_in_process():
+    note = '199 lora-router "the question is longer than question_classifier takes; only its first 128 tokens"'
+    scores = [{"label": "a", "score": 1.0}]
+    client, _ = mock_client([httpx.Response(200, json=scores, headers={"warning": note})], Recorder())
+    with pytest.warns(UserWarning, match="only its first 128 tokens") as caught:
+        client.predict("question_classifier", "长" * 500)
+    assert caught[0].filename == __file__
+
+
 def test_a_policy_outside_its_range_is_a_config_error():
     with pytest.raises(ConfigError, match="max_attempts"):
         RetryPolicy(max_attempts=0)
