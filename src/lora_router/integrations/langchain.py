@@ -9,7 +9,7 @@ The router decides the route (``answer``, ``task``, ``general``,
 any other keys of a dict input, and its output is the branch's output. The
 router is any object with ``ask`` and ``ask_batch``: in process ``OnnxRouter``,
 ``Router`` or a ``TaskPredictor``; over HTTP ``lora_router.client.Client``, or
-``AsyncClient``, whose coroutines ``ainvoke`` and ``abatch`` await. A sync
+``AsyncClient``, whose coroutines ``ainvoke``, ``abatch`` and ``astream`` await. A sync
 router answers async calls from a thread. ``batch`` asks the router once for
 all its questions, then calls each route's runnable once with its share.
 """
@@ -19,14 +19,14 @@ from __future__ import annotations
 import asyncio
 import inspect
 import warnings
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from typing import Any
 
 from ..core.chain import ROUTES
 from ..core.results import ChainAnswer
 from ..errors import ConfigError, InputError, require
 
-require("langchain_core", "langchain")
+require("langchain_core", "langchain")  # before the imports below, so a missing extra names its install command
 
 from langchain_core.runnables import Runnable, RunnableConfig, RunnableSerializable  # noqa: E402
 from langchain_core.runnables.base import RunnableLike, coerce_to_runnable  # noqa: E402
@@ -69,24 +69,22 @@ class RouterBranch(RunnableSerializable[Any, Any]):
 
     # -- the router ---------------------------------------------------------------------------------
 
-    @property
-    def _router_is_async(self) -> bool:
-        return inspect.iscoroutinefunction(self.router.ask)
+    def _sync(self, method: str) -> Callable:
+        ask = getattr(self.router, method)
+        if inspect.iscoroutinefunction(ask):
+            raise ConfigError(f"{type(self.router).__name__}.{method} is a coroutine, which only ainvoke, abatch and "
+                              "astream await; for invoke, batch and stream give a sync router "
+                              "(lora_router.client.Client)")
+        return ask
 
     def _ask(self, question: str) -> ChainAnswer:
-        if self._router_is_async:
-            raise ConfigError(f"{type(self.router).__name__} answers only ainvoke, abatch and astream; "
-                              "for invoke and batch give a sync router (lora_router.client.Client)")
-        return self.router.ask(question)
+        return self._sync("ask")(question)
 
     def _ask_batch(self, questions: list[str]) -> list[ChainAnswer]:
-        if self._router_is_async:
-            raise ConfigError(f"{type(self.router).__name__} answers only ainvoke, abatch and astream; "
-                              "for invoke and batch give a sync router (lora_router.client.Client)")
-        return list(self.router.ask_batch(questions))
+        return list(self._sync("ask_batch")(questions))
 
     async def _aask(self, question: str, config: RunnableConfig) -> ChainAnswer:
-        if self._router_is_async:
+        if inspect.iscoroutinefunction(self.router.ask):
             return await self.router.ask(question)
         return await run_in_executor(config, self.router.ask, question)
 
