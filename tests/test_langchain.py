@@ -208,6 +208,17 @@ def test_stream_gives_the_chat_models_chunks_as_they_come():
     assert len(chunks) > 1 and "".join(c.content for c in chunks) == "general reply"
 
 
+def test_tracing_sees_one_run_per_question_with_its_routes_runnable_and_the_routing_as_child():
+    from langchain_core.tracers.context import collect_runs
+
+    assistant, _ = branch(FakeRouter())
+    with collect_runs() as runs:
+        assistant.batch(MIXED[:3])
+    assert [r.name for r in runs.traced_runs] == ["RouterBranch"] * 3
+    assert [[c.inputs["routing"]["route"] for c in r.child_runs] for r in runs.traced_runs] == \
+        [["task"], ["answer"], ["out_of_scope"]]
+
+
 def test_a_missing_route_is_an_error_when_the_branch_is_built_naming_the_route():
     _, chain = route_chain("x")
     with pytest.raises(ConfigError, match=r"no runnable for route\(s\) out_of_scope, uncertain; fix: give "
