@@ -34,7 +34,7 @@ AT_LEAST_1 = {"type": click.IntRange(1)}
                    max_client_batch=AT_LEAST_1, max_question_chars=AT_LEAST_1,
                    api_key={"envvar": API_KEY_ENV, "show_envvar": True},
                    cors_origins={"flag": "--cors-origin", "metavar": "ORIGIN"},
-                   log_format={"type": click.Choice(LOG_FORMATS)})
+                   log_format={"type": click.Choice(LOG_FORMATS)}, otel={"is_flag": True})
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info",
               show_default=True)
 @click.option("--engine", type=click.Choice(["uvicorn", "ray"]), default="uvicorn", show_default=True,
@@ -70,11 +70,16 @@ def serve_cmd(onnx, hub_dir, base_model, host, port, workers, log_level, engine,
     curl -s localhost:8080/v1/ask -d '{"question": "帮我把sales_2024.csv导入到ODS层"}'
     curl -s localhost:8080/v1/tasks/question_classifier/predict -d '{"inputs": "数据清洗流程是什么？"}'
     lora-router serve --hub ./hub --base-model ./base --port 9000 --log-format json
+    OTEL_EXPORTER_OTLP_ENDPOINT=http://collector:4318 lora-router serve --onnx ./export --otel
     lora-router serve --engine ray --onnx ./export --replicas 2
     lora-router serve --engine ray --address auto --exports-root /mnt/exports --default-export team-a
     """
     require("fastapi", "serve")
     settings = opt.take_settings(ServeSettings, params)
+    if settings.otel:
+        from ..serving.tracing import require_otel
+
+        require_otel()  # here, with the install command, rather than in every worker or replica
     ray = {name: params.pop(name) for name in RAY_ONLY}
     options = opt.predictor_options(**params)
     if engine == "ray":

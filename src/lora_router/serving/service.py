@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Awaitable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -25,6 +26,7 @@ from ..errors import ConfigError, InputError, LoraRouterError
 from .batcher import Batcher
 from .metrics import ServiceMetrics
 from .settings import ServeSettings
+from .tracing import tracing_for
 
 logger = logging.getLogger(__name__)
 
@@ -64,7 +66,7 @@ class Service:
     """Answer questions with the current models, batched; reload them on request."""
 
     def __init__(self, source: ModelSource | None, settings: ServeSettings, metrics: ServiceMetrics | None = None,
-                 *, predictor=None):
+                 *, predictor=None, tracer_provider=None):
         if source is None and predictor is None:
             raise ConfigError("Service needs a ModelSource or a loaded predictor")
         self.source = source
@@ -77,6 +79,7 @@ class Service:
         self._executor = ThreadPoolExecutor(settings.inference_threads, thread_name_prefix="lora-router-infer")
         self._reload_lock = asyncio.Lock()
         self.load_error: str | None = None
+        self.tracing = tracing_for(settings, tracer_provider)  # None unless settings.otel
 
     # ------------------------------------------------------------ lifecycle
     @property
@@ -175,7 +178,7 @@ class Service:
                 finish_missing(out, step)
                 break
             t0 = time.perf_counter()
-            result = await loaded.batcher.submit(task, text)
+            result = await self._submit(loaded.batcher, task, text, route=step.route)
             elapsed = time.perf_counter() - t0
             out["steps"].append({"task": task, "result": result, "ms": round(elapsed * 1000, 3)})
             self.metrics.step_latency.labels(task).observe(elapsed)
@@ -197,8 +200,14 @@ class Service:
                 n = next(i for i, w in enumerate(warnings) if w)
                 raise PayloadTooLargeError(f"inputs[{n}] is longer than the model takes "
                                            f"({predictor.encoders[task].max_length} tokens) and truncate is false")
-            results = await asyncio.gather(*(loaded.batcher.submit(task, t) for t in texts))
+            results = await asyncio.gather(*(self._submit(loaded.batcher, task, t) for t in texts))
             return list(results), warnings, predictor.specs[task].kind
+
+    def _submit(self, batcher: Batcher, task: str, text: str, route: str | None = None) -> Awaitable[dict]:
+        if self.tracing is None:
+            return batcher.submit(task, text)
+        # In this request's context, not the batch's: the step span joins this request's trace.
+        return self.tracing.step(batcher, task, text, route=route)
 
     def describe(self) -> dict:
         """Tasks, labels, the chain and its thresholds, where the models come from and their parity figures."""

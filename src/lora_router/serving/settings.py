@@ -38,6 +38,9 @@ class ServeSettings(JsonSettings):
         "help": "Allow browser calls from this origin (repeatable); no CORS by default."})
     log_format: str = field(default="text", metadata={"help": "Access and error logs as text or JSON lines."})
     retry_after_s: int = field(default=1, metadata={"help": "Retry-After of a 429, in seconds."})
+    otel: bool = field(default=False, metadata={
+        "help": "Trace requests and chain steps with OpenTelemetry, exported over OTLP/HTTP as the OTEL_* "
+                "environment variables say (the otel extra)."})
 
     def __post_init__(self) -> None:
         for name in ("max_batch_tokens", "max_batch_requests", "max_concurrent_requests", "max_body_bytes",
@@ -51,5 +54,7 @@ class ServeSettings(JsonSettings):
             raise ConfigError(f"log_format must be one of {', '.join(LOG_FORMATS)}, got {self.log_format!r}")
         if self.api_key is not None and not self.api_key.strip():
             raise ConfigError("api_key is empty; give a key or leave it unset")
+        if not isinstance(self.otel, bool):
+            raise ConfigError(f"otel must be true or false, got {self.otel!r}")
         self.cors_origins = list(self.cors_origins)
 
