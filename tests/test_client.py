@@ -483,3 +483,24 @@ def _wait_for(condition, timeout: float = 60) -> None:
             return
         time.sleep(0.05)
     raise TimeoutError("condition not met in time")
+
+
+def test_the_langchain_router_routes_through_the_client_as_in_process(server, onnx_router):
+    pytest.importorskip("langchain_core")
+    from lora_router.client import AsyncClient
+    from lora_router.integrations.langchain import RouterBranch
+
+    def route_of(name):
+        return lambda x: (name, x["question"], x["routing"]["route"])
+
+    routes = {name: route_of(name) for name in ("answer", "task", "general", "out_of_scope", "uncertain")}
+    with Client(server.url, api_key=KEY) as client:
+        got = RouterBranch(client, **routes).batch(SAMPLES)
+    want = [a["route"] for a in onnx_router.ask_batch(SAMPLES)]
+    assert got == [(route, q, route) for q, route in zip(SAMPLES, want)]
+
+    async def main():
+        async with AsyncClient(server.url, api_key=KEY) as client:
+            return await RouterBranch(client, **routes).abatch(SAMPLES)
+
+    assert asyncio.run(main()) == got
