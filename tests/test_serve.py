@@ -397,3 +397,37 @@ def test_two_workers_share_one_port(exported, tmp_path):
         codes = [httpx.post(f"{s.url}/v1/ask", json={"question": q}, timeout=60).status_code for q in SAMPLES * 3]
     assert set(codes) == {200}
     assert s.log().count("ready: onnx") == 2
+
+
+def test_a_key_given_in_clear_reaches_the_workers_through_a_private_file_never_their_environment(exported, tmp_path):
+    psutil = pytest.importorskip("psutil")
+    key = "k-" + "7" * 30
+    s = Server("--onnx", str(exported.export), "--workers", "2", "--api-key", key, log_path=tmp_path / "log")
+    try:
+        s.wait_ready(headers={"authorization": f"Bearer {key}"})
+        _wait_for(lambda: s.log().count("ready: onnx") == 2)
+        assert httpx.post(f"{s.url}/v1/ask", json={"question": SAMPLES[0]}, timeout=60).status_code == 401
+        ok = httpx.post(f"{s.url}/v1/ask", json={"question": SAMPLES[0]}, timeout=60,
+                        headers={"authorization": f"Bearer {key}"})
+        assert ok.status_code == 200
+        workers = psutil.Process(s.proc.pid).children(recursive=True)
+        assert workers, "uvicorn started worker processes"
+        for process in [psutil.Process(s.proc.pid), *workers]:
+            assert not any(key in value for value in process.environ().values()), process.cmdline()
+    finally:
+        s.stop()
+    assert "visible to every user of this machine (ps)" in s.log()
+
+
+def test_the_key_can_come_from_a_file_that_nothing_shows(exported, tmp_path):
+    key_file = tmp_path / "key"
+    key_file.write_text("from-a-file\n", "utf-8")
+    s = Server("--onnx", str(exported.export), "--api-key-file", str(key_file), log_path=tmp_path / "log")
+    try:
+        s.wait_ready(headers={"authorization": "Bearer from-a-file"})
+        asked = [httpx.post(f"{s.url}/v1/ask", json={"question": SAMPLES[0]}, timeout=60, headers=h).status_code
+                 for h in ({}, {"authorization": "Bearer from-a-file"})]
+    finally:
+        s.stop()
+    assert asked == [401, 200]
+    assert "from-a-file" not in s.log() and "(ps)" not in s.log()

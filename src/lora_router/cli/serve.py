@@ -4,6 +4,7 @@ import sys
 from pathlib import Path
 
 import click
+from click.core import ParameterSource
 
 from ..errors import require
 from ..serving import ModelSource
@@ -32,7 +33,7 @@ AT_LEAST_1 = {"type": click.IntRange(1)}
 @opt.from_settings(ServeSettings, max_batch_tokens=AT_LEAST_1, max_batch_requests=AT_LEAST_1,
                    max_wait_ms={"type": click.FloatRange(0, 1000)}, max_concurrent_requests=AT_LEAST_1,
                    max_client_batch=AT_LEAST_1, max_question_chars=AT_LEAST_1,
-                   api_key={"envvar": API_KEY_ENV, "show_envvar": True},
+                   api_key={"envvar": API_KEY_ENV, "show_envvar": True}, api_key_file={"type": opt.FILE},
                    cors_origins={"flag": "--cors-origin", "metavar": "ORIGIN"},
                    log_format={"type": click.Choice(LOG_FORMATS)}, otel={"is_flag": True})
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info",
@@ -75,6 +76,9 @@ def serve_cmd(onnx, hub_dir, base_model, host, port, workers, log_level, engine,
     lora-router serve --engine ray --address auto --exports-root /mnt/exports --default-export team-a
     """
     require("fastapi", "serve")
+    if click.get_current_context().get_parameter_source("api_key") == ParameterSource.COMMANDLINE:
+        click.secho(f"warning: --api-key on the command line is visible to every user of this machine (ps); "
+                    f"use {API_KEY_ENV} or --api-key-file", fg="yellow", err=True)
     settings = opt.take_settings(ServeSettings, params)
     if settings.otel:
         from ..serving.tracing import require_otel
@@ -99,7 +103,7 @@ def serve_cmd(onnx, hub_dir, base_model, host, port, workers, log_level, engine,
 
 
 def _warn_if_open(host: str, settings: ServeSettings) -> None:
-    if host not in ("127.0.0.1", "localhost", "::1") and not settings.api_key:
+    if host not in ("127.0.0.1", "localhost", "::1") and not settings.key():
         click.secho(f"warning: listening on {host} without --api-key: anyone who reaches it can ask", fg="yellow",
                     err=True)
 

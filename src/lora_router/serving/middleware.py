@@ -45,7 +45,7 @@ class Gatekeeper:
         self.settings = settings
         self.metrics = metrics
         self.in_flight = 0
-        self._key = settings.api_key.encode("utf-8") if settings.api_key else None
+        self._key = settings.key().encode("utf-8") if settings.key() else None
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
