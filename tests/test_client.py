@@ -34,6 +34,7 @@ from lora_router.client import (
 )
 from lora_router.errors import ConfigError, InputError, LoraRouterError, UnknownTaskError
 from support.isolation import HEAVY, run_refusing
+from support.serve import wait_for
 
 KEY = "k3y-for-tests"
 SAMPLES = ["帮我把sales_2024.csv导入到ODS层", "ODS层和DWD层有什么区别？", "Python怎么给列表排序", "今天天气怎么样",
@@ -358,7 +359,7 @@ def one_slot_server(exported, tmp_path):
 def ride_out_a_storm(server, make_client, run) -> tuple[Recorder, object]:
     """Hold the server's one slot; the client is refused with 429 until its third wait, when the slot frees."""
     held = HeldRequest(server.port, SAMPLES[1])
-    _wait_for(lambda: "lora_router_requests_in_flight 1.0" in httpx.get(f"{server.url}/metrics", timeout=10).text)
+    wait_for(lambda: "lora_router_requests_in_flight 1.0" in httpx.get(f"{server.url}/metrics", timeout=10).text)
     replies = []
     rec = Recorder(on_wait=lambda n: n == 3 and replies.append(held.finish()))
     answer = run(make_client(rec))
@@ -464,7 +465,7 @@ def test_a_server_restart_in_the_middle_of_a_run_loses_no_question(exported, tmp
     with first:
         asker = threading.Thread(target=run, daemon=True)
         asker.start()
-        _wait_for(lambda: len(answered) >= 5 or failed)
+        wait_for(lambda: len(answered) >= 5 or failed)
         first.proc.kill()  # a crash: no graceful shutdown
         first.wait(30)
     with Server(*args, log_path=tmp_path / "second.log"):
@@ -474,15 +475,6 @@ def test_a_server_restart_in_the_middle_of_a_run_loses_no_question(exported, tmp
     assert waits, "the client met the restart and retried"
     assert sum(after for _, _, after in answered) == 5
     assert all(same_answer(answer, onnx_router.ask(q)) for q, answer, _ in answered)
-
-
-def _wait_for(condition, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.05)
-    raise TimeoutError("condition not met in time")
 
 
 def test_the_langchain_router_routes_through_the_client_as_in_process(server, onnx_router):
