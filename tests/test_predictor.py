@@ -148,3 +148,19 @@ def test_the_service_never_tokenises_on_its_event_loop(backend, monkeypatch):
         answer = client.post("/v1/ask", json={"question": long}).json()
     assert "warnings" in answer, "the long question was seen as cut"
     assert on_loop and not any(on_loop)
+
+
+def test_a_request_path_cannot_write_a_line_of_its_own_into_the_text_log(backend, caplog):
+    pytest.importorskip("fastapi")
+    import logging
+
+    from fastapi.testclient import TestClient
+
+    from lora_router.serving.app import create_app
+
+    with caplog.at_level(logging.INFO, logger="lora_router.access"):
+        with TestClient(create_app(predictor=TaskPredictor(backend), handle_sighup=False)) as client:
+            assert client.get("/v1/x%0A2026-12-03 INFO forged line").status_code == 404
+    lines = [r.getMessage() for r in caplog.records if r.name == "lora_router.access"]
+    forged = [line for line in lines if "forged line" in line]
+    assert forged and all("\n" not in line and "/v1/x\\n2026" in line for line in forged)
