@@ -26,6 +26,7 @@ from ..backends.source import ModelSource
 from ..config import SEQUENCE_CLASSIFICATION
 from ..encoding import encoding_problem
 from ..errors import InputError
+from .docs import FASTAPI_OPTIONS, add_offline_docs
 from .metrics import ServiceMetrics
 from .middleware import Gatekeeper
 from .schemas import AskRequest, PredictRequest
@@ -77,7 +78,8 @@ def create_app(source: ModelSource | None = None, settings: ServeSettings | None
 
     tracing = tracing_for(settings, tracer_provider)
     app = FastAPI(title="lora-router", version=__version__, description=DESCRIPTION, lifespan=lifespan,
-                  **(tracing.fastapi_options() if tracing is not None else {}))
+                  **FASTAPI_OPTIONS, **(tracing.fastapi_options() if tracing is not None else {}))
+    add_offline_docs(app, "lora-router")  # /docs without a CDN: closed networks
     app.state.service = service
     app.state.on_load_failure = None
 
