@@ -97,7 +97,7 @@ function kbTask() { const t = state.info.tasks.find((x) => x.kind === "pair_rank
 async function loadQueue(keepQuestion) {
   const data = await api(`/api/queue?everything=${state.everything}`);
   state.items = data.items;
-  $("#queue-progress").textContent = `${data.done} of ${data.total} done`;
+  state.total = data.total;
   renderQueue();
   if (keepQuestion !== undefined) {
     const i = state.items.findIndex((x) => x.question === keepQuestion);
@@ -109,6 +109,8 @@ async function loadQueue(keepQuestion) {
 
 function renderQueue() {
   const list = $("#queue-list");
+  const done = state.items.filter((x) => Object.keys(x.labelled || {}).length > 0).length;
+  $("#queue-progress").textContent = `${done} of ${state.total ?? state.items.length} done`;
   if (!state.items.length) {
     list.innerHTML = `<li class="queue-empty">Nothing to review. Captured answers with feedback, uncertain stops, low
       margins or contradictions show up here (start <code>lora-router serve --capture DIR</code>).</li>`;
@@ -185,8 +187,8 @@ function renderDetail() {
       ${kbRow(answer, item)}
       <div class="row"><span class="label"></span>
         <button id="accept" class="choice" title="Save what the chain decided as right (y)">The chain was right <kbd>y</kbd></button></div>
-      <div class="legend"><span><span class="swatch" style="box-shadow: inset 0 -2px 0 #94a3b8; background:#fff; border:1px solid #ddd"></span>the chain's choice</span>
-        <span><span class="swatch" style="background: var(--ok-soft); border:1px solid var(--ok)"></span>saved</span></div>
+      <div class="legend"><span><span class="swatch model"></span>the chain's choice</span>
+        <span><span class="swatch saved"></span>saved (training line written)</span></div>
       ${savedLine(labelled)}
     </div>`;
   wireDetail(item);
