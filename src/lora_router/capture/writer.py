@@ -81,6 +81,11 @@ class CaptureWriter:
         self._warned_at = -WARN_EVERY_S
         self._closed = False
 
+    @classmethod
+    def of(cls, capture: str | Path | CaptureWriter | None) -> CaptureWriter | None:
+        """A writer for a folder (with the default bound); a writer or None as given."""
+        return capture if capture is None or isinstance(capture, CaptureWriter) else cls(capture)
+
     def __repr__(self) -> str:
         return f"CaptureWriter({str(self.folder)!r}, shard={self.shard!r})"
 
@@ -111,6 +116,11 @@ class CaptureWriter:
             self._done()
             self._count("overload")
         return capture_id
+
+    @property
+    def pending(self) -> int:
+        """Answers queued and not yet written."""
+        return self._pending
 
     def drain(self, timeout: float = 5.0) -> bool:
         """Wait until every queued answer is written (or dropped); whether that happened within ``timeout``."""

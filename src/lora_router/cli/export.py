@@ -25,12 +25,14 @@ from ._output import dump, print_parity
 @opt.thresholds(help="Chain thresholds to ship.")
 @click.option("--int8-max-drop", default=1.0, show_default=True, type=float, metavar="POINTS",
               help="How far int8 may score the task's own metric below PyTorch (percentage points).")
+@click.option("--export-version", "version", default=None, metavar="NAME",
+              help="The version this export is, named in every answer's trace [default: the time of export].")
 @opt.base_model
 @opt.hub
 @opt.quiet
 @opt.json
-def export_cmd(out, tasks, quantize, layout, no_parity, knowledge_base, thresholds, int8_max_drop, base_model, hub,
-               quiet, as_json) -> None:
+def export_cmd(out, tasks, quantize, layout, no_parity, knowledge_base, thresholds, int8_max_drop, version,
+               base_model, hub, quiet, as_json) -> None:
     """Merge each adapter into the base and write ONNX models that run without PyTorch.
 
     Each model is checked against the PyTorch router on the task's held-out
@@ -47,7 +49,7 @@ def export_cmd(out, tasks, quantize, layout, no_parity, knowledge_base, threshol
     manifest = export_hub(base_model, AdapterHub(hub), out, tasks=tasks.split(",") if tasks else None,
                           quantize=quantize, layout=layout, parity=not no_parity, progress=not quiet and not as_json,
                           knowledge_base=knowledge_base, thresholds=opt.parse_thresholds(thresholds) or None,
-                          int8_max_drop=int8_max_drop)
+                          int8_max_drop=int8_max_drop, version=version)
     if as_json:
         dump(manifest.to_dict())
         return

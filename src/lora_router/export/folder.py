@@ -52,6 +52,7 @@ def export_hub(
     thresholds: dict[str, float] | None = None,
     opset: int | None = None,
     int8_max_drop: float = 1.0,
+    version: str | None = None,
 ) -> ExportManifest:
     """Export the hub's adapters (all, or ``tasks``) on ``base_model`` to ``out_dir``; return the manifest.
 
@@ -66,6 +67,8 @@ def export_hub(
     PyTorch router on the task's held-out split (bundled test split, or
     ``parity_records``); a missed bound raises ``ExportError`` and writes nothing.
     int8 may score the task's own metric at most ``int8_max_drop`` points below PyTorch.
+    The manifest gets a new ``id`` and the ``version`` given (default: the time
+    of export); every answer's trace names both.
     """
     if quantize not in QUANTIZE:
         raise ExportError(f"quantize {quantize!r} is not valid; valid: {', '.join(QUANTIZE)}")
@@ -93,7 +96,7 @@ def export_hub(
     tmp.mkdir()
     try:
         job = _Export(base_model, hub, tmp, names, task_manifests, layouts, precisions, knowledge_base, opset, progress)
-        manifest = job.write(run_chain)
+        manifest = job.write(run_chain, version)
         if parity:
             report = job.parity(parity_records)
             from .parity import check_parity, parity_bounds
@@ -160,7 +163,7 @@ class _Export:
         self.mutable: list[str] = []
 
     # ------------------------------------------------------------ models
-    def write(self, chain: Chain) -> ExportManifest:
+    def write(self, chain: Chain, version: str | None = None) -> ExportManifest:
         from ..modeling.base import fingerprint, is_random, load_base
         from ..progress import progress
         from .merged import export_onnx, load_adapter, merged_model, optimum_task
@@ -208,8 +211,11 @@ class _Export:
                 else:
                     one_call[lay] = self._write_one_call(lay, base, loras, tasks_info, target)
                 bar.update(1)
+        created = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         manifest = ExportManifest(
-            created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            id=uuid.uuid4().hex[:12],
+            version=version or created,
+            created=created,
             base_model={"name": self.base_model, "fingerprint": base_fp, "hidden_size": base.config.hidden_size,
                         "random": is_random(base.config)},
             opset=_opset(self.root, tasks_info, shared or next(iter(one_call.values()), None)),
@@ -235,6 +241,7 @@ class _Export:
         from .merged import head_labels
 
         manifest = TaskManifest.from_dict(self.task_manifests[t].to_dict())  # a copy: the export's own
+        manifest.adapter_sha256 = manifest.adapter_sha256 or self.hub.adapter_sha256(t)  # names it in traces
         info = {"spec": spec.to_dict(), "kind": spec.kind, "labels": list(spec.labels),
                 "head_labels": head_labels(spec), "instruction": spec.instruction,
                 "max_length": manifest.max_length, "encoding": encoding_of(manifest.encoding),
