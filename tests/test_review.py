@@ -204,3 +204,39 @@ def test_the_console_saves_a_correction_and_shows_it_in_the_queue(console, tmp_p
     assert bad.status_code == 422 and bad.json()["error_type"] == "validation"
     no_model = console.post("/api/ask", headers=auth, json={"question": "数据清洗流程是什么？"})
     assert no_model.status_code == 409 and "--onnx" in no_model.json()["error"]
+
+
+class _Answerer:
+    knowledge_base = KB
+
+
+class _Predictor:
+    """What the console needs of a predictor: its chain, its tasks, the answerer's knowledge base, ``ask``."""
+
+    from lora_router.core.chain import Chain
+
+    chain = Chain.load()
+    specs = {"question_answer": None}
+
+    def answerer(self, task):
+        return _Answerer()
+
+    def ask(self, question):
+        return chain_answer(question, files=("sales_2024.csv",))
+
+
+def test_the_console_asks_its_model_and_shows_what_is_saved_for_the_question(tmp_path):
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+
+    from lora_router.review.console import create_console
+
+    app = create_console(tmp_path, lambda: iter(()), predictor=_Predictor())
+    with TestClient(app) as client:
+        assert client.get("/api/info").json()["can_ask"] is True
+        question = "帮我把sales_2024.csv导入到ODS层"
+        client.post("/api/corrections", json={"question": question, "kb_id": ENTRY.id})
+        answer = client.post("/api/ask", json={"question": question}).json()
+        assert answer["route"] == "task" and answer["file_names"] == ["sales_2024.csv"]
+        assert answer["labelled"] == {"question_answer": ENTRY.answer} and answer["saved_kb_id"] == ENTRY.id
+        assert client.get("/api/kb", params={"q": ENTRY.id}).json()["entries"][0]["id"] == ENTRY.id

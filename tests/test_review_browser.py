@@ -94,7 +94,7 @@ def test_a_person_labels_the_queue_with_keys_and_the_mouse(browser, tmp_path):  
         page.keyboard.press("k")
         page.keyboard.press("k")  # back to the question with file names marked, for the picture
         page.wait_for_function("document.querySelectorAll('#question mark').length === 2")
-        keep_screenshot(page, "review-console.png", tmp_path)
+        keep_screenshot(page, "review-console-fixture.png", tmp_path)
         assert not errors, errors
 
     labels = store / "labels"

@@ -22,6 +22,7 @@ CAPTURE = click.Path(file_okay=False, path_type=Path)
 @opt.base_model
 @opt.kb(help="Pick entries from this knowledge base [default: the model's, else the one shipped].")
 @opt.thresholds(help="Chain thresholds (repeatable).")
+@opt.export_options
 @click.option("--low-margin", default=0.2, show_default=True, type=click.FloatRange(0, 1),
               help="A step that beat its second label by less than this is queued.")
 @click.option("--host", default="127.0.0.1", show_default=True,
@@ -33,7 +34,7 @@ CAPTURE = click.Path(file_okay=False, path_type=Path)
               show_default=True)
 @click.pass_context
 def review_group(ctx, capture_dir, onnx, hub_dir, base_model, knowledge_base, thresholds, low_margin, host, port,
-                 api_key, api_key_file, log_level) -> None:
+                 api_key, api_key_file, log_level, **options) -> None:
     """Review what the service answered, and correct it into training data, in the browser.
 
     Serves a page on 127.0.0.1: a queue of captured answers ranked by what
@@ -70,7 +71,7 @@ def review_group(ctx, capture_dir, onnx, hub_dir, base_model, knowledge_base, th
         from ..backends.source import ModelSource
 
         source = ModelSource(onnx=onnx and str(onnx), hub=hub_dir and str(hub_dir), base_model=base_model,
-                             options=opt.predictor_options(thresholds))
+                             options=opt.predictor_options(thresholds, **options))
     from ..review.console import serve_console
 
     def ready(url: str) -> None:

@@ -160,7 +160,7 @@ def _knowledge_base(predictor):
 
     try:
         if predictor is not None and "question_answer" in getattr(predictor, "specs", {}):
-            return predictor.answerer("question_answer").knowledge_base()
+            return predictor.answerer("question_answer").knowledge_base
         from ..data.bundled import bundled_knowledge_base
 
         return read_knowledge_base(bundled_knowledge_base())
