@@ -43,8 +43,8 @@ def _store(folder):
 
 
 def _saved(page, text: str) -> None:
-    """Wait until the page says the correction was saved (the server's answer, not the click)."""
-    page.wait_for_function("t => document.querySelector('#saved-line').textContent.includes(t)", arg=text,
+    """Wait until the page says the correction was saved (from the server's answer, not the click; in full)."""
+    page.wait_for_function("t => document.querySelector('#saved-line').title.includes(t)", arg=text,
                            timeout=15_000)
 
 

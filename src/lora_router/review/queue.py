@@ -105,10 +105,9 @@ def step_margins(answer: dict) -> list[tuple[str, float]]:
 
 
 def feedback_says_wrong(answer: dict, feedback: dict) -> str | None:
-    """What a feedback line says is wrong with ``answer``, in words; None when it says nothing is."""
-    if feedback.get("verdict") == "down":
-        return "thumbs down" + (f": {feedback['comment']}" if feedback.get("comment") else "")
-    said = []
+    """What a feedback line says is wrong with ``answer``, in words (its comment aside); None when it says nothing
+    is."""
+    said = ["thumbs down"] if feedback.get("verdict") == "down" else []
     if feedback.get("route") and feedback["route"] != answer.get("route"):
         said.append(f"route {feedback['route']}, not {answer.get('route')}")
     predicted = {s["task"]: (s.get("result") or {}).get("predicted_label") for s in answer.get("steps", [])}

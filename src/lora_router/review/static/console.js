@@ -13,7 +13,7 @@ const ROW_NAMES = {question_classifier: "scene", question_type_classifier: "type
 const REASON_WORDS = {feedback: "feedback", contradiction: "contradiction", uncertain: "uncertain", low_margin: "low margin"};
 const EDGES = " \t\n\"'“”‘’《》「」『』【】()（）[]<>`，,。；;：:!！?？、";
 
-const state = {info: null, items: [], index: -1, current: null, everything: false};
+const state = {info: null, items: [], index: -1, current: null, everything: false, kbSeen: {}};
 
 // ---------------------------------------------------------------- the API
 async function api(path, body) {
@@ -181,6 +181,7 @@ function renderDetail() {
     </div>
     <div class="card" id="correct">
       <h3>Correct it <span class="muted saved-mark">— saved at once to labels/</span></h3>
+      ${savedLine(labelled)}
       ${routeRow(answer, route)}
       ${classificationTasks().map((t, i) => labelRow(t, i, answer, labelled)).join("")}
       ${fileRow(answer, names)}
@@ -189,7 +190,6 @@ function renderDetail() {
         <button id="accept" class="choice" title="Save what the chain decided as right (y)">The chain was right <kbd>y</kbd></button></div>
       <div class="legend"><span><span class="swatch model"></span>the chain's choice</span>
         <span><span class="swatch saved"></span>saved (training line written)</span></div>
-      ${savedLine(labelled)}
     </div>`;
   wireDetail(item);
 }
@@ -235,11 +235,14 @@ function fileRow(answer, names) {
 function kbRow(answer, item) {
   if (!kbTask()) return "";
   const result = stepResult(answer, kbTask()) || {};
-  const candidates = result.candidates || [];
   const saved = item.saved_kb_id;
+  const candidates = [...(result.candidates || [])];
+  if (saved && !candidates.some((c) => c.id === saved)) {  // an entry found by search: keep it in sight
+    candidates.unshift({id: saved, question: state.kbSeen[saved] || "", score: null});
+  }
   const list = candidates.map((c) => `<li class="${saved === c.id ? "saved" : ""}">
       <button class="choice ${result.kb_id === c.id ? "model" : ""} ${saved === c.id ? "saved" : ""}" data-kb="${esc(c.id)}">pick</button>
-      <span class="cq">${esc(c.question)}</span><span class="cid">${esc(c.id)} · ${Number(c.score).toFixed(2)}</span></li>`).join("");
+      <span class="cq">${esc(c.question)}</span><span class="cid">${esc(c.id)}${c.score === null ? "" : ` · ${Number(c.score).toFixed(2)}`}</span></li>`).join("");
   return `<div class="row"><span class="label">knowledge base</span>
       <button class="choice ${saved === "" ? "saved" : ""}" id="no-entry"><kbd>x</kbd>no entry</button>
       <input class="kb-search" id="kb-search" placeholder="Find another entry…" aria-label="Find a knowledge-base entry">
@@ -250,7 +253,9 @@ function kbRow(answer, item) {
 function savedLine(labelled) {
   const tasks = Object.keys(labelled);
   if (!tasks.length) return `<div class="saved-line none" id="saved-line">Nothing saved for this question yet.</div>`;
-  return `<div class="saved-line" id="saved-line">✓ Saved: ${tasks.map((t) => `${esc(t)} = <b>${esc(JSON.stringify(labelled[t]))}</b>`).join(" · ")}</div>`;
+  const shown = (value) => { const s = JSON.stringify(value); return s.length > 60 ? `${s.slice(0, 58)}…"` : s; };
+  return `<div class="saved-line" id="saved-line" title="${esc(tasks.map((t) => `${t} = ${JSON.stringify(labelled[t])}`).join("\n"))}">✓ Saved: ${
+    tasks.map((t) => `${esc(t)} = <b>${esc(shown(labelled[t]))}</b>`).join(" · ")}</div>`;
 }
 
 function wireDetail(item) {
@@ -275,6 +280,7 @@ function searchKb(q) {
   clearTimeout(searchTimer);
   searchTimer = setTimeout(async () => {
     const data = await api(`/api/kb?q=${encodeURIComponent(q)}&limit=8`);
+    for (const e of data.entries) state.kbSeen[e.id] = e.question;
     const saved = state.current.saved_kb_id;
     $("#candidates").innerHTML = data.entries.map((e) => `<li class="${saved === e.id ? "saved" : ""}">
       <button class="choice ${saved === e.id ? "saved" : ""}" data-kb="${esc(e.id)}">pick</button>
