@@ -178,3 +178,13 @@ def test_only_the_serving_user_can_read_what_was_captured(tmp_path):
     for path in [folder, *folder.rglob("*")]:
         mode = stat.S_IMODE(path.stat().st_mode)
         assert mode & 0o077 == 0, f"{path} is readable by others ({oct(mode)})"
+
+
+def test_what_a_script_captured_just_before_it_ended_is_written(tmp_path):
+    import subprocess
+    import sys
+
+    script = ("import sys\nfrom lora_router.capture import CaptureWriter\nw = CaptureWriter(sys.argv[1])\n"
+              "for i in range(500):\n    w.add({'question': f'q{i}', 'route': 'general', 'steps': []})\n")
+    subprocess.run([sys.executable, "-c", script, str(tmp_path)], check=True, timeout=60)
+    assert [r["question"] for r in CaptureStore(tmp_path).records()] == [f"q{i}" for i in range(500)]

@@ -11,6 +11,7 @@ in ``max_mb`` (each process may run over by the segment it is writing).
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import threading
@@ -160,6 +161,7 @@ class CaptureWriter:
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="lora-router-capture", daemon=True)
                 self._thread.start()
+                atexit.register(self.close)  # what a script asked just before it ends is written too
 
     def _run(self) -> None:
         while True:
