@@ -94,6 +94,7 @@ def test_train_hub_eval_ask_through_the_cli(run, tmp_path, tiny_base, scene_file
 
     asked = json.loads(run("ask", "数据清洗流程是什么？", "--base-model", tiny_base, "--hub", hub, "--json").stdout)
     assert asked["steps"][0]["task"] == "question_classifier"
+    assert asked["trace"]["steps"][0]["label"] == asked["steps"][0]["result"]["predicted_label"]
     one = json.loads(run("ask", "--task", "question_classifier", "数据清洗流程是什么？", "--base-model", tiny_base,
                          "--hub", hub, "--json").stdout)
     assert [s["task"] for s in one["steps"]] == ["question_classifier"]

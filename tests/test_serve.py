@@ -422,3 +422,40 @@ def test_the_key_can_come_from_a_file_that_nothing_shows(exported, tmp_path):
         s.stop()
     assert asked == [401, 200]
     assert "from-a-file" not in s.log() and "(ps)" not in s.log()
+
+
+def test_capture_with_two_workers_keeps_every_answer_and_its_feedback_and_survives_its_store_deleted(
+        exported, tmp_path):
+    from lora_router.capture import CaptureStore
+
+    store = tmp_path / "captures"
+    questions = chain_questions(30)
+    with Server("--onnx", str(exported.export), "--workers", "2", "--capture", str(store),
+                log_path=tmp_path / "server.log") as s, s.client() as c:
+        ids = []
+        for i, q in enumerate(questions[:20]):
+            r = c.post("/v1/ask", json={"question": q}, headers={"x-request-id": f"q-{i}"})
+            assert r.status_code == 200 and r.json()["request_id"] == f"q-{i}"
+            ids.append(f"q-{i}")
+        batch = c.post("/v1/ask", json={"questions": questions[20:]}, headers={"x-request-id": "batch"}).json()
+        ids += [a["request_id"] for a in batch]
+        assert ids[20:] == [f"batch/{i}" for i in range(10)]
+        # feedback may reach the other worker than the one that answered: readers merge the shards
+        wait_for(lambda: set(ids) <= {r["id"] for r in CaptureStore(store).records(feedback=False)}, timeout=30)
+        for i in range(0, 30, 3):
+            r = c.post("/v1/feedback", json={"request_id": ids[i], "verdict": "down", "route": "general",
+                                             "labels": {"question_classifier": "通用问题"}})
+            assert r.status_code == 201, r.text
+        assert c.post("/v1/feedback", json={"request_id": "q-0", "labels": {"question_classifier": "x"}}
+                      ).status_code == 422
+        records = {r["id"]: r for r in CaptureStore(store).records()}
+        shutil.rmtree(store)  # deleted while serving: no request fails, capture starts again
+        after = [c.post("/v1/ask", json={"question": q}, headers={"x-request-id": f"after-{i}"})
+                 for i, q in enumerate(questions[:6])]
+        assert [r.status_code for r in after] == [200] * 6
+        wait_for(lambda: len(list(CaptureStore(store).records())) == 6, timeout=30)
+    assert [records[i]["question"] for i in ids] == questions
+    assert [len(records[i]["feedback"]) for i in ids] == [1 if n % 3 == 0 else 0 for n in range(30)]
+    assert records["q-3"]["feedback"][0]["labels"] == {"question_classifier": "通用问题"}
+    steps = records["q-0"]["answer"]["trace"]["steps"]
+    assert {s["model"]["export"] for s in steps} == {exported.manifest["id"]}

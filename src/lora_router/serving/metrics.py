@@ -46,13 +46,18 @@ class ServiceMetrics:
             "lora_router_capture_dropped_total", "Answers the capture store lost, by reason: oldest (dropped to "
             "stay within --capture-max-mb), overload (queue full), error (the store could not be written)",
             ["reason"], registry=r)
+        self.capture_cpu = Counter("lora_router_capture_cpu_seconds_total",
+                                   "CPU seconds capture took: queueing each answer, encoding and writing it",
+                                   registry=r)
         self.feedback = Counter("lora_router_feedback_total", "Feedback stored, by verdict (none: no verdict)",
                                 ["verdict"], registry=r)
 
-    def count_capture(self, kind: str, n: int) -> None:
+    def count_capture(self, kind: str, n: float) -> None:
         """A ``CaptureWriter``'s count: lines captured, or dropped for a reason."""
         if kind == "captured":
             self.captured.inc(n)
+        elif kind == "cpu_seconds":
+            self.capture_cpu.inc(n)
         else:
             self.capture_dropped.labels(kind).inc(n)
 
