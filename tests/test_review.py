@@ -240,3 +240,19 @@ def test_the_console_asks_its_model_and_shows_what_is_saved_for_the_question(tmp
         assert answer["route"] == "task" and answer["file_names"] == ["sales_2024.csv"]
         assert answer["labelled"] == {"question_answer": ENTRY.answer} and answer["saved_kb_id"] == ENTRY.id
         assert client.get("/api/kb", params={"q": ENTRY.id}).json()["entries"][0]["id"] == ENTRY.id
+
+
+def test_review_label_saves_what_is_typed_at_the_prompts(tmp_path):
+    store = _store(tmp_path)
+    typed = "4\n2\nsales_2024.csv\n\n1\n\nq\n"  # weather: out_of_scope; the csv: task + its name; skip; answer, none
+    result = CliRunner().invoke(main, ["review", "label", "--capture", str(store)], input=typed)
+    assert result.exit_code == 0, result.output
+    labels = store / "labels"
+    assert (labels / "question_classifier.jsonl").read_text("utf-8").splitlines()[:2] == [
+        '{"instruction": "问题场景分类", "input": "今天天气怎么样", "output": "无关问题"}',
+        '{"instruction": "问题场景分类", "input": "帮我把sales_2024.csv导入到ODS层", "output": "数据平台相关问题"}']
+    assert (labels / "file_name_pick.jsonl").read_text("utf-8") == (
+        '{"instruction": "文件名称提取", "input": "帮我把sales_2024.csv导入到ODS层", "output": "sales_2024.csv"}\n')
+    assert '"output": ""' in (labels / "question_answer.jsonl").read_text("utf-8")
+    again = CliRunner().invoke(main, ["review", "label", "--capture", str(store)], input="q\n")
+    assert "今天天气怎么样" not in again.output, "labelled items are left out"

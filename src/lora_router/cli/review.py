@@ -50,6 +50,7 @@ def review_group(ctx, capture_dir, onnx, hub_dir, base_model, knowledge_base, th
     lora-router serve --onnx ./export --capture ./captured
     lora-router review --capture ./captured --onnx ./export     # then open http://127.0.0.1:8090
     lora-router review queue --capture ./captured               # the queue in the terminal
+    lora-router review label --capture ./captured               # the queue with plain prompts
     lora-router review export --capture ./captured --out ./labels
     """
     if ctx.invoked_subcommand is not None:
@@ -122,3 +123,57 @@ def export_cmd(capture_dir: Path, out_dir: Path, as_json: bool) -> None:
         return
     for task, n in counts.items():
         click.echo(f"{out_dir / (task + '.jsonl')}: {n} line(s)")
+
+
+@review_group.command("label")
+@click.option("--capture", "capture_dir", type=click.Path(file_okay=False, exists=True, path_type=Path),
+              required=True, help="The capture store; labels go to DIR/labels/.")
+@opt.kb(help="Pick entries from this knowledge base [default: the one shipped].")
+@click.option("--low-margin", default=0.2, show_default=True, type=click.FloatRange(0, 1))
+@click.option("--limit", default=20, show_default=True, type=click.IntRange(1), help="Items to go through.")
+def label_cmd(capture_dir: Path, knowledge_base: Path | None, low_margin: float, limit: int) -> None:
+    """Work through the queue with plain prompts (no browser): the route, then file names or the entry.
+
+    Each answer is saved at once in DIR/labels/, as the console saves it.
+    Enter skips an item, q stops. Items already labelled are left out.
+    """
+    from ..capture import CaptureStore
+    from ..data.bundled import bundled_knowledge_base
+    from ..errors import InputError
+    from ..kb.file import read_knowledge_base
+    from ..review import Correction, LabelsWriter, Teacher, review_queue
+
+    teacher = Teacher(knowledge_base=read_knowledge_base(knowledge_base or bundled_knowledge_base()))
+    writer = LabelsWriter(capture_dir)
+    done = writer.labelled()
+    items = [i for i in review_queue(CaptureStore(capture_dir).records(), low_margin=low_margin)
+             if i.question not in done][:limit]
+    routes = teacher.routes()
+    menu = ", ".join(f"{n} {r}" for n, r in enumerate(routes, start=1))
+    for n, item in enumerate(items, start=1):
+        click.secho(f"\n[{n}/{len(items)}] {item.question}", bold=True)
+        click.echo(f"  the chain said {item.answer.get('route')}; " + "; ".join(r.detail for r in item.reasons))
+        choice = click.prompt(f"  route ({menu}; Enter skips, q stops)", default="", show_default=False).strip()
+        if choice == "q":
+            break
+        if not choice.isdigit() or not 1 <= int(choice) <= len(routes):
+            continue
+        fields: dict = {"route": routes[int(choice) - 1]}
+        if fields["route"] == "task":
+            names = click.prompt("  file names as written, comma-separated (Enter: none)", default="",
+                                 show_default=False)
+            fields["file_names"] = [x.strip() for x in names.split(",") if x.strip()]
+        elif fields["route"] == "answer":
+            candidates = [c["id"] for s in item.answer.get("steps", []) for c in s["result"].get("candidates", [])]
+            entry = click.prompt("  entry id" + (f" ({', '.join(candidates[:5])})" if candidates else "")
+                                 + " (Enter: no entry)", default="", show_default=False).strip()
+            if entry:
+                fields["kb_id"] = entry
+            else:
+                fields["no_entry"] = True
+        try:
+            saved = writer.save(teacher.lines(Correction(item.question, **fields)))
+        except InputError as exc:
+            click.secho(f"  not saved: {exc}", fg="red")
+            continue
+        click.secho("  saved: " + ", ".join(f"{t} ({s})" for t, s in saved.items()), fg="green")
