@@ -168,3 +168,12 @@ def test_the_chain_of_two_identical_hubs_compares_equal(trained_hub, tiny_base, 
     report = json.loads(result.stdout)
     assert report["task"] == "chain" and report["headline"] == "end_to_end_accuracy" and report["n"] > 0
     assert report["mcnemar"]["right_to_wrong"] == report["mcnemar"]["wrong_to_right"] == 0
+
+
+def test_an_export_compares_with_itself_on_answers_and_file_names(exported, file_file):
+    for task, data in (("question_answer", exported.root / "qa.jsonl"), ("file_name_pick", file_file)):
+        result = _compare("--task", task, "--data", data, "--compare", exported.export, exported.export, "--json")
+        assert result.exit_code == 0, result.output
+        report = json.loads(result.stdout)
+        assert report["verdict"] == SAME and report["headline"] in ("answer_accuracy", "exact_match")
+        assert all(m["difference"] in (0, None) for m in report["metrics"])

@@ -75,7 +75,8 @@ def test_a_correction_of_a_bundled_line_is_a_conflict(tmp_path):
 
 def test_a_file_with_no_line_of_the_task_is_an_error_naming_it(tmp_path):
     other = tmp_path / "files.jsonl"
-    other.write_text(json.dumps({"instruction": "文件名称提取", "input": "导入a.csv", "output": "a.csv"}) + "\n", "utf-8")
+    row = {"instruction": "文件名称提取", "input": "导入a.csv", "output": "a.csv"}
+    other.write_text(json.dumps(row, ensure_ascii=False) + "\n", "utf-8")
     with pytest.raises(DataError, match="files.jsonl"):
         merge_data([BUNDLED, other], SPEC)
 

@@ -67,7 +67,7 @@ class TorchPeftBackend:
             self.encoders[name] = TextEncoder.for_adapter(tokenizer, manifest.max_length, manifest.encoding)
         self.model = (model if model is not None else base).to(self.device).eval()
         self.tokenizer = tokenizer
-        self.source = f"hub {self.hub.root}"
+        self.source = f"hub {self.hub.location}"  # with the version selector it was opened at
         self._lock = threading.RLock()
         self._active: str | None = None
         logger.info("torch backend: base %s, tasks %s", self.base_model, ", ".join(self.specs) or "none")

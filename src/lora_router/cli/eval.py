@@ -119,7 +119,8 @@ def _compare(sides: tuple[str, str], task: str | None, chain_file: str | None, d
             raise DataError(str(data), [(0, f"no records with instruction {spec.instruction!r}")])
         report = compare_task(old, new, task, records, alpha=alpha)
         where = str(data) if data else "the bundled test split"
-    report = {"old": sides[0], "new": sides[1], "data": where, **report}
+    report = {"old": sides[0], "new": sides[1], "old_router": old.source, "new_router": new.source, "data": where,
+              **report}
     if as_json:
         dump(report)
     else:
