@@ -100,3 +100,20 @@ def test_remove_deletes_every_version(tmp_path):
     assert hub.tasks() == [] and hub.versions(TASK) == []
     hub.save(TASK, _writer("again"))
     assert hub.manifest(TASK).version == 1
+
+
+def test_hub_versions_lists_each_version_with_the_hub_string_that_loads_it(tmp_path):
+    from click.testing import CliRunner
+
+    from lora_router.cli import main
+
+    hub = AdapterHub(tmp_path / "hub")
+    hub.save(TASK, _writer("first", data={"files": [{"file": "bundled", "lines": 5, "used": 5, "sha256": "x"}]}))
+    hub.save(TASK, _writer("second"))
+    result = CliRunner().invoke(main, ["hub", "versions", TASK, "--hub", str(hub.root), "--json"],
+                                catch_exceptions=False)
+    rows = json.loads(result.stdout)
+    assert [(r["version"], r["hub"]) for r in rows] == [(1, f"{hub.root}@{TASK}=v1"), (2, f"{hub.root}@{TASK}=v2")]
+    assert rows[0]["data"] == [{"file": "bundled", "lines": 5, "used": 5, "sha256": "x"}]
+    listed = CliRunner().invoke(main, ["hub", "list", "--hub", f"{hub.root}@v1", "--json"], catch_exceptions=False)
+    assert json.loads(listed.stdout)[0]["version"] == 1  # --hub takes the selector like every command
