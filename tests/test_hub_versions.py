@@ -61,6 +61,8 @@ def test_a_version_the_hub_does_not_have_is_named_with_those_it_has(tmp_path):
     hub.save(TASK, _writer("second"))
     with pytest.raises(AdapterNotFoundError, match=r"no version 7 .*it has: v1, v2"):
         AdapterHub(f"{hub.root}@{TASK}=v7").manifest(TASK)
+    with pytest.raises(AdapterNotFoundError, match=r"names question_clasifier, which hub .*it has: question_class"):
+        AdapterHub(f"{hub.root}@question_clasifier=v1")  # misspelt: never the newest in silence
 
 
 def test_a_folder_whose_name_holds_an_at_sign_is_still_a_folder(tmp_path):

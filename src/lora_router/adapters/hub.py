@@ -74,6 +74,10 @@ class AdapterHub:
         self.root, pinned = parse_hub(root) if root is not None else (default_hub(), {})
         self.pinned: dict[str, int] = {**pinned, **(versions or {})}
         self._recover()
+        unknown = sorted(t for t in self.pinned if t != ALL_TASKS and t not in self.tasks())
+        if unknown and self.root.is_dir():  # a misspelt task would silently load the newest adapter
+            raise AdapterNotFoundError(f"version selector names {', '.join(unknown)}, which hub {self.root} has no "
+                                       f"adapter for (it has: {', '.join(self.tasks()) or 'none'})")
 
     def __repr__(self) -> str:
         return f"AdapterHub({self.location!r})"
