@@ -69,7 +69,7 @@ class TorchPeftBackend:
             self.encoders[name] = TextEncoder.for_adapter(tokenizer, manifest.max_length, manifest.encoding)
         self.model = (model if model is not None else base).to(self.device).eval()
         self.tokenizer = tokenizer
-        self.source = f"hub {self.hub.root}"
+        self.source = f"hub {self.hub.location}"  # with the version selector it was opened at
         # From a hub there is no export: an adapter is named by its content hash and its version in the hub.
         self.identities = {name: {"task": name, "adapter": self.hub.adapter_sha256(name)[:ID_CHARS], "export": None,
                                   "version": _hub_version(manifest)} for name, manifest in self.manifests.items()}
