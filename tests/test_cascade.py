@@ -206,6 +206,10 @@ def test_with_the_cascade_the_ngram_model_decides_the_steps_it_is_sure_of_and_th
 
     assert [steps(a) for a in cascaded] == [steps(a) for a in speculated]  # one call or step by step: same answers
     assert [a["route"] for a in cascaded] == [a["route"] for a in speculated]
+    for answer in cascaded:  # the trace names the model that decided each classification step
+        assert [t["model"].get("decided_by") for t in answer["trace"]["steps"]] == \
+            [s["result"].get("decided_by") for s in answer["steps"]]
+    assert all("decided_by" not in t["model"] for a in adapters for t in a["trace"]["steps"])
     decided = {"ngram": 0, "adapter": 0}
     for answer, alone in zip(cascaded, adapters):
         for step, adapter_step in zip(answer["steps"], alone["steps"]):
@@ -263,5 +267,7 @@ def test_ask_and_the_service_apply_the_cascade(exported, tmp_path_factory):
             await service.stop()
 
     served = asyncio.run(serve())
-    assert [[s["result"] for s in a["steps"]] for a in served] == \
-        [[s["result"] for s in a["steps"]] for a in router.ask_batch(questions)]
+    asked = router.ask_batch(questions)
+    assert [[s["result"] for s in a["steps"]] for a in served] == [[s["result"] for s in a["steps"]] for a in asked]
+    assert [[t["model"] for t in a["trace"]["steps"]] for a in served] == \
+        [[t["model"] for t in a["trace"]["steps"]] for a in asked]

@@ -70,6 +70,17 @@ class DeviceError(LoraRouterError):
     """A device (such as cuda) that was asked for but is not available."""
 
 
+class CaptureError(LoraRouterError):
+    """A capture store that cannot be read or written (feedback cannot be saved)."""
+
+
+class UnknownCaptureError(LoraRouterError, KeyError):
+    """An id that no captured answer in the store has (feedback on an answer never captured)."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
 def require(module: str, extra: str = "train"):
     """Import an optional dependency or say which extra installs it."""
     import importlib

@@ -15,6 +15,7 @@ safetensors are read or written. No torch here.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -29,11 +30,24 @@ from .manifest import TaskManifest
 HUB_ENV = "LORA_ROUTER_HUB"
 TASK_FILE = "task.json"
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors", "head.safetensors", TASK_FILE)
+WEIGHT_FILES = ADAPTER_FILES[:3]  # what the adapter's content hash covers: what it computes with
 
 
 def default_hub() -> Path:
     """``$LORA_ROUTER_HUB``, else ``~/.lora-router/hub``."""
     return Path(os.environ.get(HUB_ENV) or Path.home() / ".lora-router" / "hub")
+
+
+def adapter_sha256(folder: str | Path) -> str:
+    """The content hash of an adapter folder's weights, LoRA config and head: the same adapter, the same hash,
+    wherever it is copied (a hub, an export's task.json)."""
+    h = hashlib.sha256()
+    for name in WEIGHT_FILES:
+        h.update(name.encode() + b"\0")
+        with open(Path(folder) / name, "rb") as fh:
+            while block := fh.read(1 << 22):
+                h.update(block)
+    return h.hexdigest()
 
 
 class AdapterHub:
@@ -76,6 +90,10 @@ class AdapterHub:
         except (OSError, json.JSONDecodeError) as exc:
             raise LoraRouterError(f"{path} is damaged: {exc}") from None
         return TaskManifest.from_dict(data, str(path))
+
+    def adapter_sha256(self, task: str) -> str:
+        """The adapter's content hash, as its task.json records it (computed for adapters saved before)."""
+        return self.manifest(task).adapter_sha256 or adapter_sha256(self.task_dir(task))
 
     def spec(self, task: str) -> TaskSpec:
         return self.manifest(task).task
@@ -141,3 +159,4 @@ class AdapterHub:
                 shutil.rmtree(p, ignore_errors=True)
         for p in self.root.glob(".tmp-*"):
             shutil.rmtree(p, ignore_errors=True)
+

@@ -39,6 +39,7 @@ class TaskManifest:
     knowledge_base: dict[str, Any] | None = None  # question_answer: the file and the answer settings
     calibration: dict[str, Any] | None = None  # classification: the fitted temperature and ECE
     baseline: dict[str, Any] | None = None
+    adapter_sha256: str | None = None  # of the adapter's weights, config and head: which adapter decided
     format: int = TASK_FORMAT
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -96,4 +97,4 @@ class TaskManifest:
 
 
 # Written only when they hold something (an adapter of another kind has none).
-_OPTIONAL = ("encoding", "knowledge_base", "calibration", "baseline")
+_OPTIONAL = ("encoding", "knowledge_base", "calibration", "baseline", "adapter_sha256")

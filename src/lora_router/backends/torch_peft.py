@@ -17,10 +17,12 @@ from pathlib import Path
 import numpy as np
 
 from ..adapters import AdapterHub, TaskManifest
+from ..capture import CaptureWriter
 from ..config import TaskSpec
 from ..core.chain import Chain
 from ..core.options import PredictorOptions
 from ..core.predictor import TaskPredictor, backend_attribute, split_options
+from ..core.trace import ID_CHARS
 from ..encoding import Encoded, TextEncoder
 from ..errors import require
 from ..modeling.base import DEFAULT_BASE_MODEL
@@ -68,6 +70,9 @@ class TorchPeftBackend:
         self.model = (model if model is not None else base).to(self.device).eval()
         self.tokenizer = tokenizer
         self.source = f"hub {self.hub.root}"
+        # From a hub there is no export: an adapter is named by its content hash and the time it was trained.
+        self.identities = {name: {"task": name, "adapter": self.hub.adapter_sha256(name)[:ID_CHARS], "export": None,
+                                  "version": manifest.created or None} for name, manifest in self.manifests.items()}
         self._lock = threading.RLock()
         self._active: str | None = None
         logger.info("torch backend: base %s, tasks %s", self.base_model, ", ".join(self.specs) or "none")
@@ -106,12 +111,15 @@ class Router(TaskPredictor):
 
     Options: a ``PredictorOptions`` as ``options=`` or field by field
     (``tasks``, ``chain`` (also a ``Chain``), ``thresholds``, ``knowledge_base``, ``device``).
+    ``capture``: a folder (or a ``CaptureWriter``) that keeps every answer ``ask`` gives.
     """
 
     def __init__(self, base_model: str = DEFAULT_BASE_MODEL, hub: str | Path | AdapterHub | None = None, *,
-                 options: PredictorOptions | None = None, chain: Chain | str | Path | None = None, **fields):
+                 options: PredictorOptions | None = None, chain: Chain | str | Path | None = None,
+                 capture: str | Path | CaptureWriter | None = None, **fields):
         options, chain_object = split_options(options, chain, fields)
-        super().__init__(TorchPeftBackend(base_model, hub, options), options, chain=chain_object)
+        super().__init__(TorchPeftBackend(base_model, hub, options), options, chain=chain_object,
+                         capture=CaptureWriter.of(capture))
 
     def set_adapter(self, task: str) -> None:
         """Make ``task``'s adapter the active one (what every ``predict`` does)."""

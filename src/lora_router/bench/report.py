@@ -150,6 +150,13 @@ def serve_markdown(results: dict) -> str:
     lines += [f"In process (`{ip['layout']}` {ip['precision']}): `OnnxRouter.ask` p50 {ip['ask']['p50_ms']:.1f} ms "
               f"({ip['ask']['requests_per_s']:.1f} questions/s one at a time); `ask_batch` of 32: "
               f"{ip['ask_batch_32']['questions_per_s']:.1f} questions/s.", ""]
+    if "capture" in results:
+        c = results["capture"]
+        lines += [f"Capture (`--capture DIR`): the service without and with it side by side, {c['clients']} "
+                  f"clients, {c['rounds']} interleaved rounds of {c['requests_per_round']} requests: median "
+                  f"{c['median_requests_per_s']['plain']:.1f} against {c['median_requests_per_s']['capture']:.1f} "
+                  f"req/s, a cost of {100 * c['throughput_cost']:.1f}% ({c['captured']} answers captured, "
+                  f"{c['store_mb']} MB).", ""]
     return "\n".join(lines + _ratio_lines(results)) + "\n"
 
 

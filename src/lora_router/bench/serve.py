@@ -5,8 +5,10 @@ tasks with one ``httpx.AsyncClient`` in this process, so on a small machine
 they share the cores with the server (reported, not hidden). In-process
 ``OnnxRouter.ask`` is the ceiling: ``ask`` one question at a time (what HTTP
 adds at one client) and ``ask_batch`` of 32 (what batching could reach).
-Every question runs the whole 3-step chain (``fixture.bench_chain``). The
-Ray suite (``bench.ray``) drives its services with the same helpers.
+Every question runs the whole 3-step chain (``fixture.bench_chain``). What
+``--capture`` costs is measured apart: the service with and without it side by
+side, at the top client count, in interleaved rounds. The Ray suite
+(``bench.ray``) drives its services with the same helpers.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ logger = logging.getLogger(__name__)
 
 CLIENTS = (1, 8, 32)
 MODES = {"batching": [], "no_batching": ["--max-batch-requests", "1"]}
+CAPTURE_ROUNDS = 4  # interleaved rounds of the capture comparison: these machines drift by 10% and more
 
 
 def run_serve_bench(out_dir: str | Path, *, size: str = "base", export_dir: str | Path | None = None,
@@ -50,6 +53,9 @@ def run_serve_bench(out_dir: str | Path, *, size: str = "base", export_dir: str 
         results["modes"][mode] = _measure_server(export_dir, chain_file, extra, questions, clients, requests,
                                                  work / f"{mode}.log")
         logger.info("serve bench: %s done", mode)
+    top = max(clients)
+    results["capture"] = _measure_capture(export_dir, chain_file, questions, top, max(requests, 25 * top), work)
+    logger.info("serve bench: capture done")
     results.update(in_process=_measure_in_process(export_dir, chain_file, questions, requests),
                    load_average_after=os.getloadavg(), environment=machine())
     results["ratios"] = _ratios(results, clients)
@@ -90,6 +96,34 @@ def _measure_server(export_dir: Path, chain: Path, extra: list[str], questions: 
     with serving(export_dir, chain, free_port(), log_path, extra) as url:
         warm_up(url, questions)
         return {str(n): level(n, *run_load(url, questions, n, max(requests, 25 * n))) for n in clients}
+
+
+def _measure_capture(export_dir: Path, chain: Path, questions: list[str], clients: int, requests: int,
+                     work: Path, rounds: int = CAPTURE_ROUNDS) -> dict:
+    """Requests/s of the service without and with ``--capture``, run side by side in interleaved rounds."""
+    from statistics import median
+
+    store = work / "captures"
+    rates: dict[str, list[float]] = {"plain": [], "capture": []}
+    with serving(export_dir, chain, free_port(), work / "plain.log") as plain, \
+            serving(export_dir, chain, free_port(), work / "capture.log", ["--capture", str(store)]) as capturing:
+        urls = {"plain": plain, "capture": capturing}
+        for url in urls.values():
+            warm_up(url, questions)
+        for r in range(rounds):
+            for name in (("plain", "capture") if r % 2 == 0 else ("capture", "plain")):
+                latencies, wall, errors = run_load(urls[name], questions, clients, requests)
+                if errors:
+                    raise RuntimeError(f"{errors} requests failed in the capture comparison ({name})")
+                rates[name].append(round(len(latencies) / wall, 2))
+    from ..capture import CaptureStore
+
+    plain_rate, capture_rate = median(rates["plain"]), median(rates["capture"])
+    return {"clients": clients, "requests_per_round": requests, "rounds": rounds,
+            "requests_per_s": rates, "median_requests_per_s": {"plain": plain_rate, "capture": capture_rate},
+            "throughput_cost": round(1 - capture_rate / plain_rate, 4),
+            "captured": len(CaptureStore(store)),
+            "store_mb": round(sum(p.stat().st_size for p in store.rglob("*.jsonl")) / 2**20, 2)}
 
 
 def wait_ready(url: str, timeout: float = 600, alive=lambda: True, died=lambda: "the service exited") -> None:
@@ -180,4 +214,7 @@ def _ratios(results: dict, clients) -> dict:
         modes["batching"][top]["requests_per_s"] / modes["no_batching"][top]["requests_per_s"], 2)}
     for mode, suffix in (("batching", ""), ("no_batching", "_no_batching")) if "1" in modes["batching"] else ():
         out[f"http_p50_minus_in_process_ask_p50_ms_at_1_client{suffix}"] = round(modes[mode]["1"]["p50_ms"] - alone, 3)
+    if "capture" in results:
+        out[f"capture_throughput_cost_at_{results['capture']['clients']}_clients"] = \
+            results["capture"]["throughput_cost"]
     return out

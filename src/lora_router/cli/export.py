@@ -31,12 +31,14 @@ from ._output import dump, print_cascade, print_parity
 @click.option("--cascade-max-drop", default=0.5, show_default=True, type=click.FloatRange(0, 100), metavar="POINTS",
               help="How far the cascade may score a step's held-out accuracy below the better of the n-gram model "
                    "and the adapter alone (percentage points).")
+@click.option("--export-version", "version", default=None, metavar="NAME",
+              help="The version this export is, named in every answer's trace [default: the time of export].")
 @opt.base_model
 @opt.hub
 @opt.quiet
 @opt.json
 def export_cmd(out, tasks, quantize, layout, no_parity, knowledge_base, thresholds, int8_max_drop, cascade,
-               cascade_max_drop, base_model, hub, quiet, as_json) -> None:
+               cascade_max_drop, version, base_model, hub, quiet, as_json) -> None:
     """Merge each adapter into the base and write ONNX models that run without PyTorch.
 
     Each model is checked against the PyTorch router on the task's held-out
@@ -61,7 +63,8 @@ def export_cmd(out, tasks, quantize, layout, no_parity, knowledge_base, threshol
     manifest = export_hub(base_model, AdapterHub(hub), out, tasks=tasks.split(",") if tasks else None,
                           quantize=quantize, layout=layout, parity=not no_parity, progress=not quiet and not as_json,
                           knowledge_base=knowledge_base, thresholds=opt.parse_thresholds(thresholds) or None,
-                          int8_max_drop=int8_max_drop, cascade=cascade, cascade_max_drop=cascade_max_drop)
+                          int8_max_drop=int8_max_drop, cascade=cascade, cascade_max_drop=cascade_max_drop,
+                          version=version)
     if as_json:
         dump(manifest.to_dict())
         return

@@ -6,6 +6,7 @@ from pathlib import Path
 import click
 from click.core import ParameterSource
 
+from ..capture.writer import MIN_MAX_MB
 from ..errors import require
 from ..serving import ModelSource
 from ..serving.host import configure_logging, serve
@@ -35,7 +36,10 @@ AT_LEAST_1 = {"type": click.IntRange(1)}
                    max_client_batch=AT_LEAST_1, max_question_chars=AT_LEAST_1,
                    api_key={"envvar": API_KEY_ENV, "show_envvar": True}, api_key_file={"type": opt.FILE},
                    cors_origins={"flag": "--cors-origin", "metavar": "ORIGIN"},
-                   log_format={"type": click.Choice(LOG_FORMATS)}, otel={"is_flag": True})
+                   log_format={"type": click.Choice(LOG_FORMATS)},
+                   capture={"type": click.Path(file_okay=False), "metavar": "DIR"},
+                   capture_max_mb={"type": click.FloatRange(min=MIN_MAX_MB), "metavar": "MB"},
+                   otel={"is_flag": True})
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info",
               show_default=True)
 @click.option("--engine", type=click.Choice(["uvicorn", "ray"]), default="uvicorn", show_default=True,
@@ -59,7 +63,7 @@ AT_LEAST_1 = {"type": click.IntRange(1)}
               help="[ray] Upload --exports-root with the job (at most 512 MiB zipped) instead of reading it from "
                    "a path every node shares.")
 def serve_cmd(onnx, hub_dir, base_model, host, port, workers, log_level, engine, **params) -> None:
-    """Serve the chain over HTTP: POST /v1/ask, /v1/tasks/TASK/predict, /metrics, /docs.
+    """Serve the chain over HTTP: POST /v1/ask, /v1/feedback, /v1/tasks/TASK/predict, /metrics, /docs.
 
     Needs the serve extra: pip install "lora-router[serve]". Concurrent
     requests are batched per chain step. SIGTERM stops after answering what
@@ -71,6 +75,7 @@ def serve_cmd(onnx, hub_dir, base_model, host, port, workers, log_level, engine,
     curl -s localhost:8080/v1/ask -d '{"question": "帮我把sales_2024.csv导入到ODS层"}'
     curl -s localhost:8080/v1/tasks/question_classifier/predict -d '{"inputs": "数据清洗流程是什么？"}'
     lora-router serve --hub ./hub --base-model ./base --port 9000 --log-format json
+    lora-router serve --onnx ./export --capture ./captures --capture-max-mb 2048
     OTEL_EXPORTER_OTLP_ENDPOINT=http://collector:4318 lora-router serve --onnx ./export --otel
     lora-router serve --engine ray --onnx ./export --replicas 2
     lora-router serve --engine ray --address auto --exports-root /mnt/exports --default-export team-a

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import threading
 import time
+import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -32,6 +33,7 @@ from .cascade import ADAPTER, NGRAM, CascadeStep
 from .chain import ROUTE_PREFIX, Chain, apply_step, new_answer, run_chain
 from .options import PredictorOptions
 from .results import ChainAnswer, TaskResult, classification_result, extraction_result
+from .trace import DecisionTrace, ModelIdentity, decision_trace, unknown_model
 
 # Inputs of one forward pass; bounds memory on long batches (128 tokens x 64 x bert-base: ~25 MB per layer).
 BATCH_SIZE = 64
@@ -49,8 +51,11 @@ class TaskPredictor:
     >>> predictor.ask("帮我把sales_2024.csv导入到ODS层")["route"]
     """
 
-    def __init__(self, backend: Backend, options: PredictorOptions | None = None, *, chain: Chain | None = None):
+    def __init__(self, backend: Backend, options: PredictorOptions | None = None, *, chain: Chain | None = None,
+                 capture=None):
         self.backend = backend
+        # Anything with add(answer, id=...): a capture.CaptureWriter keeps every answer ask gives, with its trace.
+        self.capture = capture
         self.options = options or PredictorOptions()
         self.chain = chain if chain is not None else Chain.load(self.options.chain or backend.chain_path)
         if self.options.thresholds:
@@ -201,6 +206,17 @@ class TaskPredictor:
                 self._answerers[task] = self.backend.answerer(task, self.knowledge_base)
             return self._answerers[task]
 
+    # ------------------------------------------------------------ the decision trace
+    def model_identity(self, task: str) -> ModelIdentity:
+        """The model that answers ``task``: its adapter's content hash, the export's id and version."""
+        return getattr(self.backend, "identities", {}).get(task) or unknown_model(task)
+
+    def trace(self, answer: ChainAnswer) -> DecisionTrace:
+        """The decision trace of an answer of this predictor's chain (see ``core.trace``)."""
+        with self._answerers_lock:  # the knowledge-base step is held to its answerer's threshold
+            thresholds = {task: a.settings.threshold for task, a in self._answerers.items()}
+        return decision_trace(answer, self.chain, self.model_identity, thresholds)
+
     # ------------------------------------------------------------ the chain
     def ask(self, text: str) -> ChainAnswer:
         """Run the chain on one question: every step, the route, file names, the answer."""
@@ -213,7 +229,15 @@ class TaskPredictor:
 
     def ask_batch(self, texts: Sequence[str]) -> list[ChainAnswer]:
         """Run the chain on many questions, batching each step across them (or in one call, with ``speculate``)."""
-        texts = [check_text(t) for t in texts]
+        outs = self._run_chain([check_text(t) for t in texts])
+        for out in outs:
+            out["trace"] = self.trace(out)
+            if self.capture is not None:
+                out["request_id"] = capture_id = uuid.uuid4().hex
+                self.capture.add(out, id=capture_id)
+        return outs
+
+    def _run_chain(self, texts: list[str]) -> list[ChainAnswer]:
         tasks = self.speculated_tasks() if self.speculate else []
         if not tasks:
             return run_chain(self.chain, texts, self.predict_batch, set(self.specs))

@@ -54,6 +54,7 @@ def export_hub(
     int8_max_drop: float = 1.0,
     cascade: bool = False,
     cascade_max_drop: float = 0.5,
+    version: str | None = None,
 ) -> ExportManifest:
     """Export the hub's adapters (all, or ``tasks``) on ``base_model`` to ``out_dir``; return the manifest.
 
@@ -73,6 +74,8 @@ def export_hub(
     ``parity_records``) so the step's accuracy stays within
     ``cascade_max_drop`` points of the better of the n-gram model and the
     adapter alone.
+    The manifest gets a new ``id`` and the ``version`` given (default: the time
+    of export); every answer's trace names both.
     """
     if quantize not in QUANTIZE:
         raise ExportError(f"quantize {quantize!r} is not valid; valid: {', '.join(QUANTIZE)}")
@@ -100,7 +103,7 @@ def export_hub(
     tmp.mkdir()
     try:
         job = _Export(base_model, hub, tmp, names, task_manifests, layouts, precisions, knowledge_base, opset, progress)
-        manifest = job.write(run_chain)
+        manifest = job.write(run_chain, version)
         if cascade:
             from .cascade import write_cascade
 
@@ -174,7 +177,7 @@ class _Export:
         self.mutable: list[str] = []
 
     # ------------------------------------------------------------ models
-    def write(self, chain: Chain) -> ExportManifest:
+    def write(self, chain: Chain, version: str | None = None) -> ExportManifest:
         from ..modeling.base import fingerprint, is_random, load_base
         from ..progress import progress
         from .merged import export_onnx, load_adapter, merged_model, optimum_task
@@ -222,8 +225,11 @@ class _Export:
                 else:
                     one_call[lay] = self._write_one_call(lay, base, loras, tasks_info, target)
                 bar.update(1)
+        created = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         manifest = ExportManifest(
-            created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            id=uuid.uuid4().hex[:12],
+            version=version or created,
+            created=created,
             base_model={"name": self.base_model, "fingerprint": base_fp, "hidden_size": base.config.hidden_size,
                         "random": is_random(base.config)},
             opset=_opset(self.root, tasks_info, shared or next(iter(one_call.values()), None)),
@@ -249,6 +255,7 @@ class _Export:
         from .merged import head_labels
 
         manifest = TaskManifest.from_dict(self.task_manifests[t].to_dict())  # a copy: the export's own
+        manifest.adapter_sha256 = manifest.adapter_sha256 or self.hub.adapter_sha256(t)  # names it in traces
         info = {"spec": spec.to_dict(), "kind": spec.kind, "labels": list(spec.labels),
                 "head_labels": head_labels(spec), "instruction": spec.instruction,
                 "max_length": manifest.max_length, "encoding": encoding_of(manifest.encoding),

@@ -1,6 +1,6 @@
 """The HTTP API (FastAPI): validate, ask the service, answer in one JSON shape.
 
-Endpoints (OpenAPI at ``/docs``): ``POST /v1/ask``, ``POST /v1/tasks/{task}/predict``
+Endpoints (OpenAPI at ``/docs``): ``POST /v1/ask``, ``POST /v1/feedback``, ``POST /v1/tasks/{task}/predict``
 (TEI's ``/predict`` shape for classification tasks), ``GET /v1/tasks``,
 ``GET /info``, ``GET /health``, ``GET /ready``, ``GET /metrics``. Every error is
 ``{"error", "error_type"}`` with a status a client can act on: 401, 404, 413,
@@ -25,10 +25,10 @@ from .. import __version__
 from ..backends.source import ModelSource
 from ..config import SEQUENCE_CLASSIFICATION
 from ..encoding import encoding_problem
-from ..errors import InputError
+from ..errors import CaptureError, InputError, UnknownCaptureError
 from .metrics import ServiceMetrics
 from .middleware import Gatekeeper
-from .schemas import AskRequest, PredictRequest
+from .schemas import AskRequest, FeedbackRequest, PredictRequest
 from .service import NotReadyError, PayloadTooLargeError, Service, UnknownServedTaskError
 from .settings import ServeSettings
 from .tracing import RequestTracing, tracing_for
@@ -83,11 +83,14 @@ def create_app(source: ModelSource | None = None, settings: ServeSettings | None
 
     @app.post("/v1/ask", tags=["chain"], summary="Run the chain on one question or several")
     async def ask(body: AskRequest, request: Request) -> Response:
-        """The same JSON as `lora-router ask --json`: steps, route, file names, answer.
+        """The same JSON as `lora-router ask --json`: steps, route, file names, answer, and the decision
+        trace; `request_id` names the answer for `POST /v1/feedback` (in a batch: REQUEST_ID/INDEX).
         A list of those for `questions`. Concurrent requests are batched per chain step."""
         texts, field = body.texts()
         _check_texts(texts, field, settings)
-        answers = await (await resolve(request)).ask(texts)
+        request_id = request.scope["state"]["request_id"]
+        ids = [request_id] if field == "question" else [f"{request_id}/{i}" for i in range(len(texts))]
+        answers = await (await resolve(request)).ask(texts, ids)
         request.state.chain_routes = [a["route"] or "none" for a in answers]
         return JSONResponse(answers[0] if field == "question" else answers)
 
@@ -110,6 +113,15 @@ def create_app(source: ModelSource | None = None, settings: ServeSettings | None
         # The Hugging Face inference clients (who send `parameters`) read a single input's scores as [[...]].
         hf_client = kind == SEQUENCE_CLASSIFICATION and body.parameters is not None
         return JSONResponse(shaped if many or hf_client else shaped[0], headers=headers)
+
+    @app.post("/v1/feedback", tags=["chain"], status_code=201, summary="Say what was right or wrong in an answer")
+    async def feedback(body: FeedbackRequest, request: Request) -> Response:
+        """Stored beside the captured answer (the service must run with `--capture DIR`): thumbs up or down,
+        the right route, labels, file names or knowledge-base entry, a comment. 404 for a `request_id` no
+        captured answer has, 422 for a label not in its task or a file name not in the question."""
+        fields = body.model_dump(exclude={"request_id"})
+        line = await (await resolve(request)).feedback(body.request_id, **fields)
+        return JSONResponse({"status": "stored", "feedback": line}, status_code=201)
 
     @app.get("/v1/tasks", tags=["info"], summary="Tasks, labels, the chain and its thresholds, parity figures")
     async def tasks(request: Request) -> Response:
@@ -220,6 +232,14 @@ def _add_error_handlers(app: FastAPI, settings: ServeSettings) -> None:
     async def unknown_task(request: Request, exc: UnknownServedTaskError):
         return _error(404, str(exc), "not_found", tasks=exc.tasks)
 
+    @app.exception_handler(UnknownCaptureError)
+    async def unknown_capture(request: Request, exc: UnknownCaptureError):
+        return _error(404, str(exc), "not_found")
+
+    @app.exception_handler(CaptureError)
+    async def capture_failed(request: Request, exc: CaptureError):
+        return _error(503, str(exc), "unavailable", headers={"retry-after": str(settings.retry_after_s)})
+
     @app.exception_handler(NotReadyError)
     async def not_ready(request: Request, exc: NotReadyError):
         return _error(503, str(exc), "unavailable", headers={"retry-after": str(settings.retry_after_s)})
@@ -228,8 +248,8 @@ def _add_error_handlers(app: FastAPI, settings: ServeSettings) -> None:
     async def http_error(request: Request, exc: StarletteHTTPException):
         kind = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http")
         message = exc.detail if exc.status_code != 404 else (
-            f"no endpoint {request.url.path}; see /docs (POST /v1/ask, POST /v1/tasks/{{task}}/predict, "
-            "GET /v1/tasks, /info, /health, /ready, /metrics)")
+            f"no endpoint {request.url.path}; see /docs (POST /v1/ask, POST /v1/feedback, "
+            "POST /v1/tasks/{task}/predict, GET /v1/tasks, /info, /health, /ready, /metrics)")
         return _error(exc.status_code, str(message), kind, headers=getattr(exc, "headers", None))
 
     @app.exception_handler(Exception)

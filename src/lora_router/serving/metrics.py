@@ -41,6 +41,20 @@ class ServiceMetrics:
                                  registry=r)
         self.reloads = Counter("lora_router_reloads_total", "Model reloads by result", ["result"], registry=r)
         self.ready = Gauge("lora_router_ready", "1 when models are loaded and warmed", registry=r)
+        self.captured = Counter("lora_router_captured_total", "Answers written to the capture store", registry=r)
+        self.capture_dropped = Counter(
+            "lora_router_capture_dropped_total", "Answers the capture store lost, by reason: oldest (dropped to "
+            "stay within --capture-max-mb), overload (queue full), error (the store could not be written)",
+            ["reason"], registry=r)
+        self.feedback = Counter("lora_router_feedback_total", "Feedback stored, by verdict (none: no verdict)",
+                                ["verdict"], registry=r)
+
+    def count_capture(self, kind: str, n: int) -> None:
+        """A ``CaptureWriter``'s count: lines captured, or dropped for a reason."""
+        if kind == "captured":
+            self.captured.inc(n)
+        else:
+            self.capture_dropped.labels(kind).inc(n)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -186,9 +186,9 @@ class ExportService(Service):
         self._stopped = False
         self.__del__ = self.stop
 
-    async def ask(self, questions: list[str]) -> list[dict]:
+    async def ask(self, questions: list[str], ids: list[str] | None = None) -> list[dict]:
         with self._counted():
-            return await super().ask(questions)
+            return await super().ask(questions, ids)
 
     async def predict(self, task: str, texts: list[str], *, truncate: bool = True):
         with self._counted():

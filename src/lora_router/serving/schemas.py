@@ -11,6 +11,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from ..capture.feedback import MAX_COMMENT_CHARS
+
 ASK_EXAMPLES = [{"question": "帮我把sales_2024.csv导入到ODS层"},
                 {"questions": ["ODS层和DWD层有什么区别？", "Python怎么给列表排序"]}]
 PREDICT_EXAMPLES = [{"inputs": "数据清洗流程是什么？"}, {"inputs": ["把a.csv和b.xlsx合并", "今天天气怎么样"]}]
@@ -60,3 +62,27 @@ class PredictRequest(BaseModel):
         if self.raw_scores:
             raise ValueError("raw_scores=true is not supported: scores are calibrated probabilities")
         return self
+
+
+FEEDBACK_EXAMPLES = [{"request_id": "3f2a9c0e", "verdict": "up"},
+                     {"request_id": "3f2a9c0e", "verdict": "down", "route": "task",
+                      "labels": {"question_type_classifier": "任务处理"}, "file_names": ["sales_2024.csv"],
+                      "comment": "这是导入任务"},
+                     {"request_id": "3f2a9c0e/1", "no_entry": True}]
+
+
+class FeedbackRequest(BaseModel):
+    """What was right or wrong about one answer, named by the ``request_id`` it came with."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": FEEDBACK_EXAMPLES})
+
+    request_id: str = Field(..., min_length=1, max_length=200,
+                            description="the answer's request_id (an answer of a batch: REQUEST_ID/INDEX)")
+    verdict: Literal["up", "down"] | None = Field(None, description="thumbs up (right) or down (wrong)")
+    route: str | None = Field(None, description="the right route: answer, task, general, out_of_scope, uncertain")
+    labels: dict[str, str] = Field(default_factory=dict,
+                                   description="the right label of a classification task: {task: label}")
+    file_names: list[str] | None = Field(None, description="the right file names, each as written in the question")
+    kb_id: str | None = Field(None, description="the knowledge-base entry that answers the question")
+    no_entry: bool = Field(False, description="no knowledge-base entry answers the question")
+    comment: str = Field("", max_length=MAX_COMMENT_CHARS, description="anything a reviewer should know")

@@ -13,16 +13,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
+import uuid
 from collections.abc import Awaitable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from ..backends.source import ModelSource
-from ..config import PAIR_RANKING
+from ..capture import CaptureStore, CaptureWriter
+from ..config import PAIR_RANKING, SEQUENCE_CLASSIFICATION
 from ..core.chain import apply_step, finish_missing, new_answer
-from ..errors import ConfigError, InputError, LoraRouterError
+from ..core.trace import decision_trace, unknown_model
+from ..errors import ConfigError, InputError, LoraRouterError, UnknownCaptureError
 from .batcher import Batcher
 from .metrics import ServiceMetrics
 from .settings import ServeSettings
@@ -80,6 +84,12 @@ class Service:
         self._reload_lock = asyncio.Lock()
         self.load_error: str | None = None
         self.tracing = tracing_for(settings, tracer_provider)  # None unless settings.otel
+        self.capture: CaptureWriter | None = None  # with settings.capture: every answer, off the request's path
+        self.captured: CaptureStore | None = None  # ... and the store that feedback is checked against
+        if settings.capture:
+            self.capture = CaptureWriter(settings.capture, max_mb=settings.capture_max_mb,
+                                         on_count=self.metrics.count_capture)
+            self.captured = CaptureStore(settings.capture, shard=self.capture.shard)
 
     # ------------------------------------------------------------ lifecycle
     @property
@@ -124,6 +134,8 @@ class Service:
         if self._loaded is not None:
             await self._loaded.batcher.close()
         self._executor.shutdown(wait=True)
+        if self.capture is not None:
+            await asyncio.to_thread(self.capture.close)
 
     def _check(self, predictor) -> None:
         tasks = list(predictor.specs)
@@ -161,12 +173,16 @@ class Service:
                 await loaded.batcher.close()
 
     # ------------------------------------------------------------ answering
-    async def ask(self, questions: list[str]) -> list[dict]:
-        """The chain's answer to each question, same shape as ``ask --json``, batched with other requests."""
-        async with self._use(len(questions)) as loaded:
-            return list(await asyncio.gather(*(self._ask_one(loaded, q) for q in questions)))
+    async def ask(self, questions: list[str], ids: list[str] | None = None) -> list[dict]:
+        """The chain's answer to each question, same shape as ``ask --json``, batched with other requests.
 
-    async def _ask_one(self, loaded: Loaded, text: str) -> dict:
+        ``ids`` name the answers (``request_id`` in each answer and its trace, and the capture id).
+        """
+        ids = ids or [None] * len(questions)
+        async with self._use(len(questions)) as loaded:
+            return list(await asyncio.gather(*(self._ask_one(loaded, q, i) for q, i in zip(questions, ids))))
+
+    async def _ask_one(self, loaded: Loaded, text: str, answer_id: str | None = None) -> dict:
         predictor = loaded.predictor
         chain = predictor.chain
         out = new_answer(text)
@@ -190,7 +206,40 @@ class Service:
             out["warnings"] = warnings
             self.metrics.truncated.inc()
         self.metrics.routes.labels(out["route"] or "none").inc()
+        trace = getattr(predictor, "trace", None)  # a predictor given in code may have none
+        out["trace"] = trace(out) if trace is not None else decision_trace(out, chain, unknown_model)
+        if answer_id is None and self.capture is not None:
+            answer_id = uuid.uuid4().hex  # feedback must be able to name it
+        if answer_id is not None:
+            out["request_id"] = out["trace"]["request_id"] = answer_id
+        if self.capture is not None:
+            self.capture.add(out, id=answer_id)
         return out
+
+    async def feedback(self, answer_id: str, **feedback) -> dict:
+        """Store feedback on a captured answer; the line stored.
+
+        ``UnknownCaptureError`` (404) for an id no captured answer has,
+        ``InputError`` (422) for feedback that does not fit the answer or the
+        served tasks, ``CaptureError`` (503) when the store cannot be written.
+        """
+        if self.captured is None:
+            raise UnknownCaptureError(f"no answer has id {answer_id!r}: this service does not capture answers "
+                                      "(start it with --capture DIR to take feedback)")
+        loaded = self._loaded
+        label_sets = None if loaded is None else {
+            name: list(spec.labels) for name, spec in loaded.predictor.specs.items()
+            if spec.kind == SEQUENCE_CLASSIFICATION}
+        add = functools.partial(self.captured.add_feedback, answer_id, label_sets=label_sets, **feedback)
+        try:
+            line = await asyncio.to_thread(add)
+        except UnknownCaptureError:
+            # Answered a moment ago, it may still be on this process's queue: once that is written, look again.
+            if not self.capture.pending or not await asyncio.to_thread(self.capture.drain, 1.0):
+                raise
+            line = await asyncio.to_thread(add)
+        self.metrics.feedback.labels(line["verdict"] or "none").inc()
+        return line
 
     async def predict(self, task: str, texts: list[str], *, truncate: bool = True) -> tuple[list[dict], list, str]:
         """One task's results for ``texts``, per text the warnings (truncation) it got, and the task's kind."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..capture.writer import DEFAULT_MAX_MB, MIN_MAX_MB
 from ..config import JsonSettings
 from ..errors import ConfigError
 
@@ -42,6 +43,11 @@ class ServeSettings(JsonSettings):
         "help": "Allow browser calls from this origin (repeatable); no CORS by default."})
     log_format: str = field(default="text", metadata={"help": "Access and error logs as text or JSON lines."})
     retry_after_s: int = field(default=1, metadata={"help": "Retry-After of a 429, in seconds."})
+    capture: str | None = field(default=None, metadata={
+        "help": "Keep every answered question with its decision trace in this folder, for review and feedback "
+                "(POST /v1/feedback). What users type is personal data: see docs/serve.md. Off by default."})
+    capture_max_mb: float = field(default=DEFAULT_MAX_MB, metadata={
+        "help": "Largest the capture folder grows to, in MiB; the oldest answers are dropped first."})
     otel: bool = field(default=False, metadata={
         "help": "Trace requests and chain steps with OpenTelemetry, exported over OTLP/HTTP as the OTEL_* "
                 "environment variables say (the otel extra)."})
@@ -69,6 +75,13 @@ class ServeSettings(JsonSettings):
                 raise ConfigError(f"cannot read the key from {self.api_key_file} ({exc or 'empty file'})") from None
             if not self._file_key:
                 raise ConfigError(f"{self.api_key_file} holds no key on its first line")
+        if self.capture is not None:
+            if not str(self.capture).strip():
+                raise ConfigError("capture is empty; give the folder to capture into, or leave it unset")
+            self.capture = str(Path(self.capture).expanduser())
+        if (not isinstance(self.capture_max_mb, (int, float)) or isinstance(self.capture_max_mb, bool)
+                or self.capture_max_mb < MIN_MAX_MB):
+            raise ConfigError(f"capture_max_mb must be a number >= {MIN_MAX_MB}, got {self.capture_max_mb!r}")
         if not isinstance(self.otel, bool):
             raise ConfigError(f"otel must be true or false, got {self.otel!r}")
         self.cors_origins = list(self.cors_origins)

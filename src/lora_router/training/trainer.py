@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from .. import __version__
-from ..adapters import TASK_FILE, AdapterHub, TaskManifest
+from ..adapters import TASK_FILE, AdapterHub, TaskManifest, adapter_sha256
 from ..config import PAIR_RANKING, SEQUENCE_CLASSIFICATION, LoraSettings, TaskSpec, TrainSettings
 from ..data import TrainData, data_hash, split_data
 from ..data.bundled import bundled_knowledge_base
@@ -188,6 +188,7 @@ def train(
     def write(folder: Path) -> None:
         model.save_pretrained(str(folder), safe_serialization=True)
         head.save(folder)
+        manifest.adapter_sha256 = adapter_sha256(folder)
         manifest.save(folder / TASK_FILE)
 
     hub.save(spec.name, write)

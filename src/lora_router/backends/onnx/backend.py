@@ -18,11 +18,13 @@ from pathlib import Path
 import numpy as np
 
 from ...adapters import TaskManifest
+from ...capture import CaptureWriter
 from ...config import TaskSpec
 from ...core.cascade import CascadeStep, NgramModel
 from ...core.chain import Chain
 from ...core.options import LAYOUTS, PRECISIONS, PredictorOptions
 from ...core.predictor import TaskPredictor, backend_attribute, split_options
+from ...core.trace import ID_CHARS
 from ...encoding import Encoded, TextEncoder, encoding_of
 from ...errors import ConfigError, ExportFormatError
 from . import export_layout
@@ -82,6 +84,7 @@ class OnnxBackend:
         self.speculate_by_default = SPECULATE_BY_DEFAULT.get(self.layout, False)
         self.chain_path = self.export_dir / export_layout.CHAIN_FILE
         self.source = f"export {self.export_dir}"
+        self.identities = self._identities()
         logger.info("onnx backend: %s, %s %s, tasks %s", self.export_dir, self.layout, self.precision,
                     ", ".join(self.specs) or "none")
 
@@ -120,6 +123,18 @@ class OnnxBackend:
                               "with: lora-router export --cascade")
         tasks = self.manifest.cascade.get("tasks") or {}
         return {t: tasks[t] for t in names if t in tasks}
+
+    def _identities(self) -> dict[str, dict]:
+        """Per task, the model that decides: its adapter's content hash, this export's id and version."""
+        export_id = self.manifest.id  # an export written before ids: the hash of its manifest stands for one
+        if export_id is None:
+            export_id = export_layout.sha256_file(self.export_dir / export_layout.MANIFEST_FILE)[:ID_CHARS]
+        version = self.manifest.version or self.manifest.created or None
+        out = {}
+        for name, manifest in self.manifests.items():
+            adapter = manifest.adapter_sha256 or self.manifest.files[self.manifest.tasks[name]["manifest"]]["sha256"]
+            out[name] = {"task": name, "adapter": adapter[:ID_CHARS], "export": export_id, "version": version}
+        return out
 
     def _task_files(self, task: str) -> list[str]:
         info = self.manifest.tasks[task]
@@ -201,13 +216,16 @@ class OnnxRouter(TaskPredictor):
     of every file loaded; ``spinning`` idle threads (off: several sessions in
     one process would steal the cores); ``speculate``: ``ask`` runs every
     classification and extraction step in one call (one-call layouts).
-    ``chain`` may also be a ``Chain``.
+    ``chain`` may also be a ``Chain``. ``capture``: a folder (or a
+    ``CaptureWriter``) that keeps every answer ``ask`` gives, with its trace.
     """
 
     def __init__(self, export_dir: str | Path, *, options: PredictorOptions | None = None,
-                 chain: Chain | str | Path | None = None, **fields):
+                 chain: Chain | str | Path | None = None, capture: str | Path | CaptureWriter | None = None,
+                 **fields):
         options, chain_object = split_options(options, chain, fields)
-        super().__init__(OnnxBackend(export_dir, options), options, chain=chain_object)
+        super().__init__(OnnxBackend(export_dir, options), options, chain=chain_object,
+                         capture=CaptureWriter.of(capture))
 
     export_dir = backend_attribute("export_dir")  # Path
     manifest = backend_attribute("manifest")  # ExportManifest

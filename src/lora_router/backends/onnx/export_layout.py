@@ -116,6 +116,8 @@ class ExportManifest:
     files: dict[str, dict[str, Any]] = field(default_factory=dict)  # path -> sha256, bytes, mutable
     format: int = FORMAT_VERSION
     kind: str = EXPORT_KIND
+    id: str | None = None  # made anew by every export; None: exported before ids were written
+    version: str | None = None  # the version it was exported as (export --export-version; default: its time)
     created: str = ""
     base_model: dict[str, Any] = field(default_factory=dict)
     opset: int | None = None
@@ -154,10 +156,11 @@ class ExportManifest:
         return {**out, **self.extra}
 
 
-# The order keys are written in; multi, trunk, parity, parity_bounds and cascade only when the export has them.
-_ORDER = ("format", "kind", "created", "base_model", "opset", "layouts", "precisions", "quantization", "tokenizer",
-          "chain", "thresholds", "tasks", "shared", "multi", "trunk", "versions", "files", "parity", "parity_bounds",
-          "cascade")
+# The order keys are written in; id, version, multi, trunk, parity, parity_bounds and cascade only when the export
+# has them.
+_ORDER = ("format", "kind", "id", "version", "created", "base_model", "opset", "layouts", "precisions",
+          "quantization", "tokenizer", "chain", "thresholds", "tasks", "shared", "multi", "trunk", "versions",
+          "files", "parity", "parity_bounds", "cascade")
 
 
 def read_manifest(folder: str | Path) -> ExportManifest:
