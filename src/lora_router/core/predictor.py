@@ -12,7 +12,13 @@ step of the chain in one call before the chain is walked (``speculate``);
 ``core.chain.run_chain`` then applies the chain's rules to those results, so
 routes, steps and results are those of the step-by-step chain. A question that
 stops at the first step has paid for rows it does not use: the backend says
-whether that pays by default (docs/performance.md has the figures). No torch here.
+whether that pays by default (docs/performance.md has the figures).
+
+With ``PredictorOptions.cascade`` (a backend that has ``cascades``: an export
+made with ``--cascade``), each classification step first asks the task's
+character n-gram model (``core.cascade``) and the adapter runs only for the
+texts it is not sure of; every classification result then says
+``decided_by``. No torch here.
 """
 
 from __future__ import annotations

@@ -195,7 +195,8 @@ class Service:
                 break
             t0 = time.perf_counter()
             # the cascade's n-gram pass costs well under a millisecond: here, not after a wait for batch-mates
-            result = predictor.first_pass(task, [text])[0] if task in predictor.cascades else None
+            cascade = getattr(predictor, "cascades", None) or {}  # a predictor given in code may have none
+            result = predictor.first_pass(task, [text])[0] if task in cascade else None
             if result is None:
                 result = await self._submit(loaded.batcher, task, text, route=step.route)
             elapsed = time.perf_counter() - t0

@@ -215,7 +215,9 @@ class OnnxRouter(TaskPredictor):
     ``threads`` per session (default: physical cores); ``verify`` the sha256
     of every file loaded; ``spinning`` idle threads (off: several sessions in
     one process would steal the cores); ``speculate``: ``ask`` runs every
-    classification and extraction step in one call (one-call layouts).
+    classification and extraction step in one call (one-call layouts);
+    ``cascade``: an export made with ``--cascade`` lets each classification
+    task's n-gram model decide the texts it is sure of (``core.cascade``).
     ``chain`` may also be a ``Chain``. ``capture``: a folder (or a
     ``CaptureWriter``) that keeps every answer ``ask`` gives, with its trace.
     """
