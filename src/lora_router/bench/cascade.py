@@ -73,7 +73,8 @@ def _interleaved_per_question(routers: dict, questions: list[str], rounds: int) 
     for r in range(rounds):
         for i, q in enumerate(questions):
             names = list(routers)[(r + i) % 2:] + list(routers)[: (r + i) % 2]  # who goes first alternates
-            timed = interleaved({name: (lambda router=routers[name]: router.ask(q)) for name in names}, 1, warmup=0)
+            timed = interleaved({name: (lambda router=routers[name], q=q: router.ask(q)) for name in names}, 1,
+                                warmup=0)
             for name in routers:
                 times[name] += timed[name]
     return times
