@@ -271,3 +271,16 @@ def test_ask_and_the_service_apply_the_cascade(exported, tmp_path_factory):
     assert [[s["result"] for s in a["steps"]] for a in served] == [[s["result"] for s in a["steps"]] for a in asked]
     assert [[t["model"] for t in a["trace"]["steps"]] for a in served] == \
         [[t["model"] for t in a["trace"]["steps"]] for a in asked]
+
+
+def test_the_bench_counts_the_steps_and_questions_the_ngram_model_decided():
+    from lora_router.bench.cascade import _decided
+
+    def step(decided_by=None, label="x"):
+        result = {"predicted_label": label} if label else {"file_names": []}
+        return {"result": {**result, **({"decided_by": decided_by} if decided_by else {})}}
+
+    answers = [{"steps": [step("ngram"), step("ngram"), step(label=None)]},  # every classification step: n-gram
+               {"steps": [step("ngram"), step("adapter")]},
+               {"steps": [step("adapter")]}]
+    assert _decided(answers) == {"classification_steps": 5, "ngram_step_share": 0.6, "ngram_question_share": 0.3333}
