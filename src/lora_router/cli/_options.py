@@ -37,7 +37,8 @@ def from_settings(cls, **options: dict):
 
     Each keyword names a field, in ``--help``'s order; its dict holds the option's ``flag`` (else
     ``--field-name``) and more click arguments. A list field repeats, a tuple is typed comma-separated
-    (``default`` may spell an empty one), a field true by default becomes ``--no-field-name``.
+    (``default`` may spell an empty one), a field true by default becomes ``--no-field-name``, one false by
+    default a ``--field-name`` flag.
     """
     fields = {f.name: f for f in dataclasses.fields(cls)}
 
@@ -55,6 +56,9 @@ def _field_option(f: dataclasses.Field, flag: str | None = None, **kwargs):
     if default is True:
         return click.option(flag or f"--no-{dashed}", f.name, is_flag=True, flag_value=False, default=True,
                             help=f"Turns off: {help[0].lower()}{help[1:]}", **kwargs)
+    if default is False:
+        kwargs.pop("is_flag", None)
+        return click.option(flag or f"--{dashed}", f.name, is_flag=True, default=False, help=help, **kwargs)
     if isinstance(default, tuple):
         default = kwargs.pop("default", ",".join(map(str, default)))  # the same value, as it is typed
     return click.option(flag or f"--{dashed}", f.name, default=default, help=help, show_default=True,
@@ -64,8 +68,10 @@ def _field_option(f: dataclasses.Field, flag: str | None = None, **kwargs):
 # The PredictorOptions several commands take, each default and help read from the dataclass.
 DEVICE = {"type": click.Choice(["cpu", "cuda"])}
 device = from_settings(PredictorOptions, device=DEVICE)
+cascade = from_settings(PredictorOptions, cascade={})
 export_options = from_settings(PredictorOptions, chain={"type": FILE}, device=DEVICE,
-                               precision={"type": click.Choice(["int8", "fp32"])}, layout={})
+                               precision={"type": click.Choice(["int8", "fp32"])}, layout={},
+                               cascade={})
 
 
 def take_settings(cls, params: dict):

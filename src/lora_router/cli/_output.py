@@ -184,6 +184,19 @@ def print_parity(report: dict, kinds: dict[str, str]) -> None:
                  "max |Δlogit|"])
 
 
+def print_cascade(cascade: dict) -> None:
+    """The cascade of an export: per task and exported run, its threshold and held-out figures."""
+    rows = []
+    for task, info in cascade["tasks"].items():
+        held_out = info["held_out"]
+        for run, f in held_out["runs"].items():
+            rows.append([task, run, fmt(info["threshold"], ".4f"), f"{held_out['ngram_accuracy']:.2f}",
+                         f"{f['adapter_accuracy']:.2f}", f"{f['cascade_accuracy']:.2f}", f"{f['ngram_share']:.1f}%"])
+    click.echo(f"cascade (held-out accuracy, %; the n-gram model answers at or above the threshold; at most "
+               f"{cascade['max_drop']} points below the better alone; threshold - : never):")
+    table(rows, ["task", "run", "threshold", "n-gram", "adapter", "cascade", "n-gram decides"])
+
+
 def print_answer(out: dict, specs: dict) -> None:
     """A chain answer: one row per step (``specs`` by task name), then the route, files, answer and note."""
     rows = []
@@ -195,10 +208,12 @@ def print_answer(out: dict, specs: dict) -> None:
             what, conf = ", ".join(res["file_names"]) or "(no file)", "-"
         else:
             what, conf = res.get("kb_id") or "(no answer)", f"{res.get('confidence', 0):.3f}"
-        rows.append([step["task"], what, conf, f"{step['ms']:.1f}"])
+        rows.append([step["task"], what, conf, f"{step['ms']:.1f}", res.get("decided_by", "adapter")])
     click.secho(out["question"], bold=True)
+    cascade = any("decided_by" in step["result"] for step in out["steps"])  # --cascade: say which model decided
     if rows:
-        table(rows, ["step", "result", "confidence", "ms"])
+        table([row if cascade else row[:-1] for row in rows],
+              ["step", "result", "confidence", "ms", "decided by"][: 5 if cascade else 4])
     if out["route"]:
         click.echo(f"route: {click.style(out['route'], fg='cyan', bold=True)}")
     for name, value in (("files", ", ".join(out.get("file_names") or ())), ("answer", out.get("answer")),

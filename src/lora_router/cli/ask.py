@@ -15,7 +15,7 @@ def source_options(fn):
     for option in (opt.thresholds(help="Confidence below which the chain stops as `uncertain` (repeatable)."),
                    opt.kb(help="Answer from this knowledge base instead of the trained one."),
                    opt.onnx(help="Use an exported ONNX folder (no PyTorch needed) instead of base + hub."),
-                   opt.device, opt.base_model, opt.hub):
+                   opt.device, opt.cascade, opt.base_model, opt.hub):
         fn = option(fn)
     return fn
 

@@ -31,6 +31,9 @@ class Backend(Protocol):
     source: str  # where the models come from, for messages ("export DIR", "hub DIR")
     chain_path: Path | None  # the chain this source ships with; None: the built-in chain
 
+    # Optional: ``cascades: dict[str, core.cascade.CascadeStep]``, the n-gram first pass per classification task
+    # (an ONNX export made with --cascade, opened with PredictorOptions.cascade); a backend without it has none.
+
     def logits(self, task: str, encoded: Sequence[Encoded]) -> np.ndarray:
         """Head logits of ``task`` for one padded batch of encoded inputs."""
         ...

@@ -40,6 +40,9 @@ class PredictorOptions(JsonSettings):
                                         "[default: on with trunk, off with multi]"})
     verify: bool = field(default=True, metadata={"help": "ONNX: check every file against the manifest's sha256"})
     spinning: bool = field(default=False, metadata={"help": "ONNX: let idle onnxruntime threads spin"})
+    cascade: bool = field(default=False, metadata={
+        "help": "ONNX exports made with --cascade: a character n-gram model decides each classification step "
+                "when it is sure (the threshold fitted at export); the adapter runs for the rest."})
 
     def __post_init__(self) -> None:
         for name in ("knowledge_base", "chain"):

@@ -12,7 +12,13 @@ step of the chain in one call before the chain is walked (``speculate``);
 ``core.chain.run_chain`` then applies the chain's rules to those results, so
 routes, steps and results are those of the step-by-step chain. A question that
 stops at the first step has paid for rows it does not use: the backend says
-whether that pays by default (docs/performance.md has the figures). No torch here.
+whether that pays by default (docs/performance.md has the figures).
+
+With ``PredictorOptions.cascade`` (a backend that has ``cascades``: an export
+made with ``--cascade``), each classification step first asks the task's
+character n-gram model (``core.cascade``) and the adapter runs only for the
+texts it is not sure of; every classification result then says
+``decided_by``. No torch here.
 """
 
 from __future__ import annotations
@@ -29,7 +35,8 @@ from ..config import PAIR_RANKING, SPAN_EXTRACTION, TaskSpec
 from ..encoding import Encoded, TextEncoder, check_text
 from ..errors import ConfigError
 from .backend import Backend, MixedBackend
-from .chain import Chain, run_chain
+from .cascade import ADAPTER, NGRAM, CascadeStep
+from .chain import ROUTE_PREFIX, Chain, apply_step, new_answer, run_chain
 from .options import PredictorOptions
 from .results import ChainAnswer, TaskResult, classification_result, extraction_result
 from .trace import DecisionTrace, ModelIdentity, decision_trace, unknown_model
@@ -66,6 +73,13 @@ class TaskPredictor:
         self.speculate = bool(mixed and (backend.speculate_by_default if speculate is None else speculate))
         self._answerers: dict[str, object] = {}
         self._answerers_lock = threading.Lock()
+        self.cascades: dict[str, CascadeStep] = {}
+        if self.options.cascade:
+            cascades = getattr(backend, "cascades", None)
+            if cascades is None:
+                raise ConfigError(f"--cascade runs from an export made with `lora-router export --cascade`; "
+                                  f"{backend.source} has none")
+            self.cascades = dict(cascades)
 
     # ------------------------------------------------------------ what the backend loaded
     specs = backend_attribute("specs")  # dict[str, TaskSpec]
@@ -107,7 +121,10 @@ class TaskPredictor:
         spec = self.specs[task]
         if spec.kind == SPAN_EXTRACTION:
             return extraction_result(text, encoded, logits)
-        return classification_result(logits / self.temperature(task), spec.labels)
+        result = classification_result(logits / self.temperature(task), spec.labels)
+        if task in self.cascades:
+            result["decided_by"] = ADAPTER
+        return result
 
     def score_pairs(self, task: str, pairs: Sequence[tuple[str, str]]) -> np.ndarray:
         """Relevance logits of (question, candidate) pairs for a pair-ranking task."""
@@ -131,9 +148,18 @@ class TaskPredictor:
         out: list[TaskResult] = []
         for i in range(0, len(texts), BATCH_SIZE):
             chunk = texts[i : i + BATCH_SIZE]
-            encoded = self.encoders[task].encode_batch(chunk)
-            out += [self.result(task, t, e, lg) for t, e, lg in zip(chunk, encoded, self.logits(task, encoded))]
+            first = self.first_pass(task, chunk)
+            rest = [t for t, r in zip(chunk, first) if r is None]
+            encoded = self.encoders[task].encode_batch(rest) if rest else []
+            adapter = iter([self.result(task, t, e, lg) for t, e, lg in
+                            zip(rest, encoded, self.logits(task, encoded) if rest else [])])
+            out += [r if r is not None else next(adapter) for r in first]
         return out
+
+    def first_pass(self, task: str, texts: Sequence[str]) -> list[TaskResult | None]:
+        """With the cascade on, the n-gram model's result per text where it decides alone; None: ask the adapter."""
+        step = self.cascades.get(task)
+        return step.first_pass(texts) if step is not None else [None] * len(texts)
 
     def predict_mixed(self, items: Sequence[tuple[str, str]]) -> list[TaskResult]:
         """Results for ``(task, text)`` pairs of several tasks, in order.
@@ -146,7 +172,13 @@ class TaskPredictor:
         out: dict[int, TaskResult] = {}
         by_task: dict[str, list[int]] = {}
         rows = []
+        for task, idx in _indices_by_task(items, self.cascades).items():  # the cascade's first pass
+            for i, result in zip(idx, self.first_pass(task, [items[i][1] for i in idx])):
+                if result is not None:
+                    out[i] = result
         for i, (task, _) in enumerate(items):
+            if i in out:
+                continue
             if self.mixed is not None and self._spec(task).kind != PAIR_RANKING:
                 rows.append(i)
             else:
@@ -216,25 +248,86 @@ class TaskPredictor:
         if not tasks:
             return run_chain(self.chain, texts, self.predict_batch, set(self.specs))
         distinct = list(dict.fromkeys(texts))
-        per_call = max(1, BATCH_SIZE // len(tasks))
         done: dict[tuple[str, str], TaskResult] = {}
         t0 = time.perf_counter()
-        for start in range(0, len(distinct), per_call):
-            rows = [(task, q) for q in distinct[start : start + per_call] for task in tasks]
-            done.update(zip(rows, self._one_call_results(rows)))
-        ms_per_question = (time.perf_counter() - t0) * 1000 / len(distinct)
+        rows = self._speculated_rows(distinct, tasks, done)
+        first_ms = (time.perf_counter() - t0) * 1000 / len(distinct)
+        per_call = max(1, BATCH_SIZE // len(tasks)) * len(tasks)
+        t0 = time.perf_counter()
+        for start in range(0, len(rows), per_call):
+            chunk = rows[start : start + per_call]
+            done.update(zip(chunk, self._one_call_results(chunk)))
+        call_ms = (time.perf_counter() - t0) * 1000 / max(1, len({q for _, q in rows}))
 
         def predict_batch(task: str, batch: Sequence[str]) -> list[TaskResult]:
-            if task in tasks:
-                return [done[(task, q)] for q in batch]
-            return self.predict_batch(task, batch)
+            if task not in tasks:
+                return self.predict_batch(task, batch)
+            missing = list(dict.fromkeys(q for q in batch if (task, q) not in done))
+            done.update(zip(((task, q) for q in missing), self.predict_batch(task, missing) if missing else []))
+            return [done[(task, q)] for q in batch]
 
         outs = run_chain(self.chain, texts, predict_batch, set(self.specs))
-        for out in outs:  # the call's time, shared by the steps it answered
+        for out in outs:  # the call's time, shared by the steps it answered; the first pass's by the steps it decided
             taken = [s for s in out["steps"] if s["task"] in tasks]
-            for step in taken:
-                step["ms"] = round(ms_per_question / len(taken), 3)
+            by_ngram = [s for s in taken if s["result"].get("decided_by") == NGRAM]
+            by_call = [s for s in taken if s["result"].get("decided_by") != NGRAM]
+            for group, ms in ((by_ngram, first_ms), (by_call, call_ms)):
+                for step in group:
+                    step["ms"] = round(ms / len(group), 3)
         return outs
+
+    def _speculated_rows(self, questions: Sequence[str], tasks: Sequence[str],
+                         done: dict[tuple[str, str], TaskResult]) -> list[tuple[str, str]]:
+        """The ``(task, question)`` rows ``ask``'s one call runs; with the cascade, fewer.
+
+        Without the cascade: every speculated task for every question. With it,
+        each question first walks the chain while the n-gram model decides
+        (its results go into ``done``); from the first step it does not decide,
+        every speculated step the question may still reach needs a row, unless
+        the n-gram model decides that step too. A question the n-gram model
+        routes to its end needs none. The answers are those of the step-by-step
+        chain with the cascade.
+        """
+        if not self.cascades:
+            return [(task, q) for q in questions for task in tasks]
+        rows = []
+        for q in questions:
+            task: str | None = self.chain.start
+            while task in self.cascades and task in tasks:
+                result = self.first_pass(task, [q])[0]
+                if result is None:
+                    break
+                done[(task, q)] = result
+                task = apply_step(new_answer(q), self.chain.steps[task], result)
+            if task is None:
+                continue
+            for t in self._reachable(task):  # the n-gram model answers later steps it is sure of, here too
+                result = self.first_pass(t, [q])[0] if t != task and t in tasks else None
+                if result is not None:
+                    done[(t, q)] = result
+                elif t in tasks:
+                    rows.append((t, q))
+        return rows
+
+    def _reachable(self, task: str) -> list[str]:
+        """``task`` and every chain step after it, in the chain's order."""
+        seen, todo = {task}, [task]
+        while todo:
+            step = self.chain.steps.get(todo.pop())
+            for target in (step.on.values() if step else ()):
+                if not target.startswith(ROUTE_PREFIX) and target not in seen:
+                    seen.add(target)
+                    todo.append(target)
+        return [t for t in self.chain.steps if t in seen]
+
+
+def _indices_by_task(items: Sequence[tuple[str, str]], tasks) -> dict[str, list[int]]:
+    """The indices of ``items`` per task, for the tasks in ``tasks``."""
+    out: dict[str, list[int]] = {}
+    for i, (task, _) in enumerate(items):
+        if task in tasks:
+            out.setdefault(task, []).append(i)
+    return out
 
 
 def split_options(options: PredictorOptions | None, chain: Chain | str | Path | None,

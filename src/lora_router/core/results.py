@@ -19,10 +19,14 @@ from ..encoding import Encoded, softmax
 from ..tasks.filename_rules import find_file_names
 
 
-class ClassificationResult(TypedDict):
+class _ClassificationFields(TypedDict):
     predicted_label: str
     confidence: float  # the calibrated probability of predicted_label
     probabilities: dict[str, float]
+
+
+class ClassificationResult(_ClassificationFields, total=False):
+    decided_by: str  # with the cascade on: "ngram" (the cheap first pass) or "adapter" (core.cascade)
 
 
 class Span(TypedDict):

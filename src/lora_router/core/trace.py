@@ -17,7 +17,9 @@ it to (the least sure span, 1.0 without one). The knowledge-base step's label
 is the entry that answered (None: no entry), its probability the answer's
 confidence and its margin the lead of the best candidate over the second; its
 threshold is the answerer's. ``passed``: the step's figure reached its
-threshold. No torch here.
+threshold. With the cascade on (``--cascade``), a classification step's
+``model`` also says which model decided it: ``"decided_by": "ngram"`` (the
+export's character n-gram first pass) or ``"adapter"``. No torch here.
 """
 
 from __future__ import annotations
@@ -68,8 +70,11 @@ def decision_trace(answer: ChainAnswer, chain: Chain, model: Callable[[str], Mod
         threshold = float((thresholds or {}).get(task, chain.steps[task].threshold if task in chain.steps else 0.0))
         label, probability, margin = _decision(result)
         passed = result.get("kb_id") is not None if "kb_id" in result else probability >= threshold
+        identity = model(task)
+        if "decided_by" in result:  # --cascade: the n-gram first pass or the adapter decided (core.cascade)
+            identity = {**identity, "decided_by": result["decided_by"]}
         steps.append(StepTrace(task=task, label=label, probability=probability, margin=margin, threshold=threshold,
-                               passed=passed, ms=step["ms"], model=model(task)))
+                               passed=passed, ms=step["ms"], model=identity))
     return DecisionTrace(steps=steps)
 
 

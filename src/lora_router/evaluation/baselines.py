@@ -57,6 +57,20 @@ class TextClassifierBaseline:
         out[:, self.pipeline.classes_] = probs
         return out
 
+    def ngram_model(self):
+        """The fitted model as plain arrays that run with numpy alone (``core.cascade.NgramModel``)."""
+        from ..core.cascade import NgramModel
+
+        assert self.pipeline is not None, "fit first"
+        vectorizer, regression = self.pipeline.steps[0][1], self.pipeline.steps[1][1]
+        coef, intercept = regression.coef_.astype(np.float64), regression.intercept_.astype(np.float64)
+        if coef.shape[0] == 1:  # two classes: sigmoid(z) == softmax([0, z])
+            coef, intercept = np.vstack([np.zeros_like(coef), coef]), np.concatenate([[0.0], intercept])
+        return NgramModel(labels=list(self.spec.labels), classes=[int(c) for c in regression.classes_],
+                          vocabulary={str(g): int(i) for g, i in vectorizer.vocabulary_.items()},
+                          idf=vectorizer.idf_.astype(np.float64), coef=coef, intercept=intercept,
+                          ngram_range=tuple(vectorizer.ngram_range), lowercase=bool(vectorizer.lowercase))
+
 
 def file_names(text: str) -> list[tuple[int, int]]:
     """Character ranges of the file names the regular-expression baseline finds."""

@@ -52,6 +52,8 @@ def export_hub(
     thresholds: dict[str, float] | None = None,
     opset: int | None = None,
     int8_max_drop: float = 1.0,
+    cascade: bool = False,
+    cascade_max_drop: float = 0.5,
     version: str | None = None,
 ) -> ExportManifest:
     """Export the hub's adapters (all, or ``tasks``) on ``base_model`` to ``out_dir``; return the manifest.
@@ -67,6 +69,11 @@ def export_hub(
     PyTorch router on the task's held-out split (bundled test split, or
     ``parity_records``); a missed bound raises ``ExportError`` and writes nothing.
     int8 may score the task's own metric at most ``int8_max_drop`` points below PyTorch.
+    With ``cascade`` each classification task also gets its n-gram first pass
+    (``export.cascade``), its threshold fitted on the held-out split (or
+    ``parity_records``) so the step's accuracy stays within
+    ``cascade_max_drop`` points of the better of the n-gram model and the
+    adapter alone.
     The manifest gets a new ``id`` and the ``version`` given (default: the time
     of export); every answer's trace names both.
     """
@@ -97,6 +104,13 @@ def export_hub(
     try:
         job = _Export(base_model, hub, tmp, names, task_manifests, layouts, precisions, knowledge_base, opset, progress)
         manifest = job.write(run_chain, version)
+        if cascade:
+            from .cascade import write_cascade
+
+            manifest.cascade = write_cascade(tmp, layouts, precisions, job.specs, task_manifests, parity_records,
+                                             cascade_max_drop)
+            manifest.files = export_layout.file_entries(tmp, job.mutable)
+            _write_json(tmp / export_layout.MANIFEST_FILE, manifest.to_dict())
         if parity:
             report = job.parity(parity_records)
             from .parity import check_parity, parity_bounds

@@ -20,6 +20,7 @@ import numpy as np
 from ...adapters import TaskManifest
 from ...capture import CaptureWriter
 from ...config import TaskSpec
+from ...core.cascade import CascadeStep, NgramModel
 from ...core.chain import Chain
 from ...core.options import LAYOUTS, PRECISIONS, PredictorOptions
 from ...core.predictor import TaskPredictor, backend_attribute, split_options
@@ -61,6 +62,8 @@ class OnnxBackend:
         # each file once: the encoder of the shared and one-call layouts is every task's
         needed = [export_layout.TOKENIZER_FILE, export_layout.CHAIN_FILE]
         needed += [p for t in names for p in self._task_files(t)]
+        cascade = self._cascade_section(names) if options.cascade else {}
+        needed += [p for info in cascade.values() for p in (info["model"], info["weights"])]
         needed = list(dict.fromkeys(needed))
         export_layout.check_listed(self.export_dir, self.manifest, needed)  # before any file is opened
         # The sha256 of the model files (~100 MB at base size) runs beside the sessions' start-up, the other
@@ -74,6 +77,9 @@ class OnnxBackend:
                 check.result()
                 raise
             check.result()
+        self.cascades = {t: CascadeStep(NgramModel.load(self.export_dir / info["model"],
+                                                        self.export_dir / info["weights"]), info["threshold"])
+                         for t, info in cascade.items()}
         self.runs_mixed = self.one_call is not None
         self.speculate_by_default = SPECULATE_BY_DEFAULT.get(self.layout, False)
         self.chain_path = self.export_dir / export_layout.CHAIN_FILE
@@ -109,6 +115,14 @@ class OnnxBackend:
             self.one_call = self._open_one_call(names, options)
             self.models = {name: self.one_call.task(name) for name in names}
         self.tokenizer = tokenizer
+
+    def _cascade_section(self, names: Sequence[str]) -> dict[str, dict]:
+        """The cascade of each loaded task that has one (``export --cascade``); the export must have one."""
+        if not self.manifest.cascade:
+            raise ConfigError(f"export {self.export_dir} has no cascade (the n-gram first pass); export it again "
+                              "with: lora-router export --cascade")
+        tasks = self.manifest.cascade.get("tasks") or {}
+        return {t: tasks[t] for t in names if t in tasks}
 
     def _identities(self) -> dict[str, dict]:
         """Per task, the model that decides: its adapter's content hash, this export's id and version."""
@@ -201,7 +215,9 @@ class OnnxRouter(TaskPredictor):
     ``threads`` per session (default: physical cores); ``verify`` the sha256
     of every file loaded; ``spinning`` idle threads (off: several sessions in
     one process would steal the cores); ``speculate``: ``ask`` runs every
-    classification and extraction step in one call (one-call layouts).
+    classification and extraction step in one call (one-call layouts);
+    ``cascade``: an export made with ``--cascade`` lets each classification
+    task's n-gram model decide the texts it is sure of (``core.cascade``).
     ``chain`` may also be a ``Chain``. ``capture``: a folder (or a
     ``CaptureWriter``) that keeps every answer ``ask`` gives, with its trace.
     """

@@ -17,6 +17,7 @@ Written by ``lora_router.export``, read by ``OnnxRouter``. No torch here::
     multi/encoder/model_quantized.onnx  the same, int8
     multi/encoder/model_quantized_optimized.onnx  the int8 graph as onnxruntime optimised it (opens faster)
     trunk/encoder/model[_quantized].onnx  as multi, the layers below every adapter run once per text
+    cascade/<task>.json, .npz           export --cascade: a classification task's n-gram first pass (numpy)
 """
 
 from __future__ import annotations
@@ -66,6 +67,14 @@ def adapter_file(task: str) -> str:
 
 def head_file(task: str) -> str:
     return f"shared/heads/{task}.npz"
+
+
+def cascade_model_file(task: str) -> str:
+    return f"cascade/{task}.json"
+
+
+def cascade_weights_file(task: str) -> str:
+    return f"cascade/{task}.npz"
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 22) -> str:
@@ -122,6 +131,7 @@ class ExportManifest:
     versions: dict[str, str] = field(default_factory=dict)
     parity: dict[str, Any] | None = None  # per task and layout: what the parity gate measured
     parity_bounds: dict[str, Any] | None = None
+    cascade: dict[str, Any] | None = None  # export --cascade: per classification task its n-gram first pass
     extra: dict[str, Any] = field(default_factory=dict)
 
     def one_call(self, layout: str) -> dict[str, Any]:
@@ -146,10 +156,11 @@ class ExportManifest:
         return {**out, **self.extra}
 
 
-# The order keys are written in; id, version, multi, trunk, parity and parity_bounds only when the export has them.
+# The order keys are written in; id, version, multi, trunk, parity, parity_bounds and cascade only when the export
+# has them.
 _ORDER = ("format", "kind", "id", "version", "created", "base_model", "opset", "layouts", "precisions",
           "quantization", "tokenizer", "chain", "thresholds", "tasks", "shared", "multi", "trunk", "versions",
-          "files", "parity", "parity_bounds")
+          "files", "parity", "parity_bounds", "cascade")
 
 
 def read_manifest(folder: str | Path) -> ExportManifest:
