@@ -26,6 +26,7 @@ from ..backends.source import ModelSource
 from ..config import SEQUENCE_CLASSIFICATION
 from ..encoding import encoding_problem
 from ..errors import InputError
+from .limits import OverloadedError
 from .metrics import ServiceMetrics
 from .middleware import Gatekeeper
 from .schemas import AskRequest, PredictRequest
@@ -219,6 +220,10 @@ def _add_error_handlers(app: FastAPI, settings: ServeSettings) -> None:
     @app.exception_handler(UnknownServedTaskError)
     async def unknown_task(request: Request, exc: UnknownServedTaskError):
         return _error(404, str(exc), "not_found", tasks=exc.tasks)
+
+    @app.exception_handler(OverloadedError)
+    async def overloaded(request: Request, exc: OverloadedError):
+        return _error(429, str(exc), "overloaded", headers={"retry-after": str(exc.retry_after)})
 
     @app.exception_handler(NotReadyError)
     async def not_ready(request: Request, exc: NotReadyError):
