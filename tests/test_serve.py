@@ -11,7 +11,6 @@ import json
 import shutil
 import signal
 import socket
-import time
 
 import httpx
 import pytest
@@ -237,7 +236,7 @@ def test_sigterm_under_load_answers_in_flight_and_exits_0(exported, tmp_path):
             in_flight.append(sock)
         wait_for(lambda: "lora_router_requests_in_flight 3.0" in httpx.get(f"{s.url}/metrics").text)
         s.signal(signal.SIGTERM)
-        time.sleep(0.5)
+        wait_for(lambda: "Shutting down" in s.log())  # it stopped accepting; the three are still in flight
         replies = []
         for sock in in_flight:
             sock.sendall(body[-5:])
@@ -263,22 +262,35 @@ def _read_all(sock: socket.socket) -> bytes:
             return b"".join(chunks)
 
 
-def test_sighup_reloads_under_load_and_a_damaged_export_is_refused(exported, tmp_path):
-    from support.export import copy_export
+def _shape(answer: dict) -> tuple:
+    """What a chain decided for a question: its route and each step's task and label."""
+    return answer["route"], tuple((st["task"], st["result"].get("predicted_label")) for st in answer["steps"])
+
+
+def test_sighup_reloads_under_load_new_models_answer_and_a_damaged_export_is_refused(exported, tmp_path):
+    from support.export import CHAIN_ALL_GENERAL, copy_export, set_chain
 
     folder = copy_export(exported.export, tmp_path / "export")
-    with Server("--onnx", str(folder), log_path=tmp_path / "log") as s, Load(s.url) as load:
-        time.sleep(0.5)
+    with Server("--onnx", str(folder), "--precision", "fp32", log_path=tmp_path / "log") as s, \
+            Load(s.url) as load:
+        old = {q: _shape(httpx.post(f"{s.url}/v1/ask", json={"question": q}, timeout=60).json()) for q in SAMPLES}
+        wait_for(lambda: len(load.codes) >= 10)
+        set_chain(folder, CHAIN_ALL_GENERAL)
         s.signal(signal.SIGHUP)
         wait_for(lambda: 'lora_router_reloads_total{result="ok"} 1.0' in httpx.get(f"{s.url}/metrics").text)
         assert httpx.get(f"{s.url}/ready").json()["generation"] == 2
+        new = {q: _shape(httpx.post(f"{s.url}/v1/ask", json={"question": q}, timeout=60).json()) for q in SAMPLES}
         (folder / "tokenizer.json").write_text("{}", "utf-8")  # every layout reads it
         s.signal(signal.SIGHUP)
         wait_for(lambda: 'lora_router_reloads_total{result="refused"} 1.0' in httpx.get(f"{s.url}/metrics").text)
-        time.sleep(0.3)
-        assert httpx.post(f"{s.url}/v1/ask", json={"question": SAMPLES[0]}).status_code == 200
+        kept = {q: _shape(httpx.post(f"{s.url}/v1/ask", json={"question": q}, timeout=60).json()) for q in SAMPLES}
         assert httpx.get(f"{s.url}/ready").json()["generation"] == 2
+    assert all(route == "general" and len(steps) == 1 for route, steps in new.values()), new
+    assert sum(old[q] != new[q] for q in SAMPLES) >= 3, "the new chain answers differently"
+    assert kept == new, "the models loaded before the damaged export keep serving"
     assert load.errors == [] and set(load.codes) == {200} and len(load.codes) > 10
+    mixed = [a["question"] for a in load.answers if _shape(a) not in (old[a["question"]], new[a["question"]])]
+    assert mixed == [], "every chain ran on the old models or the new, never part of each"
     assert "reload refused" in s.log() and "altered" in s.log()
 
 
@@ -301,7 +313,7 @@ def test_json_logs_carry_request_id_and_latency(exported, tmp_path):
     with Server("--onnx", str(exported.export), "--log-format", "json", log_path=tmp_path / "log") as s:
         r = httpx.post(f"{s.url}/v1/ask", json={"question": SAMPLES[3]}, headers={"x-request-id": "abc-123"})
         assert r.headers["x-request-id"] == "abc-123"
-        time.sleep(0.2)
+        wait_for(lambda: '"request_id": "abc-123"' in s.log())
         lines = [json.loads(line) for line in s.log().splitlines() if line.startswith("{")]
     access = [line for line in lines if line.get("request_id") == "abc-123"]
     assert access and access[0]["status"] == 200 and access[0]["latency_ms"] > 0 and access[0]["routes"]

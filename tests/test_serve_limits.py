@@ -232,3 +232,21 @@ def test_allowed_host_answers_only_the_names_given(exported, tmp_path):
     assert codes == {"127.0.0.1": 200, f"127.0.0.1:{s.port}": 200, "api.example.com": 200,
                      "example.com.evil.net": 400, "evil.net": 400}
     assert "--allowed-host" in refused["error"]
+
+
+def test_a_short_soak_reports_good_traffic_with_and_without_bad_and_the_servers_resources(exported, tmp_path):
+    from lora_router.bench.soak import parse_duration, run_soak
+
+    assert parse_duration("10m") == 600 and parse_duration("30s") == 30 and parse_duration("2") == 2
+    results = run_soak(tmp_path / "soak", duration_s=8, export_dir=exported.export, clients=4, bad_clients=1,
+                       progress=False)
+    clean, mixed = results["clean"], results["mixed"]
+    assert clean["good"]["requests"] > 0 and mixed["good"]["requests"] > 0
+    assert clean["good_errors"] == {} and mixed["good_errors"] == {}, "good requests never fail"
+    assert mixed["bad_sent"] >= 6 and clean["bad_sent"] == 0, "every bad kind was sent in the second half"
+    expected = {"lone_surrogate": {"422"}, "abandoned": {"left"}, "not_json": {"415"}, "stalled_body": {"left_stalled"},
+                "huge_header": {"431"}, "keyless_body_to_health": {"405"}}
+    assert {kind: set(answers) for kind, answers in mixed["bad_answers"].items()} == expected
+    server = results["server"]
+    assert server["start"]["rss_mb"] > 0 and server["end"]["fds"] > 0
+    assert "with bad traffic" in (tmp_path / "soak" / "results.md").read_text("utf-8")

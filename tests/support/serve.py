@@ -118,6 +118,7 @@ class Load:
     def __init__(self, url: str, clients: int = 8, limit: int = 400, retry_connect: bool = False):
         self.url, self.limit, self.retry_connect = url, limit, retry_connect
         self.codes: list[int] = []
+        self.answers: list[dict] = []  # every 200's JSON
         self.errors: list[str] = []
         self.stop_event = threading.Event()
         self.threads = [threading.Thread(target=self._run, args=(k,), daemon=True) for k in range(clients)]
@@ -130,6 +131,8 @@ class Load:
                 try:
                     r = c.post("/v1/ask", json={"question": SAMPLES[(k + i) % len(SAMPLES)]})
                     self.codes.append(r.status_code)
+                    if r.status_code == 200:
+                        self.answers.append(r.json())
                 except httpx.HTTPError as exc:
                     self.errors.append(repr(exc))
                     return
