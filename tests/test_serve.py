@@ -294,19 +294,48 @@ def test_sighup_reloads_under_load_new_models_answer_and_a_damaged_export_is_ref
     assert "reload refused" in s.log() and "altered" in s.log()
 
 
-def test_a_knowledge_base_replaced_under_load_is_seen_by_the_next_request(exported, tmp_path):
+def test_a_knowledge_base_replaced_under_load_is_seen_and_a_bad_one_keeps_the_last_valid(exported, tmp_path):
+    import os
+
     kb = tmp_path / "kb.jsonl"
     shutil.copy(exported.export / "tasks" / "question_answer" / "knowledge_base.jsonl", kb)
     question = "新来的同事怎么申请数据平台的堡垒机账号"
-    with Server("--onnx", str(exported.export), "--kb", str(kb), log_path=tmp_path / "log") as s, Load(s.url):
-        before = httpx.post(f"{s.url}/v1/tasks/question_answer/predict", json={"inputs": question}).json()
-        assert before.get("kb_id") != "bastion-account"
-        entry = {"id": "bastion-account", "questions": [question], "answer": "在OA提交堡垒机账号申请，主管审批后开通。"}
+    entry = json.dumps({"id": "bastion-account", "questions": [question],
+                        "answer": "在OA提交堡垒机账号申请，主管审批后开通。"}, ensure_ascii=False) + "\n"
+    original = kb.read_text("utf-8")
+
+    def replace(text: str) -> None:  # as an editor or a deploy does: a new file renamed over the old
         tmp = tmp_path / "kb.new"
-        tmp.write_text(kb.read_text("utf-8") + json.dumps(entry, ensure_ascii=False) + "\n", "utf-8")
+        tmp.write_text(text, "utf-8")
         tmp.replace(kb)
-        after = httpx.post(f"{s.url}/v1/tasks/question_answer/predict", json={"inputs": question}).json()
-    assert "bastion-account" in [c["id"] for c in after["candidates"]]
+
+    def ids(s: Server) -> set[str]:
+        r = httpx.post(f"{s.url}/v1/tasks/question_answer/predict", json={"inputs": question}, timeout=60)
+        assert r.status_code == 200, r.text
+        return {c["id"] for c in r.json()["candidates"]}
+
+    with Server("--onnx", str(exported.export), "--kb", str(kb), log_path=tmp_path / "log") as s, \
+            Load(s.url, clients=4) as load:
+        first = ids(s)
+        replace(original + entry)
+        added = ids(s)
+        replace(original + entry + "{not json\n")
+        after_invalid = ids(s)
+        kb.unlink()
+        after_deleted = ids(s)
+        kb.write_text(original + entry, "utf-8")
+        ids(s)
+        st = os.stat(kb)
+        kb.write_text(original + entry.replace("bastion-account", "bastion-accounz"), "utf-8")  # same size
+        os.utime(kb, ns=(st.st_atime_ns, st.st_mtime_ns))  # in the same timestamp tick
+        same_tick = ids(s)
+        wait_for(lambda: len(load.codes) >= 10)
+    assert "bastion-account" not in first and "bastion-account" in added
+    assert "bastion-account" in after_invalid, "an invalid file keeps the last valid version serving"
+    assert "bastion-account" in after_deleted, "a deleted file keeps the last version read serving"
+    assert "bastion-accounz" in same_tick and "bastion-account" not in same_tick
+    assert load.errors == [] and set(load.codes) == {200}
+    assert "not valid" in s.log() and "is gone" in s.log()
 
 
 def test_json_logs_carry_request_id_and_latency(exported, tmp_path):
