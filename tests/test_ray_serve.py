@@ -236,6 +236,20 @@ def test_the_key_never_travels_in_a_deployments_arguments_nor_a_config_file(tmp_
     assert from_env._bound_deployment.init_args[-1] is True
 
 
+def test_a_replica_reads_the_key_from_its_environment_and_fails_loudly_without_it(tmp_path, monkeypatch):
+    from lora_router.errors import ConfigError
+    from lora_router.serving.ray import ExportCatalog, ReplicaApp
+    from lora_router.serving.settings import ServeSettings
+
+    args = (ExportCatalog(exports={"a": str(tmp_path)}).to_json(), "{}", ServeSettings().to_json())
+    monkeypatch.delenv("LORA_ROUTER_API_KEY", raising=False)
+    with pytest.raises(ConfigError, match="LORA_ROUTER_API_KEY"):
+        ReplicaApp(*args, key_from_env=True)
+    monkeypatch.setenv("LORA_ROUTER_API_KEY", "from-the-environment")
+    assert ReplicaApp(*args, key_from_env=True).settings.key() == "from-the-environment"
+    assert ReplicaApp(*args).settings.key() is None, "no key asked, none taken from the environment"
+
+
 def _asgi_call(app, body: bytes = b'{"question": "q"}', disconnect: bool = False) -> tuple[int, dict, bytes]:
     import asyncio
 

@@ -21,6 +21,14 @@ pytest.importorskip("fastapi")
 pytestmark = pytest.mark.slow
 
 
+@pytest.fixture(scope="module")
+def guarded(exported, tmp_path_factory):
+    """One server for the tests of head limits, media types and hosts (each needs only its own flag)."""
+    with Server("--onnx", str(exported.export), "--header-timeout", "1", "--allowed-host", "127.0.0.1",
+                "--allowed-host", "*.example.com", log_path=tmp_path_factory.mktemp("guarded") / "log") as s:
+        yield s
+
+
 def _metric(url: str, name: str, **labels) -> float:
     """The sum of ``name``'s samples whose labels include ``labels`` (0 when none)."""
     total = 0.0
@@ -115,30 +123,30 @@ def test_the_queue_is_bounded_by_questions_and_its_429_says_when_to_retry(export
     assert refused.json()["error_type"] == "overloaded" and "--max-queued-questions" in refused.json()["error"]
 
 
-def test_a_head_too_large_is_431_and_one_too_slow_is_408(exported, tmp_path):
-    with Server("--onnx", str(exported.export), "--header-timeout", "1", log_path=tmp_path / "log") as s:
-        big = b"GET /health HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * (1 << 20) + b"\r\n\r\n"
-        many = b"GET /health HTTP/1.1\r\nHost: x\r\n" + b"".join(b"X-%d: a\r\n" % i for i in range(20_000)) + b"\r\n"
-        for head in (big, many):
-            with socket.create_connection(("127.0.0.1", s.port), timeout=10) as sock:
-                try:
-                    sock.sendall(head)
-                except ConnectionError:  # the server may close before taking it all; its answer came first
-                    pass
-                reply = _read_reply(sock)
-            assert _status(reply) == 431, reply[:200]
-            assert b"--max-header-bytes" in reply
-        trickling = [socket.create_connection(("127.0.0.1", s.port), timeout=20) for _ in range(50)]
-        try:
-            for sock in trickling:
-                sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nX-Slow: ")
-            assert httpx.get(f"{s.url}/health", timeout=10).status_code == 200, "others are served meanwhile"
-            replies = [_read_reply(sock) for sock in trickling]
-        finally:
-            for sock in trickling:
-                sock.close()
-        assert {_status(r) for r in replies} == {408}
-        assert httpx.get(f"{s.url}/health", timeout=10, headers={"x-big": "a" * 8000}).status_code == 200
+def test_a_head_too_large_is_431_and_one_too_slow_is_408(guarded):
+    s = guarded
+    big = b"GET /health HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * (1 << 20) + b"\r\n\r\n"
+    many = b"GET /health HTTP/1.1\r\nHost: x\r\n" + b"".join(b"X-%d: a\r\n" % i for i in range(20_000)) + b"\r\n"
+    for head in (big, many):
+        with socket.create_connection(("127.0.0.1", s.port), timeout=10) as sock:
+            try:
+                sock.sendall(head)
+            except ConnectionError:  # the server may close before taking it all; its answer came first
+                pass
+            reply = _read_reply(sock)
+        assert _status(reply) == 431, reply[:200]
+        assert b"--max-header-bytes" in reply
+    trickling = [socket.create_connection(("127.0.0.1", s.port), timeout=20) for _ in range(50)]
+    try:
+        for sock in trickling:
+            sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+        assert httpx.get(f"{s.url}/health", timeout=10).status_code == 200, "others are served meanwhile"
+        replies = [_read_reply(sock) for sock in trickling]
+    finally:
+        for sock in trickling:
+            sock.close()
+    assert {_status(r) for r in replies} == {408}
+    assert httpx.get(f"{s.url}/health", timeout=10, headers={"x-big": "a" * 8000}).status_code == 200
 
 
 def test_stalled_bodies_stop_counting_against_the_limit_and_time_out(exported, tmp_path):
@@ -208,29 +216,28 @@ def test_a_body_is_never_read_where_none_is_taken_nor_without_the_key(exported, 
         s.stop()
 
 
-def test_a_post_that_is_not_json_is_415(exported, tmp_path):
-    with Server("--onnx", str(exported.export), log_path=tmp_path / "log") as s:
-        body = json.dumps({"question": SAMPLES[0]})
-        codes = {kind: httpx.post(f"{s.url}/v1/ask", content=body, headers={"content-type": kind}, timeout=60)
-                 for kind in ("text/plain", "application/x-www-form-urlencoded", "multipart/form-data",
-                              "application/json; charset=utf-8")}
-        bare = httpx.post(f"{s.url}/v1/ask", content=body, timeout=60)
+def test_a_post_that_is_not_json_is_415(guarded):
+    s = guarded
+    body = json.dumps({"question": SAMPLES[0]})
+    codes = {kind: httpx.post(f"{s.url}/v1/ask", content=body, headers={"content-type": kind}, timeout=60)
+             for kind in ("text/plain", "application/x-www-form-urlencoded", "multipart/form-data",
+                          "application/json; charset=utf-8")}
+    bare = httpx.post(f"{s.url}/v1/ask", content=body, timeout=60)
     assert {k: r.status_code for k, r in codes.items()} == {
-        "text/plain": 415, "application/x-www-form-urlencoded": 415, "multipart/form-data": 415,
-        "application/json; charset=utf-8": 200}
+    "text/plain": 415, "application/x-www-form-urlencoded": 415, "multipart/form-data": 415,
+    "application/json; charset=utf-8": 200}
     assert bare.status_code == 415 and "application/json" in bare.json()["error"]
     assert codes["text/plain"].json()["error_type"] == "unsupported_media_type"
 
 
-def test_allowed_host_answers_only_the_names_given(exported, tmp_path):
-    with Server("--onnx", str(exported.export), "--allowed-host", "127.0.0.1", "--allowed-host", "*.example.com",
-                log_path=tmp_path / "log") as s:
-        codes = {host: httpx.get(f"{s.url}/v1/tasks", headers={"host": host}, timeout=10).status_code
-                 for host in ("127.0.0.1", f"127.0.0.1:{s.port}", "api.example.com", "example.com.evil.net",
-                              "evil.net")}
-        refused = httpx.get(f"{s.url}/v1/tasks", headers={"host": "evil.net"}, timeout=10).json()
+def test_allowed_host_answers_only_the_names_given(guarded):
+    s = guarded
+    codes = {host: httpx.get(f"{s.url}/v1/tasks", headers={"host": host}, timeout=10).status_code
+             for host in ("127.0.0.1", f"127.0.0.1:{s.port}", "api.example.com", "example.com.evil.net",
+                          "evil.net")}
+    refused = httpx.get(f"{s.url}/v1/tasks", headers={"host": "evil.net"}, timeout=10).json()
     assert codes == {"127.0.0.1": 200, f"127.0.0.1:{s.port}": 200, "api.example.com": 200,
-                     "example.com.evil.net": 400, "evil.net": 400}
+                 "example.com.evil.net": 400, "evil.net": 400}
     assert "--allowed-host" in refused["error"]
 
 
