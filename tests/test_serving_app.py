@@ -274,3 +274,26 @@ def test_a_batch_runs_in_groups_of_similar_length_and_answers_in_order():
     texts, out = asyncio.run(main())
     assert [o["echo"] for o in out] == texts
     assert all(max(map(len, g)) <= 2 * min(map(len, g)) for g in seen), "no group mixes short and long"
+
+
+def test_limit_settings_check_themselves_naming_the_field():
+    from lora_router.errors import ConfigError
+
+    for bad, field in (({"request_timeout_s": -1}, "request_timeout_s"), ({"body_timeout_s": 0}, "body_timeout_s"),
+                       ({"header_timeout_s": "10"}, "header_timeout_s"), ({"max_header_bytes": 0}, "max_header_bytes"),
+                       ({"max_queued_questions": 10}, "max_queued_questions"),
+                       ({"allowed_hosts": ["a b"]}, "allowed_hosts")):
+        with pytest.raises(ConfigError, match=field):
+            ServeSettings(**bad)
+    assert ServeSettings(request_timeout_s=0).request_timeout_s == 0  # no limit
+    assert ServeSettings(allowed_hosts=[" API.Example.com "]).allowed_hosts == ["api.example.com"]
+
+
+def test_the_retry_after_of_a_full_queue_is_the_expected_wait():
+    from lora_router.serving.limits import ThroughputMeter
+
+    meter = ThroughputMeter()
+    assert meter.retry_after(500, fallback=1) == 1  # nothing measured yet
+    meter.record(100, 1.0)  # 100 questions a second
+    assert meter.retry_after(500, fallback=1) == 5 and meter.retry_after(10, fallback=1) == 1
+    assert meter.retry_after(10**9, fallback=1) == 60, "never more than a minute"

@@ -71,11 +71,12 @@ class ServeSettings(JsonSettings):
                 raise ConfigError(f"{name} must be a whole number >= 1, got {value!r}")
         if not isinstance(self.max_wait_ms, (int, float)) or not 0 <= self.max_wait_ms <= 1000:
             raise ConfigError(f"max_wait_ms must be between 0 and 1000, got {self.max_wait_ms!r}")
-        for name in ("request_timeout_s", "body_timeout_s", "header_timeout_s"):
+        for name, least in (("request_timeout_s", ">= 0 (0: no limit)"), ("body_timeout_s", "> 0"),
+                            ("header_timeout_s", "> 0")):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0 or (
                     value == 0 and name != "request_timeout_s"):
-                raise ConfigError(f"{name} must be a number of seconds > 0, got {value!r}")
+                raise ConfigError(f"{name} must be a number of seconds {least}, got {value!r}")
         if self.max_queued_questions < self.max_client_batch:
             raise ConfigError(f"max_queued_questions ({self.max_queued_questions}) must be at least "
                               f"max_client_batch ({self.max_client_batch}), or a full request could never be queued")
