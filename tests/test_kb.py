@@ -99,6 +99,23 @@ def test_tfidf_matches_scikit_learn(analyzer, ngram_range, sublinear_tf):
     np.testing.assert_allclose(got, expected, atol=1e-6)
 
 
+def test_a_same_size_edit_in_one_timestamp_tick_is_seen(tmp_path):
+    path = tmp_path / "kb.jsonl"
+    _write_jsonl(path, KB)
+    answerer = Answerer(path, top_k=3)
+    assert NEW_ENTRY["id"] not in {e.id for e in answerer.knowledge_base.entries}
+    st = os.stat(path)
+    text = path.read_text("utf-8")
+    first = KB[0]["id"]
+    edited = text.replace(f'"{first}"', '"' + "z" * len(first) + '"', 1)  # same bytes, another id
+    assert len(edited.encode()) == len(text.encode()) and edited != text
+    path.write_text(edited, "utf-8")
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))  # as if within the same mtime tick
+    now = os.stat(path)
+    assert (now.st_mtime_ns, now.st_size, now.st_ino) == (st.st_mtime_ns, st.st_size, st.st_ino)
+    assert "z" * len(first) in {e.id for e in answerer.knowledge_base.entries}
+
+
 def test_answerer_rebuilds_index_when_the_file_changes(tmp_path):
     path = tmp_path / "kb.jsonl"
     _write_jsonl(path, KB)

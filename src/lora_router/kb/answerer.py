@@ -13,6 +13,7 @@ import logging
 import math
 import os
 import threading
+import time
 import warnings
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
@@ -25,6 +26,8 @@ from ..errors import ConfigError, DataError
 from .file import Entry, KnowledgeBase, file_sha256, read_knowledge_base
 from .index import CharTfidfIndex, sum_bags
 from .settings import LEGACY_DEFAULTS, AnswerSettings
+
+RACY_NS = 2_000_000_000  # a file changed this close to when it was read is checked by content, not by stat
 
 logger = logging.getLogger(__name__)
 
@@ -103,6 +106,8 @@ class Answerer:
         self.path = Path(kb_path).expanduser()
         self._lock = threading.Lock()
         self._stamp: tuple | None = None
+        self._read_at_ns = 0
+        self._sha256: str | None = None
         self._index: _Index | None = None
         self._refresh()
 
@@ -156,11 +161,15 @@ class Answerer:
                 warnings.warn(f"knowledge base {self.path} is gone; answering from the last version read",
                               stacklevel=3)
                 return self._index
-            if stamp == self._stamp and self._index is not None:
+            if stamp == self._stamp and self._index is not None and not self._racy(st):
                 return self._index
-            self._stamp = stamp
+            self._stamp, self._read_at_ns = stamp, time.time_ns()
             try:
+                digest = file_sha256(self.path)
+                if digest == self._sha256 and self._index is not None:
+                    return self._index
                 kb = read_knowledge_base(self.path)
+                self._sha256 = digest
             except DataError as exc:
                 if self._index is None:
                     raise
@@ -170,6 +179,12 @@ class Answerer:
             self._index = _Index(kb, self.settings)
             logger.info("knowledge base %s: %d entries indexed", self.path, len(kb.entries))
             return self._index
+
+    def _racy(self, st: os.stat_result) -> bool:
+        """Whether the file may have changed without its stamp changing: it was read within a timestamp tick
+        (taken as 2 s, coarse filesystems included) of its last change, so a same-size edit in that tick would
+        keep the stamp. Such a file is checked by content, as git does for "racily clean" files."""
+        return self._read_at_ns - st.st_mtime_ns < RACY_NS
 
     @property
     def knowledge_base(self) -> KnowledgeBase:

@@ -27,6 +27,7 @@ from ..config import SEQUENCE_CLASSIFICATION
 from ..encoding import encoding_problem
 from ..errors import CaptureError, InputError, UnknownCaptureError
 from .docs import FASTAPI_OPTIONS, add_offline_docs
+from .limits import OverloadedError
 from .metrics import ServiceMetrics
 from .middleware import Gatekeeper
 from .schemas import AskRequest, FeedbackRequest, PredictRequest
@@ -241,6 +242,10 @@ def _add_error_handlers(app: FastAPI, settings: ServeSettings) -> None:
     @app.exception_handler(CaptureError)
     async def capture_failed(request: Request, exc: CaptureError):
         return _error(503, str(exc), "unavailable", headers={"retry-after": str(settings.retry_after_s)})
+
+    @app.exception_handler(OverloadedError)
+    async def overloaded(request: Request, exc: OverloadedError):
+        return _error(429, str(exc), "overloaded", headers={"retry-after": str(exc.retry_after)})
 
     @app.exception_handler(NotReadyError)
     async def not_ready(request: Request, exc: NotReadyError):
