@@ -18,6 +18,7 @@ the page and its files, which hold no data, load without one and ask for it.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable, Iterable
 from importlib import resources
 from pathlib import Path
@@ -48,6 +49,8 @@ def static_folder() -> Path:
 
 class ConsoleGate(Gatekeeper):
     """``serve``'s gate, but the page and its static files load without a key (they hold no data)."""
+
+    body_paths = re.compile(r"^/api/(ask|corrections)$")
 
     def _refuse(self, scope, headers: dict, path: str, counted: bool):
         if scope.get("method") == "GET" and (path == "/" or path.startswith("/static/")):

@@ -28,7 +28,7 @@ from collections.abc import Callable
 from ..errors import LoraRouterError
 
 # Endpoints that take a body; every other request must come without one.
-BODY_PATHS = re.compile(r"^/v1/(ask|tasks/[^/]+/predict)$")
+BODY_PATHS = re.compile(r"^/v1/(ask|feedback|tasks/[^/]+/predict)$")
 BODY_TOTAL_S = 30  # however steadily it trickles, a body has this long to arrive
 STALL_S = 1.0  # a body with no new piece for this long stops counting against the concurrency budget
 RETRY_AFTER_MAX_S = 60
@@ -66,8 +66,8 @@ class ThroughputMeter:
         return max(1, min(RETRY_AFTER_MAX_S, math.ceil(queued / self._rate)))
 
 
-def takes_body(scope) -> bool:
-    return scope.get("method") == "POST" and BODY_PATHS.match(scope.get("path", "")) is not None
+def takes_body(scope, paths: re.Pattern = BODY_PATHS) -> bool:
+    return scope.get("method") == "POST" and paths.match(scope.get("path", "")) is not None
 
 
 def declares_body(headers: dict) -> bool:

@@ -27,7 +27,7 @@ import re
 import time
 import uuid
 
-from .limits import BODY_TOTAL_S, declares_body, host_allowed, is_json, read_body, run_watched, takes_body
+from .limits import BODY_PATHS, BODY_TOTAL_S, declares_body, host_allowed, is_json, read_body, run_watched, takes_body
 from .metrics import ServiceMetrics
 from .settings import ServeSettings
 
@@ -46,6 +46,8 @@ def error_body(message: str, error_type: str, **extra) -> bytes:
 
 class Gatekeeper:
     """Wrap an ASGI app with the service's checks, logs and metrics."""
+
+    body_paths = BODY_PATHS  # the POST paths whose JSON body is read; every other request must come without one
 
     def __init__(self, app, *, settings: ServeSettings, metrics: ServiceMetrics):
         self.app = app
@@ -93,7 +95,7 @@ class Gatekeeper:
                 code, message, extra = refusal
                 await _respond(send_with_id, code, message, extra + (_CLOSE if declares_body(headers) else []))
                 return
-            if not takes_body(scope):
+            if not takes_body(scope, self.body_paths):
                 if declares_body(headers):  # never read: answered (or refused) with the connection closed after
                     if scope.get("method") not in ("POST", "PUT", "PATCH"):
                         await _respond(send_with_id, 400, error_body(
