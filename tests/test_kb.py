@@ -204,7 +204,8 @@ def test_decision_features_are_computed_as_documented(tmp_path):
     f = answerer.features(candidates, logits)
     assert list(f) == list(FEATURES)
     ranked = answerer.decide(candidates, logits)["candidates"]
-    assert f["confidence"] == ranked[0]["score"] and f["gap"] == pytest.approx(ranked[0]["score"] - ranked[1]["score"])
+    assert f["confidence"] == pytest.approx(ranked[0]["score"], abs=1e-6)
+    assert f["gap"] == pytest.approx(ranked[0]["score"] - ranked[1]["score"], abs=2e-6)
     top = candidates[0]
     assert top.entry.id == "ods-vs-dwd" and f["retrieval"] == top.retrieval
     assert f["relevance"] == pytest.approx(1 / (1 + np.exp(-2.0)))

@@ -314,8 +314,9 @@ def rank(candidates: Sequence[Candidate], logits: np.ndarray, relevance_weight: 
         pos += len(c.phrasings)
         best = int(np.argmax(own))
         relevance = 1.0 / (1.0 + math.exp(-float(own[best])))
-        ranked.append({"id": c.entry.id, "question": c.phrasings[best],
-                       "score": round(confidence(relevance, c.retrieval, relevance_weight), 6),
+        exact = confidence(relevance, c.retrieval, relevance_weight)
+        # The decision reads the unrounded confidence: a rounding step would move its probability by more.
+        ranked.append({"id": c.entry.id, "question": c.phrasings[best], "score": round(exact, 6), "exact": exact,
                        "relevance": relevance, "retrieval": c.retrieval, "candidate": c})
     ranked.sort(key=lambda r: -r["score"])
     return ranked

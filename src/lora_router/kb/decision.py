@@ -32,17 +32,18 @@ FEATURES = ("confidence", "relevance", "retrieval", "gap", "coverage", "unknown"
 # The L2 penalty on the standardised weights: strong enough that a feature
 # separating the training split by chance cannot dominate (a few hundred questions).
 L2_PENALTY = 1.0
+MIN_SCALE = 0.05
 
 
 def decision_features(ranked: Sequence[dict], coverage: float, unknown: float) -> dict[str, float]:
-    """The ``FEATURES`` of a ranking (dicts with ``score``, ``relevance``, ``retrieval``, best first)."""
+    """The ``FEATURES`` of a ranking (dicts with ``exact`` confidence, ``relevance``, ``retrieval``, best first)."""
     if not ranked:
         return {"confidence": 0.0, "relevance": 0.0, "retrieval": 0.0, "gap": 0.0, "coverage": 0.0,
                 "unknown": unknown}
     top = ranked[0]
-    second = ranked[1]["score"] if len(ranked) > 1 else 0.0
-    return {"confidence": float(top["score"]), "relevance": float(top["relevance"]),
-            "retrieval": float(top["retrieval"]), "gap": float(top["score"] - second),
+    second = ranked[1]["exact"] if len(ranked) > 1 else 0.0
+    return {"confidence": float(top["exact"]), "relevance": float(top["relevance"]),
+            "retrieval": float(top["retrieval"]), "gap": float(top["exact"] - second),
             "coverage": float(coverage), "unknown": float(unknown)}
 
 
@@ -69,8 +70,10 @@ def fit_decision(features: Sequence[dict[str, float]], no_answer: Sequence[bool]
     if y.all() or not y.any():
         return None
     x = np.array([[f[name] for name in FEATURES] for f in features], dtype=np.float64)
-    mean, scale = x.mean(0), x.std(0)
-    scale = np.where(scale > 1e-9, scale, 1.0)
+    # Every feature lies in [0, 1]; one that barely moves on the training split (the cross-encoder's
+    # relevance on a random base) is not read finer than MIN_SCALE, or logits that differ by rounding
+    # (ONNX against PyTorch) would move the probability, and new phrasings would sway it.
+    mean, scale = x.mean(0), np.maximum(x.std(0), MIN_SCALE)
     z = np.c_[np.ones(len(x)), (x - mean) / scale]
     w_sample = np.where(y == 1, 0.5 / y.sum(), 0.5 / (1 - y).sum()) if balanced else np.full(len(y), 1 / len(y))
     penalty = np.r_[0.0, np.full(len(FEATURES), l2 / len(x))]  # the intercept is not penalised
