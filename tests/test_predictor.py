@@ -120,3 +120,47 @@ def test_the_service_answers_422_naming_the_field_and_keeps_the_batch(backend):
     assert good.status_code == 200
     assert [a["question"] for a in good.json()] == ["数据清洗流程是什么？", "今天天气怎么样"]
     assert backend.calls >= 1
+
+
+def test_the_service_never_tokenises_on_its_event_loop(backend, monkeypatch):
+    """A long question is tokenised (for its truncation warning, and for the model) off the event loop."""
+    pytest.importorskip("fastapi")
+    import asyncio
+
+    from fastapi.testclient import TestClient
+
+    from lora_router.serving.app import create_app
+
+    encoder = backend.encoders["question_classifier"]
+    on_loop, encode = [], encoder.encode
+
+    def watched(*args, **kwargs):
+        try:
+            asyncio.get_running_loop()
+            on_loop.append(True)
+        except RuntimeError:  # no loop running in this thread
+            on_loop.append(False)
+        return encode(*args, **kwargs)
+
+    monkeypatch.setattr(encoder, "encode", watched)
+    long = "数据清洗流程是什么？" * 20  # longer than the 32 tokens this encoder takes
+    with TestClient(create_app(predictor=TaskPredictor(backend), handle_sighup=False)) as client:
+        answer = client.post("/v1/ask", json={"question": long}).json()
+    assert "warnings" in answer, "the long question was seen as cut"
+    assert on_loop and not any(on_loop)
+
+
+def test_a_request_path_cannot_write_a_line_of_its_own_into_the_text_log(backend, caplog):
+    pytest.importorskip("fastapi")
+    import logging
+
+    from fastapi.testclient import TestClient
+
+    from lora_router.serving.app import create_app
+
+    with caplog.at_level(logging.INFO, logger="lora_router.access"):
+        with TestClient(create_app(predictor=TaskPredictor(backend), handle_sighup=False)) as client:
+            assert client.get("/v1/x%0A2026-12-03 INFO forged line").status_code == 404
+    lines = [r.getMessage() for r in caplog.records if r.name == "lora_router.access"]
+    forged = [line for line in lines if "forged line" in line]
+    assert forged and all("\n" not in line and "/v1/x\\n2026" in line for line in forged)

@@ -176,6 +176,29 @@ def test_damaged_exports_are_named(exported, tmp_path, how):
         OnnxRouter(folder)
 
 
+def test_an_export_never_reads_a_file_outside_its_folder(exported, tmp_path):
+    from lora_router.backends.onnx import OnnxRouter
+
+    folder = copy_export(exported.export, tmp_path / "out")
+    secret = tmp_path / "secret.json"
+    secret.write_text("{}", "utf-8")
+    manifest_path = folder / "manifest.json"
+    original = json.loads(manifest_path.read_text("utf-8"))
+
+    listed = json.loads(json.dumps(original))  # the path listed, with its true hash: only the folder check stops it
+    listed["tasks"]["question_classifier"]["manifest"] = "../secret.json"
+    listed["files"]["../secret.json"] = {"sha256": "0" * 64, "bytes": 2}
+    manifest_path.write_text(json.dumps(listed), "utf-8")
+    with pytest.raises(ExportFormatError, match="'../secret.json', which is outside the export folder"):
+        OnnxRouter(folder)
+
+    unlisted = json.loads(json.dumps(original))
+    unlisted["tasks"]["question_classifier"]["manifest"] = "../secret.json"
+    manifest_path.write_text(json.dumps(unlisted), "utf-8")
+    with pytest.raises(ExportFormatError, match="secret.json is not listed in"):
+        OnnxRouter(folder)
+
+
 def test_a_folder_that_is_not_there(tmp_path):
     from lora_router.backends.onnx import OnnxRouter
 

@@ -17,7 +17,7 @@ import time
 import httpx
 import pytest
 
-from support.serve import Server, same_answer
+from support.serve import Server, same_answer, wait_for
 
 pytest.importorskip("fastapi")
 pytestmark = pytest.mark.slow
@@ -293,7 +293,7 @@ def test_sigterm_under_load_answers_in_flight_and_exits_0(exported, tmp_path):
             sock.sendall(b"POST /v1/ask HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
                          + f"Content-Length: {len(body)}\r\n\r\n".encode() + body[:-5])
             in_flight.append(sock)
-        _wait_for(lambda: "lora_router_requests_in_flight 3.0" in httpx.get(f"{s.url}/metrics").text)
+        wait_for(lambda: "lora_router_requests_in_flight 3.0" in httpx.get(f"{s.url}/metrics").text)
         s.signal(signal.SIGTERM)
         time.sleep(0.5)
         replies = []
@@ -328,11 +328,11 @@ def test_sighup_reloads_under_load_and_a_damaged_export_is_refused(exported, tmp
     with Server("--onnx", str(folder), log_path=tmp_path / "log") as s, Load(s.url) as load:
         time.sleep(0.5)
         s.signal(signal.SIGHUP)
-        _wait_for(lambda: 'lora_router_reloads_total{result="ok"} 1.0' in httpx.get(f"{s.url}/metrics").text)
+        wait_for(lambda: 'lora_router_reloads_total{result="ok"} 1.0' in httpx.get(f"{s.url}/metrics").text)
         assert httpx.get(f"{s.url}/ready").json()["generation"] == 2
         (folder / "tokenizer.json").write_text("{}", "utf-8")  # every layout reads it
         s.signal(signal.SIGHUP)
-        _wait_for(lambda: 'lora_router_reloads_total{result="refused"} 1.0' in httpx.get(f"{s.url}/metrics").text)
+        wait_for(lambda: 'lora_router_reloads_total{result="refused"} 1.0' in httpx.get(f"{s.url}/metrics").text)
         time.sleep(0.3)
         assert httpx.post(f"{s.url}/v1/ask", json={"question": SAMPLES[0]}).status_code == 200
         assert httpx.get(f"{s.url}/ready").json()["generation"] == 2
@@ -374,15 +374,6 @@ def test_a_folder_that_is_not_an_export_fails_before_serving(tmp_path):
     assert out.returncode == 1 and "not a lora-router export" in out.stderr
 
 
-def _wait_for(check, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.2)
-    raise TimeoutError("condition not met in time")
-
-
 def test_a_hub_is_served_with_the_pytorch_router_for_development(exported, tmp_path):
     with Server("--hub", str(exported.hub.root), "--base-model", exported.base, log_path=tmp_path / "log") as s:
         answer = httpx.post(f"{s.url}/v1/ask", json={"question": SAMPLES[0]}, timeout=60).json()
@@ -393,7 +384,41 @@ def test_a_hub_is_served_with_the_pytorch_router_for_development(exported, tmp_p
 
 def test_two_workers_share_one_port(exported, tmp_path):
     with Server("--onnx", str(exported.export), "--workers", "2", log_path=tmp_path / "log") as s:
-        _wait_for(lambda: s.log().count("ready: onnx") == 2)  # each worker loads its own models
+        wait_for(lambda: s.log().count("ready: onnx") == 2)  # each worker loads its own models
         codes = [httpx.post(f"{s.url}/v1/ask", json={"question": q}, timeout=60).status_code for q in SAMPLES * 3]
     assert set(codes) == {200}
     assert s.log().count("ready: onnx") == 2
+
+
+def test_a_key_given_in_clear_reaches_the_workers_through_a_private_file_never_their_environment(exported, tmp_path):
+    psutil = pytest.importorskip("psutil")
+    key = "k-" + "7" * 30
+    s = Server("--onnx", str(exported.export), "--workers", "2", "--api-key", key, log_path=tmp_path / "log")
+    try:
+        s.wait_ready(headers={"authorization": f"Bearer {key}"})
+        wait_for(lambda: s.log().count("ready: onnx") == 2)
+        assert httpx.post(f"{s.url}/v1/ask", json={"question": SAMPLES[0]}, timeout=60).status_code == 401
+        ok = httpx.post(f"{s.url}/v1/ask", json={"question": SAMPLES[0]}, timeout=60,
+                        headers={"authorization": f"Bearer {key}"})
+        assert ok.status_code == 200
+        workers = psutil.Process(s.proc.pid).children(recursive=True)
+        assert workers, "uvicorn started worker processes"
+        for process in [psutil.Process(s.proc.pid), *workers]:
+            assert not any(key in value for value in process.environ().values()), process.cmdline()
+    finally:
+        s.stop()
+    assert "visible to every user of this machine (ps)" in s.log()
+
+
+def test_the_key_can_come_from_a_file_that_nothing_shows(exported, tmp_path):
+    key_file = tmp_path / "key"
+    key_file.write_text("from-a-file\n", "utf-8")
+    s = Server("--onnx", str(exported.export), "--api-key-file", str(key_file), log_path=tmp_path / "log")
+    try:
+        s.wait_ready(headers={"authorization": "Bearer from-a-file"})
+        asked = [httpx.post(f"{s.url}/v1/ask", json={"question": SAMPLES[0]}, timeout=60, headers=h).status_code
+                 for h in ({}, {"authorization": "Bearer from-a-file"})]
+    finally:
+        s.stop()
+    assert asked == [401, 200]
+    assert "from-a-file" not in s.log() and "(ps)" not in s.log()

@@ -20,6 +20,7 @@ _LAZY = {
     "OnnxRouter": ("lora_router.backends.onnx", "OnnxRouter"),
     "PredictorOptions": ("lora_router.core.options", "PredictorOptions"),
     "TaskPredictor": ("lora_router.core.predictor", "TaskPredictor"),
+    "Client": ("lora_router.client", "Client"),
 }
 
 

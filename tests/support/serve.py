@@ -97,3 +97,13 @@ def same_answer(a, b, tol: float = 1e-4) -> bool:
     if isinstance(a, float) and isinstance(b, (int, float)) and not isinstance(b, bool):
         return abs(a - b) <= tol
     return a == b
+
+
+def wait_for(condition, timeout: float = 60) -> None:
+    """Poll ``condition`` until it holds; ``TimeoutError`` after ``timeout`` seconds (never a fixed sleep)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.05)
+    raise TimeoutError("condition not met in time")

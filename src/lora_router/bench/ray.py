@@ -70,7 +70,8 @@ def run_ray_bench(out_dir: str | Path, *, export_dir: str | Path | None = None, 
 def _run_services(export: Path, chain: Path, questions, clients, requests: int, rounds: int, work: Path,
                   temp_dir: Path) -> dict:
     """Start plain ``serve`` and the Ray services side by side, measure them interleaved, stop them."""
-    from ..serving.ray import ExportCatalog, build_app, connect
+    from ..serving.ray import ExportCatalog, build_app
+    from ..serving.ray_host import connect
 
     with serving(export, chain, PLAIN_PORT, work / "serve.log") as plain_url:
         # One logical CPU per replica: every replica starts at once; the cores are shared as the threads say.

@@ -4,6 +4,7 @@ import sys
 from pathlib import Path
 
 import click
+from click.core import ParameterSource
 
 from ..errors import require
 from ..serving import ModelSource
@@ -32,9 +33,9 @@ AT_LEAST_1 = {"type": click.IntRange(1)}
 @opt.from_settings(ServeSettings, max_batch_tokens=AT_LEAST_1, max_batch_requests=AT_LEAST_1,
                    max_wait_ms={"type": click.FloatRange(0, 1000)}, max_concurrent_requests=AT_LEAST_1,
                    max_client_batch=AT_LEAST_1, max_question_chars=AT_LEAST_1,
-                   api_key={"envvar": API_KEY_ENV, "show_envvar": True},
+                   api_key={"envvar": API_KEY_ENV, "show_envvar": True}, api_key_file={"type": opt.FILE},
                    cors_origins={"flag": "--cors-origin", "metavar": "ORIGIN"},
-                   log_format={"type": click.Choice(LOG_FORMATS)})
+                   log_format={"type": click.Choice(LOG_FORMATS)}, otel={"is_flag": True})
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info",
               show_default=True)
 @click.option("--engine", type=click.Choice(["uvicorn", "ray"]), default="uvicorn", show_default=True,
@@ -70,11 +71,19 @@ def serve_cmd(onnx, hub_dir, base_model, host, port, workers, log_level, engine,
     curl -s localhost:8080/v1/ask -d '{"question": "帮我把sales_2024.csv导入到ODS层"}'
     curl -s localhost:8080/v1/tasks/question_classifier/predict -d '{"inputs": "数据清洗流程是什么？"}'
     lora-router serve --hub ./hub --base-model ./base --port 9000 --log-format json
+    OTEL_EXPORTER_OTLP_ENDPOINT=http://collector:4318 lora-router serve --onnx ./export --otel
     lora-router serve --engine ray --onnx ./export --replicas 2
     lora-router serve --engine ray --address auto --exports-root /mnt/exports --default-export team-a
     """
     require("fastapi", "serve")
+    if click.get_current_context().get_parameter_source("api_key") == ParameterSource.COMMANDLINE:
+        click.secho(f"warning: --api-key on the command line is visible to every user of this machine (ps); "
+                    f"use {API_KEY_ENV} or --api-key-file", fg="yellow", err=True)
     settings = opt.take_settings(ServeSettings, params)
+    if settings.otel:
+        from ..serving.tracing import require_otel
+
+        require_otel()  # here, with the install command, rather than in every worker or replica
     ray = {name: params.pop(name) for name in RAY_ONLY}
     options = opt.predictor_options(**params)
     if engine == "ray":
@@ -94,14 +103,15 @@ def serve_cmd(onnx, hub_dir, base_model, host, port, workers, log_level, engine,
 
 
 def _warn_if_open(host: str, settings: ServeSettings) -> None:
-    if host not in ("127.0.0.1", "localhost", "::1") and not settings.api_key:
+    if host not in ("127.0.0.1", "localhost", "::1") and not settings.key():
         click.secho(f"warning: listening on {host} without --api-key: anyone who reaches it can ask", fg="yellow",
                     err=True)
 
 
 def _serve_on_ray(onnx, settings, options, *, exports, replicas, replica_cpus, address, host, port, ship, log_level,
                   **catalog) -> None:
-    from ..serving.ray import EXPORT_HEADER, ExportCatalog, serve_exports
+    from ..serving.ray import EXPORT_HEADER, ExportCatalog
+    from ..serving.ray_host import serve_exports
 
     folders = {}
     for item in exports:

@@ -31,6 +31,7 @@ from .middleware import Gatekeeper
 from .schemas import AskRequest, PredictRequest
 from .service import NotReadyError, PayloadTooLargeError, Service, UnknownServedTaskError
 from .settings import ServeSettings
+from .tracing import RequestTracing, tracing_for
 
 logger = logging.getLogger(__name__)
 
@@ -44,17 +45,19 @@ Errors are `{"error": "...", "error_type": "..."}`: 401 unauthorized, 404 not_fo
 def create_app(source: ModelSource | None = None, settings: ServeSettings | None = None, *, predictor=None,
                service: Service | None = None, handle_sighup: bool = True,
                resolve: Callable[[Request], Awaitable[Service]] | None = None,
-               metrics: ServiceMetrics | None = None) -> FastAPI:
+               metrics: ServiceMetrics | None = None, tracer_provider=None) -> FastAPI:
     """The ASGI app over a model source (or an already loaded predictor, or a ``Service``).
 
     ``resolve(request)`` picks the ``Service`` that answers a request, for a
     host that serves several exports (Ray Serve's multiplexing); without it,
-    the one service made here answers every request.
+    the one service made here answers every request. With ``settings.otel``,
+    requests and chain steps are traced to ``tracer_provider`` (default: the
+    process's, exporting over OTLP as the ``OTEL_*`` variables say).
     """
     settings = settings or ServeSettings()
     metrics = metrics or (service.metrics if service is not None else ServiceMetrics())
     if resolve is None:
-        service = service or Service(source, settings, metrics, predictor=predictor)
+        service = service or Service(source, settings, metrics, predictor=predictor, tracer_provider=tracer_provider)
 
         async def resolve(request: Request) -> Service:
             return service
@@ -72,7 +75,9 @@ def create_app(source: ModelSource | None = None, settings: ServeSettings | None
             if service is not None:
                 await service.stop()
 
-    app = FastAPI(title="lora-router", version=__version__, description=DESCRIPTION, lifespan=lifespan)
+    tracing = tracing_for(settings, tracer_provider)
+    app = FastAPI(title="lora-router", version=__version__, description=DESCRIPTION, lifespan=lifespan,
+                  **(tracing.fastapi_options() if tracing is not None else {}))
     app.state.service = service
     app.state.on_load_failure = None
 
@@ -144,6 +149,8 @@ def create_app(source: ModelSource | None = None, settings: ServeSettings | None
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"],
                            allow_headers=["authorization", "content-type", "x-request-id"])
     app.add_middleware(Gatekeeper, settings=settings, metrics=metrics)
+    if tracing is not None:  # outermost: refusals are traced too; off, the app has no trace of it
+        app.add_middleware(RequestTracing, tracing=tracing)
     return app
 
 

@@ -50,6 +50,7 @@ class _Item:
     text: str
     tokens: int
     future: asyncio.Future
+    rows: int = 0  # of the batch that computed it
 
 
 class Batcher:
@@ -87,11 +88,19 @@ class Batcher:
 
     async def submit(self, task: str, text: str) -> dict:
         """The result of ``task`` for ``text``, computed in some batch."""
+        return await self._enqueue(task, text).future
+
+    async def submit_counted(self, task: str, text: str) -> tuple[dict, int]:
+        """``submit``'s result and the rows of the batch that computed it (what a trace records)."""
+        item = self._enqueue(task, text)
+        return await item.future, item.rows
+
+    def _enqueue(self, task: str, text: str) -> _Item:
         self.start()
-        future = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait(_Item(task, text, self.tokens(task, text), future))
+        item = _Item(task, text, self.tokens(task, text), asyncio.get_running_loop().create_future())
+        self._queue.put_nowait(item)
         self._observe_depth()
-        return await future
+        return item
 
     async def close(self) -> None:
         """Answer what is queued, then stop."""
@@ -158,6 +167,7 @@ class Batcher:
             return
         for item, result in zip(live, results):
             if not item.future.done():  # its client may have left during the forward pass
+                item.rows = len(live)
                 item.future.set_result(result)
 
     def _predict_grouped(self, items: list[_Item]) -> list:

@@ -7,12 +7,16 @@ one JSON object per line (``--log-format json``), access lines included.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import json
 import logging
 import os
 import signal
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 from ..backends.source import ModelSource
 from ..errors import require
@@ -68,10 +72,12 @@ def serve(source: ModelSource, settings: ServeSettings, *, host: str = "127.0.0.
     # in place, that re-raise is a no-op and the process exits 0 as a stopped service should.
     signal.signal(signal.SIGTERM, lambda *_: None)
     if workers > 1:
-        os.environ[SOURCE_ENV] = source.to_json()
-        os.environ[SETTINGS_ENV] = settings.to_json()
-        logger.info("serving %s %s on http://%s:%d with %d workers", source.kind, source.path, host, port, workers)
-        uvicorn.run("lora_router.serving.host:app_from_env", factory=True, workers=workers, **common)
+        with _key_in_a_file(settings) as shared:
+            os.environ[SOURCE_ENV] = source.to_json()
+            os.environ[SETTINGS_ENV] = shared.to_json()
+            logger.info("serving %s %s on http://%s:%d with %d workers", source.kind, source.path, host, port,
+                        workers)
+            uvicorn.run("lora_router.serving.host:app_from_env", factory=True, workers=workers, **common)
         return 0
     from .app import create_app
 
@@ -81,6 +87,23 @@ def serve(source: ModelSource, settings: ServeSettings, *, host: str = "127.0.0.
     logger.info("serving %s %s on http://%s:%d (docs: /docs)", source.kind, source.path, host, port)
     server.run()
     return 1 if app.state.service.load_error else 0
+
+
+@contextlib.contextmanager
+def _key_in_a_file(settings: ServeSettings):
+    """The settings the workers get: a key given in clear reaches them through a file only this user reads.
+
+    The settings travel to the workers in an environment variable, which other tools print and copy;
+    the key must not be in it.
+    """
+    if not settings.api_key:
+        yield settings
+        return
+    with tempfile.TemporaryDirectory(prefix="lora-router-key-") as folder:  # mode 0700
+        path = Path(folder) / "api-key"
+        path.touch(mode=0o600)
+        path.write_text(settings.api_key + "\n", "utf-8")
+        yield dataclasses.replace(settings, api_key=None, api_key_file=str(path))
 
 
 def app_from_env():

@@ -45,7 +45,7 @@ class Gatekeeper:
         self.settings = settings
         self.metrics = metrics
         self.in_flight = 0
-        self._key = settings.api_key.encode("utf-8") if settings.api_key else None
+        self._key = settings.key().encode("utf-8") if settings.key() else None
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
@@ -100,7 +100,8 @@ class Gatekeeper:
                     self.metrics.in_flight.set(self.in_flight)
         except Exception:  # noqa: BLE001 - the service stays up; the traceback goes to the log
             if not status["started"]:  # else the app's own 500 handler answered and logged it
-                logger.exception("internal error in %s %s (request id %s)", scope.get("method"), path, request_id)
+                logger.exception("internal error in %s %s (request id %s)", scope.get("method"), _printable(path),
+                                 request_id)
                 await _respond(send_with_id, 500, error_body(
                     "internal error; the server logged it with this request id", "internal", request_id=request_id))
         finally:
@@ -147,7 +148,7 @@ class Gatekeeper:
         state = scope.get("state", {})
         chain_routes = state.get("chain_routes")
         access_log.info(
-            "%s %s %s %d %.1fms%s", request_id, scope.get("method"), path, status, seconds * 1000,
+            "%s %s %s %d %.1fms%s", request_id, scope.get("method"), _printable(path), status, seconds * 1000,
             f" route={','.join(chain_routes)}" if chain_routes else "",
             extra={"request_id": request_id, "method": scope.get("method"), "path": path, "endpoint": endpoint,
                    "status": status, "latency_ms": round(seconds * 1000, 3), "routes": chain_routes},
@@ -174,3 +175,9 @@ async def _respond(send, status: int, body: bytes, headers: list | None = None) 
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
                             *(headers or [])]})
     await send({"type": "http.response.body", "body": body})
+
+
+def _printable(path: str) -> str:
+    """The path with control characters escaped: a request for ``/x%0A...`` must not write a line of its own
+    into a text log (JSON logs escape it themselves)."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in path)

@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Awaitable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -25,6 +26,7 @@ from ..errors import ConfigError, InputError, LoraRouterError
 from .batcher import Batcher
 from .metrics import ServiceMetrics
 from .settings import ServeSettings
+from .tracing import tracing_for
 
 logger = logging.getLogger(__name__)
 
@@ -64,7 +66,7 @@ class Service:
     """Answer questions with the current models, batched; reload them on request."""
 
     def __init__(self, source: ModelSource | None, settings: ServeSettings, metrics: ServiceMetrics | None = None,
-                 *, predictor=None):
+                 *, predictor=None, tracer_provider=None):
         if source is None and predictor is None:
             raise ConfigError("Service needs a ModelSource or a loaded predictor")
         self.source = source
@@ -77,6 +79,7 @@ class Service:
         self._executor = ThreadPoolExecutor(settings.inference_threads, thread_name_prefix="lora-router-infer")
         self._reload_lock = asyncio.Lock()
         self.load_error: str | None = None
+        self.tracing = tracing_for(settings, tracer_provider)  # None unless settings.otel
 
     # ------------------------------------------------------------ lifecycle
     @property
@@ -167,7 +170,7 @@ class Service:
         predictor = loaded.predictor
         chain = predictor.chain
         out = new_answer(text)
-        warnings = _truncation(predictor, chain.start, text)
+        warnings = await _truncation(predictor, chain.start, text)
         task = chain.start
         while task is not None:
             step = chain.steps[task]
@@ -175,7 +178,7 @@ class Service:
                 finish_missing(out, step)
                 break
             t0 = time.perf_counter()
-            result = await loaded.batcher.submit(task, text)
+            result = await self._submit(loaded.batcher, task, text, route=step.route)
             elapsed = time.perf_counter() - t0
             out["steps"].append({"task": task, "result": result, "ms": round(elapsed * 1000, 3)})
             self.metrics.step_latency.labels(task).observe(elapsed)
@@ -192,13 +195,19 @@ class Service:
             predictor = loaded.predictor
             if task not in predictor.specs:
                 raise UnknownServedTaskError(task, list(predictor.specs))
-            warnings = [_truncation(predictor, task, t) for t in texts]
+            warnings = [await _truncation(predictor, task, t) for t in texts]
             if not truncate and any(warnings):
                 n = next(i for i, w in enumerate(warnings) if w)
                 raise PayloadTooLargeError(f"inputs[{n}] is longer than the model takes "
                                            f"({predictor.encoders[task].max_length} tokens) and truncate is false")
-            results = await asyncio.gather(*(loaded.batcher.submit(task, t) for t in texts))
+            results = await asyncio.gather(*(self._submit(loaded.batcher, task, t) for t in texts))
             return list(results), warnings, predictor.specs[task].kind
+
+    def _submit(self, batcher: Batcher, task: str, text: str, route: str | None = None) -> Awaitable[dict]:
+        if self.tracing is None:
+            return batcher.submit(task, text)
+        # In this request's context, not the batch's: the step span joins this request's trace.
+        return self.tracing.step(batcher, task, text, route=route)
 
     def describe(self) -> dict:
         """Tasks, labels, the chain and its thresholds, where the models come from and their parity figures."""
@@ -224,10 +233,14 @@ class Service:
         return f"{self.source.kind} {self.source.path}" if self.source else "a predictor given in code"
 
 
-def _truncation(predictor, task: str, text: str) -> list[str]:
+async def _truncation(predictor, task: str, text: str) -> list[str]:
     encoder = predictor.encoders.get(task)
     # No more tokens than characters: a text that short surely fits, without encoding it.
-    if encoder is None or len(text) + 2 <= encoder.max_length or not encoder.encode(text, warn=False).truncated:
+    if encoder is None or len(text) + 2 <= encoder.max_length:
+        return []
+    # A long text is tokenised in a thread: 64 questions of 10,000 characters once held the event loop
+    # (and every other client's /health) for 300 ms.
+    if not (await asyncio.to_thread(encoder.encode, text, warn=False)).truncated:
         return []
     return [f"the question is longer than {task} takes; only its first {encoder.max_length} tokens were read"]
 

@@ -60,6 +60,7 @@ class OnnxBackend:
         needed = [export_layout.TOKENIZER_FILE, export_layout.CHAIN_FILE]
         needed += [p for t in names for p in self._task_files(t)]
         needed = list(dict.fromkeys(needed))
+        export_layout.check_listed(self.export_dir, self.manifest, needed)  # before any file is opened
         # The sha256 of the model files (~100 MB at base size) runs beside the sessions' start-up, the other
         # half of a cold start; a damaged file is still what is reported, whatever the loading says about it.
         with ThreadPoolExecutor(1) as pool:

@@ -179,18 +179,28 @@ def read_manifest(folder: str | Path) -> ExportManifest:
     for key in ("tasks", "files", "layouts", "precisions"):
         if key not in manifest:
             raise ExportFormatError(f"{path} is damaged: it has no {key!r}; export again")
+    root = folder.resolve()
+    for rel in manifest["files"]:  # nothing is read unless listed here (check_listed), so this bounds every read
+        if not (root / rel).resolve().is_relative_to(root):
+            raise ExportFormatError(f"{path} lists {rel!r}, which is outside the export folder; an export only "
+                                    "reads its own files: export again")
     return ExportManifest.from_dict(manifest)
+
+
+def check_listed(folder: Path, manifest: ExportManifest, paths: Iterable[str]) -> None:
+    """Every path is one the manifest lists (so inside the folder); before anything is opened."""
+    for rel in paths:
+        if rel not in manifest.files:
+            raise ExportFormatError(f"{folder / rel} is not listed in {folder / MANIFEST_FILE}; the export is "
+                                    "damaged, export again")
 
 
 def verify_files(folder: Path, manifest: ExportManifest, paths: Iterable[str], *, hashes: bool = True) -> None:
     """Every path exists and (unless it may change, like a knowledge base) has its recorded sha256."""
-    files = manifest.files
+    paths = list(paths)
+    check_listed(folder, manifest, paths)
     for rel in paths:
-        path = folder / rel
-        entry = files.get(rel)
-        if entry is None:
-            raise ExportFormatError(f"{path} is not listed in {folder / MANIFEST_FILE}; the export is damaged, "
-                                    "export again")
+        path, entry = folder / rel, manifest.files[rel]
         if not path.is_file():
             raise ExportFormatError(f"{path} is missing from the export; copy the whole folder or export again")
         if not hashes or entry.get("mutable"):
