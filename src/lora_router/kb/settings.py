@@ -28,8 +28,9 @@ class AnswerSettings(JsonSettings):
         default=2, metadata={"help": "phrasings per retrieved entry that the cross-encoder scores"})
     relevance_weight: float = field(default=0.5, metadata={
         "help": "confidence = relevance**w * retrieval**(1-w); relevance = sigmoid(cross-encoder)"})
-    analyzer: str = field(default="char_run", metadata={
-        "help": "TF-IDF analyzer: char, char_wb, or char_run (n-grams inside runs between spaces and punctuation)"})
+    analyzer: str = field(default="char_run_words", metadata={
+        "help": "TF-IDF analyzer: char, char_wb, char_run (n-grams inside runs between spaces and punctuation), "
+                "or char_run_words (char_run, with each Latin word whole)"})
     ngram_range: tuple[int, int] = field(default=(1, 2), metadata={"help": "character n-gram sizes"})
     sublinear_tf: bool = field(default=True, metadata={"help": "1 + log(tf) instead of tf"})
     index_answers: bool = field(default=True, metadata={
