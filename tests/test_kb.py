@@ -11,7 +11,14 @@ import numpy as np
 import pytest
 
 from lora_router.errors import DataError
-from lora_router.kb import Answerer, CharTfidfIndex, check_knowledge_base, normalize_text, read_knowledge_base
+from lora_router.kb import (
+    Answerer,
+    AnswerSettings,
+    CharTfidfIndex,
+    check_knowledge_base,
+    normalize_text,
+    read_knowledge_base,
+)
 from lora_router.kb.decision import FEATURES
 from lora_router.kb.index import char_ngrams, sum_bags
 from lora_router.kb.threshold import fit_threshold
@@ -121,6 +128,24 @@ def test_char_run_ngrams_neither_match_nor_join_across_punctuation():
     assert "层，" not in grams and "层和" not in grams and "s层" in grams
     assert {"dwd", "fin"} & set(grams) == set() and "dw" in grams and "fi" in grams  # '_' cuts a run
     assert all(g.strip() and "，" not in g and "?" not in g for g in grams)
+
+
+def test_char_run_words_keeps_a_latin_word_whole_and_cjk_in_ngrams():
+    grams = char_ngrams("MySQL的索引，dwd_fin OOM了", (1, 2), "char_run_words")
+    assert {"mysql", "dwd", "fin", "oom"} <= set(grams)
+    assert not {"m", "my", "l的", "oo"} & set(grams)  # no letter n-grams, nothing joins a word to CJK
+    assert {"的", "索引", "的索", "了"} <= set(grams)
+
+
+def test_an_english_question_does_not_match_english_text_by_its_letters():
+    """Under char_run any English question matched the entry with the most English by shared letters."""
+    texts = ["任务报OOM怎么办？ Java heap space, Container killed by YARN for exceeding memory limits",
+             "在哪里看表的血缘关系？"]
+    question = "how to cook pasta al dente"
+    by_letters = CharTfidfIndex(texts, analyzer="char_run", unknown_query_ngrams=True).scores(question)
+    by_words = CharTfidfIndex(texts, analyzer="char_run_words", unknown_query_ngrams=True).scores(question)
+    assert by_letters[0] > 0.2 and by_words.max() == 0.0
+    assert CharTfidfIndex(texts, analyzer="char_run_words").scores("java heap space 报错")[0] > 0.3
 
 
 def test_leaving_a_phrasing_out_scores_as_an_index_built_without_it():
@@ -397,6 +422,19 @@ def test_cross_validation_scores_every_training_question_once(trained, router):
         assert cv["n"] == len(train) and sum(f["n"] for f in cv["folds"]) == len(train)
         assert cv["decision"] == ("logistic" if with_decision else "threshold")
         assert 0.0 <= cv["no_answer_recall"] <= 1.0
+
+
+def test_holdout_scores_the_other_split_with_a_decision_fitted_on_train(trained, router):
+    from lora_router.data import read_records
+    from lora_router.evaluation.answering import cross_validate_answering, holdout_answering
+
+    train, test = read_records(trained["root"] / "train.jsonl"), read_records(trained["root"] / "test.jsonl")
+    held = holdout_answering(router, "question_answer", train, test)
+    assert held["n"] == len(test) and held["decision"] == "logistic"
+    assert held["analyzer"] == router.answerer("question_answer").settings.analyzer
+    other = AnswerSettings(analyzer="char")  # another retrieval, measured with the same cross-encoder
+    assert holdout_answering(router, "question_answer", train, test, settings=other)["analyzer"] == "char"
+    assert cross_validate_answering(router, "question_answer", train, folds=3, settings=other)["analyzer"] == "char"
 
 
 def test_ask_answer_route_returns_the_answer(router):
