@@ -135,6 +135,7 @@ def test_char_run_words_keeps_a_latin_word_whole_and_cjk_in_ngrams():
     assert {"mysql", "dwd", "fin", "oom"} <= set(grams)
     assert not {"m", "my", "l的", "oo"} & set(grams)  # no letter n-grams, nothing joins a word to CJK
     assert {"的", "索引", "的索", "了"} <= set(grams)
+    assert {"mysql的", "oom了"} <= set(grams)  # a word joined to its CJK neighbour, as in ODS层
 
 
 def test_an_english_question_does_not_match_english_text_by_its_letters():
