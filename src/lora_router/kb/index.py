@@ -47,7 +47,8 @@ def normalize_text(text: str) -> str:
 
 
 def char_ngrams(text: str, ngram_range: tuple[int, int], analyzer: str = "char") -> list[str]:
-    """The n-grams of ``text``: scikit-learn's ``char`` / ``char_wb``, or ``char_run`` (inside word runs)."""
+    """The n-grams of ``text``: scikit-learn's ``char`` / ``char_wb``, ``char_run`` (inside word runs), or
+    ``char_run_words`` (inside word runs, a Latin word whole)."""
     low, high = ngram_range
     if analyzer == "char_run_words":
         out = []
