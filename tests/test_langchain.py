@@ -301,9 +301,12 @@ def test_a_real_onnx_router_sends_each_sample_question_to_the_runnable_of_its_ro
     assert len({a["route"] for a in expected}) > 1  # a batch of mixed routes, or the test proves little
     assistant = RouterBranch(router, **{route: (lambda x, route=route: (route, x["routing"])) for route in ROUTES})
 
-    def same(routing, answer):  # step times differ from run to run
-        return {k: v for k, v in routing.items() if k != "steps"} == {k: v for k, v in answer.items() if k != "steps"} \
-            and [s["task"] for s in routing["steps"]] == [s["task"] for s in answer["steps"]]
+    def same(routing, answer):  # step times differ from run to run, in the steps and in the trace
+        timed = ("steps", "trace")
+        return {k: v for k, v in routing.items() if k not in timed} == \
+            {k: v for k, v in answer.items() if k not in timed} \
+            and [s["task"] for s in routing["steps"]] == [s["task"] for s in answer["steps"]] \
+            and [s["label"] for s in routing["trace"]["steps"]] == [s["label"] for s in answer["trace"]["steps"]]
 
     for out in (assistant.batch(questions), [assistant.invoke(q) for q in questions],
                 asyncio.run(assistant.abatch(questions))):
