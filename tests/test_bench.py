@@ -121,7 +121,7 @@ def test_tiny_bench_writes_three_files(tmp_path):
 
 
 @pytest.mark.parametrize("run, render", [("base-cpu", "markdown"), ("serve-cpu", "serve_markdown"),
-                                         ("ray-cpu", "ray_markdown")])
+                                         ("serve-capture-tiny", "serve_markdown"), ("ray-cpu", "ray_markdown")])
 def test_every_suite_report_renders_its_committed_run_unchanged(run, render):
     from pathlib import Path
 

@@ -94,6 +94,7 @@ def test_train_hub_eval_ask_through_the_cli(run, tmp_path, tiny_base, scene_file
 
     asked = json.loads(run("ask", "数据清洗流程是什么？", "--base-model", tiny_base, "--hub", hub, "--json").stdout)
     assert asked["steps"][0]["task"] == "question_classifier"
+    assert asked["trace"]["steps"][0]["label"] == asked["steps"][0]["result"]["predicted_label"]
     one = json.loads(run("ask", "--task", "question_classifier", "数据清洗流程是什么？", "--base-model", tiny_base,
                          "--hub", hub, "--json").stdout)
     assert [s["task"] for s in one["steps"]] == ["question_classifier"]
@@ -188,3 +189,57 @@ def test_serve_on_ray_reads_every_export_before_a_cluster_starts(tmp_path):
     assert not_an_export.exit_code == 1 and "is not a lora-router export" in not_an_export.output
     malformed = CliRunner().invoke(main, ["serve", "--engine", "ray", "--export", "a"])
     assert malformed.exit_code == 2 and "is not ID=DIR" in malformed.output
+
+
+def _cli(*args: str) -> list[str]:
+    import sys
+
+    return [sys.executable, "-c", "from lora_router.cli import run; run()", *args]
+
+
+def test_ask_stdin_reads_crlf_and_invalid_utf8_and_reports_a_bad_line_without_stopping(exported):
+    import subprocess
+
+    stdin = "数据清洗流程是什么？\r\n".encode() + b"\xff\xfe not utf-8\r\n" + b"   \r\n" + "今天天气怎么样\n".encode()
+    out = subprocess.run(_cli("ask", "--onnx", str(exported.export), "-"), input=stdin, capture_output=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr.decode(errors="replace")
+    lines = [json.loads(line) for line in out.stdout.decode().splitlines()]
+    assert [line.get("question") for line in lines] == ["数据清洗流程是什么？", "\ufffd\ufffd not utf-8", "   ",
+                                                         "今天天气怎么样"]
+    assert lines[0]["route"] and lines[3]["route"], "CR is not part of the question"
+    assert lines[2]["line"] == 3 and "empty" in lines[2]["error"]
+    assert "error" not in lines[1], "a question with undecodable bytes is still answered"
+
+
+def test_ctrl_c_exits_130_saying_nothing_was_half_written(exported):
+    import signal
+    import subprocess
+
+    proc = subprocess.Popen(_cli("ask", "--onnx", str(exported.export), "-"), stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        proc.stdin.write("数据清洗流程是什么？\n".encode())
+        proc.stdin.flush()
+        assert json.loads(proc.stdout.readline())["question"] == "数据清洗流程是什么？"  # loaded and answering
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(60) == 130
+        assert "interrupted" in proc.stderr.read().decode()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+
+
+def test_serve_exits_1_when_the_export_fails_to_load(exported, tmp_path):
+    import subprocess
+
+    from support.export import copy_export
+    from support.serve import free_port
+
+    folder = copy_export(exported.export, tmp_path / "export")
+    (folder / "tokenizer.json").write_text("{}", "utf-8")  # listed in the manifest, so only loading finds it
+    out = subprocess.run(_cli("serve", "--onnx", str(folder), "--port", str(free_port())), capture_output=True,
+                         timeout=120)
+    assert out.returncode == 1
+    assert "models failed to load" in out.stderr.decode(errors="replace")

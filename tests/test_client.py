@@ -330,17 +330,32 @@ def test_a_422_and_a_404_raise_the_library_errors_at_once(server):
 
 
 class HeldRequest:
-    """A request the server has begun (headers and a few bytes of body sent): it holds a slot until finished."""
+    """A request the server has begun: it holds a slot until finished.
+
+    Its body keeps moving (a space every 0.2 s before the JSON): a body that stalls stops counting
+    against the server's concurrency limit.
+    """
 
     def __init__(self, port: int, question: str):
         self.body = json.dumps({"question": question}).encode()
+        self.padding = 600  # spaces: up to two minutes of trickle, far more than a test needs
         self.sock = socket.create_connection(("127.0.0.1", port), timeout=30)
         self.sock.sendall(b"POST /v1/ask HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                          + f"Content-Length: {len(self.body)}\r\n\r\n".encode()
-                          + self.body[:5])
+                          + f"Content-Length: {self.padding + len(self.body)}\r\n\r\n".encode())
+        self.sent = 0
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._trickle, daemon=True)
+        self.thread.start()
+
+    def _trickle(self) -> None:
+        while self.sent < self.padding - 1 and not self.done.wait(0.2):
+            self.sock.sendall(b" ")
+            self.sent += 1
 
     def finish(self) -> bytes:
-        self.sock.sendall(self.body[5:])
+        self.done.set()
+        self.thread.join(10)
+        self.sock.sendall(b" " * (self.padding - self.sent) + self.body)
         reply = self.sock.recv(65536)
         self.sock.close()
         return reply

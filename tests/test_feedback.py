@@ -147,3 +147,25 @@ def test_feedback_right_after_the_answer_finds_it(tmp_path):
             client.post("/v1/ask", json={"question": KB_Q}, headers={"x-request-id": f"r{i}"})
             assert client.post("/v1/feedback", json={"request_id": f"r{i}", "verdict": "up"}).status_code == 201
     assert len(CaptureStore(tmp_path).feedback()) == 20
+
+
+def test_the_python_client_gives_feedback_and_raises_the_library_errors(tmp_path):
+    import httpx
+
+    from lora_router.client import Client, InvalidInputError, ServiceError
+
+    with service_client(tmp_path) as http:
+        def in_process(request: httpx.Request) -> httpx.Response:  # the client's requests, to the app in process
+            r = http.request(request.method, request.url.path, content=request.content, headers=request.headers)
+            return httpx.Response(r.status_code, headers=r.headers, content=r.content)
+
+        router = Client("http://testserver", transport=httpx.MockTransport(in_process))
+        answer = router.ask(TASK_Q)
+        line = router.feedback(answer["request_id"], verdict="down", file_names=["sales_2024.csv"], comment="对")
+        with pytest.raises(InvalidInputError, match="not a label of question_classifier"):
+            router.feedback(answer["request_id"], labels={"question_classifier": "天气"})
+        with pytest.raises(ServiceError) as unknown:
+            router.feedback("never-asked", verdict="up")
+    assert unknown.value.status == 404
+    assert (line["verdict"], line["file_names"], line["comment"]) == ("down", ["sales_2024.csv"], "对")
+    assert CaptureStore(tmp_path).find(answer["request_id"])["feedback"] == [line]

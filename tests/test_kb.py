@@ -11,7 +11,15 @@ import numpy as np
 import pytest
 
 from lora_router.errors import DataError
-from lora_router.kb import Answerer, CharTfidfIndex, check_knowledge_base, normalize_text, read_knowledge_base
+from lora_router.kb import (
+    Answerer,
+    AnswerSettings,
+    CharTfidfIndex,
+    check_knowledge_base,
+    normalize_text,
+    read_knowledge_base,
+)
+from lora_router.kb.decision import FEATURES
 from lora_router.kb.index import char_ngrams, sum_bags
 from lora_router.kb.threshold import fit_threshold
 
@@ -99,6 +107,23 @@ def test_tfidf_matches_scikit_learn(analyzer, ngram_range, sublinear_tf):
     np.testing.assert_allclose(got, expected, atol=1e-6)
 
 
+def test_a_same_size_edit_in_one_timestamp_tick_is_seen(tmp_path):
+    path = tmp_path / "kb.jsonl"
+    _write_jsonl(path, KB)
+    answerer = Answerer(path, top_k=3)
+    assert NEW_ENTRY["id"] not in {e.id for e in answerer.knowledge_base.entries}
+    st = os.stat(path)
+    text = path.read_text("utf-8")
+    first = KB[0]["id"]
+    edited = text.replace(f'"{first}"', '"' + "z" * len(first) + '"', 1)  # same bytes, another id
+    assert len(edited.encode()) == len(text.encode()) and edited != text
+    path.write_text(edited, "utf-8")
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))  # as if within the same mtime tick
+    now = os.stat(path)
+    assert (now.st_mtime_ns, now.st_size, now.st_ino) == (st.st_mtime_ns, st.st_size, st.st_ino)
+    assert "z" * len(first) in {e.id for e in answerer.knowledge_base.entries}
+
+
 def test_answerer_rebuilds_index_when_the_file_changes(tmp_path):
     path = tmp_path / "kb.jsonl"
     _write_jsonl(path, KB)
@@ -120,6 +145,25 @@ def test_char_run_ngrams_neither_match_nor_join_across_punctuation():
     assert "层，" not in grams and "层和" not in grams and "s层" in grams
     assert {"dwd", "fin"} & set(grams) == set() and "dw" in grams and "fi" in grams  # '_' cuts a run
     assert all(g.strip() and "，" not in g and "?" not in g for g in grams)
+
+
+def test_char_run_words_keeps_a_latin_word_whole_and_cjk_in_ngrams():
+    grams = char_ngrams("MySQL的索引，dwd_fin OOM了", (1, 2), "char_run_words")
+    assert {"mysql", "dwd", "fin", "oom"} <= set(grams)
+    assert not {"m", "my", "l的", "oo"} & set(grams)  # no letter n-grams, nothing joins a word to CJK
+    assert {"的", "索引", "的索", "了"} <= set(grams)
+    assert {"mysql的", "oom了"} <= set(grams)  # a word joined to its CJK neighbour, as in ODS层
+
+
+def test_an_english_question_does_not_match_english_text_by_its_letters():
+    """Under char_run any English question matched the entry with the most English by shared letters."""
+    texts = ["任务报OOM怎么办？ Java heap space, Container killed by YARN for exceeding memory limits",
+             "在哪里看表的血缘关系？"]
+    question = "how to cook pasta al dente"
+    by_letters = CharTfidfIndex(texts, analyzer="char_run", unknown_query_ngrams=True).scores(question)
+    by_words = CharTfidfIndex(texts, analyzer="char_run_words", unknown_query_ngrams=True).scores(question)
+    assert by_letters[0] > 0.2 and by_words.max() == 0.0
+    assert CharTfidfIndex(texts, analyzer="char_run_words").scores("java heap space 报错")[0] > 0.3
 
 
 def test_leaving_a_phrasing_out_scores_as_an_index_built_without_it():
@@ -192,6 +236,75 @@ def test_adapter_trained_before_answer_indexing_keeps_its_retrieval(tmp_path):
     assert not settings.index_answers and not settings.unknown_query_ngrams and settings.analyzer == "char"
     assert Answerer(path).settings.index_answers  # a new answerer indexes answers
 
+def test_decision_features_are_computed_as_documented(tmp_path):
+    path = tmp_path / "kb.jsonl"
+    _write_jsonl(path, KB)
+    answerer = Answerer(path, top_k=2, analyzer="char_run", ngram_range=(1, 2))
+    question = "ods层和dwd层有什么区别呀"  # 呀, 别呀 are in no phrasing or answer
+    own = KB[0]["questions"][0]
+    candidates = answerer.retrieve(question, exclude={own})
+    logits = np.array([2.0, 1.0, -1.0, -3.0][: sum(len(c.phrasings) for c in candidates)])
+    f = answerer.features(candidates, logits)
+    assert list(f) == list(FEATURES)
+    ranked = answerer.decide(candidates, logits)["candidates"]
+    assert f["confidence"] == pytest.approx(ranked[0]["score"], abs=1e-6)
+    assert f["gap"] == pytest.approx(ranked[0]["score"] - ranked[1]["score"], abs=2e-6)
+    top = candidates[0]
+    assert top.entry.id == "ods-vs-dwd" and f["retrieval"] == top.retrieval
+    assert f["relevance"] == pytest.approx(1 / (1 + np.exp(-2.0)))
+    grams = set(char_ngrams(question, (1, 2), "char_run"))
+    held = set()
+    for text in [*(q for q in KB[0]["questions"] if q != own), KB[0]["answer"]]:
+        held |= set(char_ngrams(text, (1, 2), "char_run"))
+    assert f["coverage"] == pytest.approx(len(grams & held) / len(grams))
+    known = set()
+    for e in KB:
+        for text in [*e.get("questions", [e.get("question")]), e["answer"]]:
+            if text != own:
+                known |= set(char_ngrams(text, (1, 2), "char_run"))
+    assert f["unknown"] == pytest.approx(len(grams - known) / len(grams)) and f["unknown"] > 0
+
+
+def test_decision_model_separates_the_kinds_and_round_trips_through_json(tmp_path):
+    from lora_router.kb import AnswerSettings
+    from lora_router.kb.decision import answer_probability, fit_decision
+
+    rng = np.random.default_rng(0)
+    rows, no_answer = [], []
+    for i in range(80):
+        none = i % 4 == 0
+        rows.append({"confidence": rng.uniform(0.0, 0.3) if none else rng.uniform(0.2, 0.9),
+                     "relevance": rng.uniform(0, 1), "retrieval": rng.uniform(0, 1), "gap": rng.uniform(0, 0.2),
+                     "coverage": rng.uniform(0.1, 0.5) if none else rng.uniform(0.4, 1.0),
+                     "unknown": rng.uniform(0.3, 0.8) if none else rng.uniform(0.0, 0.4)})
+        no_answer.append(none)
+    model = fit_decision(rows, no_answer)
+    p = np.array([answer_probability(model, r) for r in rows])
+    assert ((p < model["cutoff"]) == np.array(no_answer)).mean() >= 0.95
+    settings = AnswerSettings(decision=model)
+    back = AnswerSettings.from_json(json.loads(json.dumps(settings.to_json())))
+    assert back == settings and [answer_probability(back.decision, r) for r in rows] == p.tolist()
+    assert fit_decision(rows, [False] * len(rows)) is None
+
+
+def test_an_adapter_saved_before_the_decision_model_keeps_its_threshold(tmp_path):
+    """An old task.json has no ``decision``: the answer and confidence are the threshold's, as before."""
+    path = tmp_path / "kb.jsonl"
+    _write_jsonl(path, KB)
+    old = {"path": str(path), "threshold": 0.4, "top_k": 3, "pairs_per_entry": 2, "relevance_weight": 0.5,
+           "analyzer": "char_run", "ngram_range": [1, 2], "sublinear_tf": True, "index_answers": True,
+           "unknown_query_ngrams": True}
+    answerer = Answerer.from_saved(old, tmp_path)
+    assert answerer.settings.decision is None
+    for question, logit in [("ods跟dwd区别", 3.0), (OFF_TOPIC, -3.0), ("上传文件多大", 0.0)]:
+        candidates = answerer.retrieve(question)
+        logits = np.full(sum(len(c.phrasings) for c in candidates), logit)
+        result = answerer.decide(candidates, logits)
+        top = result["candidates"][0]["score"] if result["candidates"] else 0.0
+        assert result["confidence"] == top
+        assert (result["kb_id"] is not None) == (top >= 0.4)
+
+
 # ------------------------------------------------------------ overfit -> save -> reload
 
 
@@ -241,6 +354,9 @@ def test_manifest_records_the_knowledge_base(trained):
     assert info["ngram_range"] == [1, 2] and info["index_answers"]
     # The threshold was fitted on the training split: 10 phrasings left out one by one, 3 off-topic questions.
     assert info["threshold"] == info["threshold_fit"]["threshold"]
+    # ... and the decision model that answers in its place, as plain numbers a torch-free runtime reads.
+    assert info["decision"]["features"] == list(FEATURES) and info["decision"]["cutoff"] == 0.5
+    assert len(info["decision"]["coef"]) == len(FEATURES)
     assert info["relevance_weight"] == info["threshold_fit"]["relevance_weight"] <= 0.5  # fitted, never raised
     assert info["threshold_fit"]["n_answerable"] == 10 and info["threshold_fit"]["n_no_answer"] == 3
     assert {"top1", "mrr", "no_answer_precision", "no_answer_recall"} <= set(trained["manifest"].metrics)
@@ -276,6 +392,7 @@ def test_reloaded_router_ranks_as_before_saving(trained, router):
     saved = trained["manifest"].knowledge_base
     assert job.answerer.settings.threshold == saved["threshold"]
     assert job.answerer.settings.relevance_weight == saved["relevance_weight"]
+    assert job.answerer.settings.decision == saved["decision"]
     after = router.predict_batch("question_answer", [r.input for r in test])
     for b, a in zip(before, after, strict=True):
         assert [c["id"] for c in b["candidates"]] == [c["id"] for c in a["candidates"]]
@@ -310,7 +427,32 @@ def test_entry_added_after_training_is_answered_without_retraining(trained, rout
 def test_off_topic_question_gets_no_answer(router):
     result = router.predict("question_answer", OFF_TOPIC)
     assert result["answer"] == "" and result["kb_id"] is None
-    assert result["confidence"] < router.manifests["question_answer"].knowledge_base["threshold"]
+    assert result["confidence"] < router.manifests["question_answer"].knowledge_base["decision"]["cutoff"]
+
+
+def test_cross_validation_scores_every_training_question_once(trained, router):
+    from lora_router.data import read_records
+    from lora_router.evaluation.answering import cross_validate_answering
+
+    train = read_records(trained["root"] / "train.jsonl")
+    for with_decision in (True, False):
+        cv = cross_validate_answering(router, "question_answer", train, folds=3, with_decision=with_decision)
+        assert cv["n"] == len(train) and sum(f["n"] for f in cv["folds"]) == len(train)
+        assert cv["decision"] == ("logistic" if with_decision else "threshold")
+        assert 0.0 <= cv["no_answer_recall"] <= 1.0
+
+
+def test_holdout_scores_the_other_split_with_a_decision_fitted_on_train(trained, router):
+    from lora_router.data import read_records
+    from lora_router.evaluation.answering import cross_validate_answering, holdout_answering
+
+    train, test = read_records(trained["root"] / "train.jsonl"), read_records(trained["root"] / "test.jsonl")
+    held = holdout_answering(router, "question_answer", train, test)
+    assert held["n"] == len(test) and held["decision"] == "logistic"
+    assert held["analyzer"] == router.answerer("question_answer").settings.analyzer
+    other = AnswerSettings(analyzer="char")  # another retrieval, measured with the same cross-encoder
+    assert holdout_answering(router, "question_answer", train, test, settings=other)["analyzer"] == "char"
+    assert cross_validate_answering(router, "question_answer", train, folds=3, settings=other)["analyzer"] == "char"
 
 
 def test_ask_answer_route_returns_the_answer(router):

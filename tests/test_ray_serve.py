@@ -11,7 +11,7 @@ processes die with it.
 
 from __future__ import annotations
 
-import hashlib
+import asyncio
 import json
 import os
 import shutil
@@ -51,15 +51,11 @@ def namespace_command() -> list[str] | None:
 
 
 def with_chain(export: Path, folder: Path, chain: dict) -> Path:
-    """A copy of ``export`` that runs ``chain``: chain.json and its sha256 in the manifest rewritten."""
+    """A copy of ``export`` that runs ``chain``."""
+    from support.export import set_chain
+
     shutil.copytree(export, folder)
-    text = json.dumps(chain, ensure_ascii=False, indent=2) + "\n"
-    (folder / "chain.json").write_text(text, "utf-8")
-    manifest = json.loads((folder / "manifest.json").read_text("utf-8"))
-    data = text.encode("utf-8")
-    manifest["files"]["chain.json"].update(sha256=hashlib.sha256(data).hexdigest(), bytes=len(data))
-    (folder / "manifest.json").write_text(json.dumps(manifest, ensure_ascii=False, indent=2) + "\n", "utf-8")
-    return folder
+    return set_chain(folder, chain)
 
 
 def expected_answers(exports: dict[str, Path], questions: list[str]) -> dict:
@@ -144,7 +140,8 @@ def test_a_killed_replica_is_replaced_and_no_request_fails(scenario):
     assert load["failed"] == 0, load["failures"]
     assert load["mismatches"] == 0
     # Requests in flight on the killed replica are sent again by Ray's proxy (ReplayLostRequests), so
-    # clients need no retry of their own; they would retry a connection error or a 503.
+    # clients need no retry of their own, as docs/ray.md says; they could retry a connection error or a 503.
+    assert load["retries"] == 0, f"clients had to retry {load['retried_requests']} requests"
     print(f"\nreplica killed after {killed['at_request']} requests, replaced in {killed['replaced_in_s']} s; "
           f"{load['answered']} answered; replayed by the proxy: {load['replayed_by_proxy']}; retried by clients: "
           f"{load['retried_requests']} ({load['retries']} retries)")
@@ -224,6 +221,35 @@ def test_app_builder_refuses_an_unknown_arg_naming_the_valid_ones(tmp_path):
                  "settings": {"max_batch_requests": 16}})
 
 
+def test_the_key_never_travels_in_a_deployments_arguments_nor_a_config_file(tmp_path):
+    from lora_router.errors import ConfigError
+    from lora_router.serving.ray import ExportCatalog, app_builder, build_app
+    from lora_router.serving.settings import ServeSettings
+
+    key = "k-" + "9" * 30
+    app = build_app(ExportCatalog(exports={"a": str(tmp_path)}), settings=ServeSettings(api_key=key))
+    args = app._bound_deployment.init_args
+    assert not any(key in str(a) for a in args) and args[-1] is True, "replicas read the key from their environment"
+    with pytest.raises(ConfigError, match="api_key_file"):
+        app_builder({"exports": {"a": str(tmp_path)}, "settings": {"api_key": key}})
+    from_env = app_builder({"exports": {"a": str(tmp_path)}, "api_key_from_env": True})
+    assert from_env._bound_deployment.init_args[-1] is True
+
+
+def test_a_replica_reads_the_key_from_its_environment_and_fails_loudly_without_it(tmp_path, monkeypatch):
+    from lora_router.errors import ConfigError
+    from lora_router.serving.ray import ExportCatalog, ReplicaApp
+    from lora_router.serving.settings import ServeSettings
+
+    args = (ExportCatalog(exports={"a": str(tmp_path)}).to_json(), "{}", ServeSettings().to_json())
+    monkeypatch.delenv("LORA_ROUTER_API_KEY", raising=False)
+    with pytest.raises(ConfigError, match="LORA_ROUTER_API_KEY"):
+        ReplicaApp(*args, key_from_env=True)
+    monkeypatch.setenv("LORA_ROUTER_API_KEY", "from-the-environment")
+    assert ReplicaApp(*args, key_from_env=True).settings.key() == "from-the-environment"
+    assert ReplicaApp(*args).settings.key() is None, "no key asked, none taken from the environment"
+
+
 def _asgi_call(app, body: bytes = b'{"question": "q"}', disconnect: bool = False) -> tuple[int, dict, bytes]:
     import asyncio
 
@@ -270,10 +296,70 @@ class _Replica:
 def test_the_proxy_replays_a_request_whose_replica_died_before_answering():
     from lora_router.serving.ray_proxy import ReplayLostRequests
 
-    inner = _Replica(silent=2)
+    inner = _Replica(silent=1)
     status, _, body = _asgi_call(ReplayLostRequests(inner))
     assert (status, body) == (200, b"answer")
-    assert inner.bodies == [b'{"question": "q"}'] * 3, "the same body every time"
+    assert inner.bodies == [b'{"question": "q"}'] * 2, "the same body every time"
+
+
+def test_the_proxy_replays_a_lost_request_once_at_most():
+    from lora_router.serving.ray_proxy import ReplayLostRequests
+
+    inner = _Replica(silent=99)  # as a request that kills every replica it reaches
+    status, headers, _ = _asgi_call(ReplayLostRequests(inner))
+    assert status == 503 and len(inner.bodies) == 2, "sent once, replayed once, never a third replica"
+
+
+def test_the_proxy_refuses_a_keyless_request_before_reading_its_body():
+    from lora_router.serving.ray_proxy import ReplayLostRequests
+
+    inner = _Replica(silent=0)
+    reads = []
+
+    async def run():
+        sent = []
+
+        async def receive():
+            reads.append(1)
+            return {"type": "http.request", "body": b"x" * (1 << 20), "more_body": True}
+
+        async def send(message):
+            sent.append(message)
+
+        headers = [(b"content-length", str(8 << 20).encode())]
+        await ReplayLostRequests(inner, key=b"s3cret")({"type": "http", "method": "POST", "path": "/v1/ask",
+                                                         "headers": headers}, receive, send)
+        return sent
+
+    sent = asyncio.run(run())
+    assert sent[0]["status"] == 401 and reads == [] and inner.bodies == []
+
+
+def test_the_proxy_gives_up_on_a_stalled_body_with_408():
+    from lora_router.serving.ray_proxy import ReplayLostRequests
+
+    inner = _Replica(silent=0)
+
+    async def run():
+        sent = []
+        first = True
+
+        async def receive():
+            nonlocal first
+            if first:
+                first = False
+                return {"type": "http.request", "body": b'{"quest', "more_body": True}
+            await asyncio.Event().wait()  # the rest never comes
+
+        async def send(message):
+            sent.append(message)
+
+        await asyncio.wait_for(ReplayLostRequests(inner, idle_s=0.05)(
+            {"type": "http", "method": "POST", "path": "/v1/ask", "headers": []}, receive, send), 10)
+        return sent
+
+    sent = asyncio.run(run())
+    assert sent[0]["status"] == 408 and inner.bodies == []
 
 
 def test_the_proxy_answers_503_with_retry_after_when_no_replica_answers():

@@ -93,6 +93,21 @@ def test_ask_gives_the_same_route_and_steps(torch_router, onnx_routers, key):
         assert set(ours) == set(ref)
 
 
+def test_a_trace_names_the_same_adapter_in_the_hub_and_in_its_export(exported, torch_router, onnx_routers):
+    from lora_router.adapters import adapter_sha256
+
+    ours = onnx_routers[("multi", "fp32")].ask(ASK[0])["trace"]["steps"]
+    ref = torch_router.ask(ASK[0])["trace"]["steps"]
+    assert [s["task"] for s in ours] == [s["task"] for s in ref]
+    for step in ref:  # the hash of the adapter's files, as the hub has them
+        assert step["model"]["adapter"] == adapter_sha256(exported.hub.task_dir(step["task"]))[:16]
+        assert step["model"]["export"] is None
+    assert [s["model"]["adapter"] for s in ours] == [s["model"]["adapter"] for s in ref]
+    manifest = exported.manifest
+    assert len(manifest["id"]) == 12 and manifest["version"] == manifest["created"]
+    assert all((s["model"]["export"], s["model"]["version"]) == (manifest["id"], manifest["version"]) for s in ours)
+
+
 def test_hostile_text_behaves_as_in_the_pytorch_router(torch_router, onnx_routers):
     router = onnx_routers[("shared", "fp32")]
     for bad in ("", "   \n", None, 42):

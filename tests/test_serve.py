@@ -11,19 +11,15 @@ import json
 import shutil
 import signal
 import socket
-import threading
-import time
 
 import httpx
 import pytest
 
-from support.serve import Server, same_answer, wait_for
+from support.serve import SAMPLES, Load, Server, same_answer, wait_for
 
 pytest.importorskip("fastapi")
 pytestmark = pytest.mark.slow
 
-SAMPLES = ["帮我把sales_2024.csv导入到ODS层", "ODS层和DWD层有什么区别？", "Python怎么给列表排序", "今天天气怎么样",
-           "数据清洗流程是什么？", "把/data/raw/user_log.parquet和orders.csv合并"]
 ODD = ["含\x00空字符的问题", "表情😀🚀能导入吗", "مرحبا ODS層",
        "零\u200b宽\u200d字符\u200e和\u202e反向", "   padded   "]
 
@@ -211,28 +207,6 @@ def test_2000_requests_from_32_clients_never_mix_up_answers(server):
     assert one_row < total, "concurrent questions were batched together"
 
 
-def test_more_requests_than_allowed_get_429_not_a_hang(exported, tmp_path):
-    with Server("--onnx", str(exported.export), "--max-concurrent-requests", "2", log_path=tmp_path / "log") as s:
-        body = json.dumps({"question": SAMPLES[0]}).encode()
-        held = []
-        for _ in range(2):  # two requests in flight: headers sent, body still coming
-            sock = socket.create_connection(("127.0.0.1", s.port), timeout=10)
-            sock.sendall(b"POST /v1/ask HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                         + f"Content-Length: {len(body)}\r\n\r\n".encode() + body[:5])
-            held.append(sock)
-        time.sleep(0.5)
-        refused = httpx.post(f"{s.url}/v1/ask", json={"question": SAMPLES[1]}, timeout=10)
-        assert refused.status_code == 429
-        assert int(refused.headers["retry-after"]) >= 1 and refused.json()["error_type"] == "overloaded"
-        assert httpx.get(f"{s.url}/health", timeout=10).status_code == 200, "probes are never refused"
-        held[0].sendall(body[5:])
-        assert b"200 OK" in held[0].recv(65536)
-        for sock in held:
-            sock.close()
-        time.sleep(0.5)
-        assert httpx.post(f"{s.url}/v1/ask", json={"question": SAMPLES[1]}, timeout=10).status_code == 200
-
-
 def test_api_key_guards_every_endpoint_but_health(exported, tmp_path):
     s = Server("--onnx", str(exported.export), log_path=tmp_path / "log2", env={"LORA_ROUTER_API_KEY": "s3cret"})
     try:
@@ -250,39 +224,6 @@ def test_api_key_guards_every_endpoint_but_health(exported, tmp_path):
         s.stop()
 
 
-class Load:
-    """Clients asking in a loop on threads until stopped (bounded by ``limit`` requests each)."""
-
-    def __init__(self, url: str, clients: int = 8, limit: int = 400, retry_connect: bool = False):
-        self.url, self.limit, self.retry_connect = url, limit, retry_connect
-        self.codes: list[int] = []
-        self.errors: list[str] = []
-        self.stop_event = threading.Event()
-        self.threads = [threading.Thread(target=self._run, args=(k,), daemon=True) for k in range(clients)]
-
-    def _run(self, k: int) -> None:
-        with httpx.Client(base_url=self.url, timeout=60) as c:
-            for i in range(self.limit):
-                if self.stop_event.is_set():
-                    return
-                try:
-                    r = c.post("/v1/ask", json={"question": SAMPLES[(k + i) % len(SAMPLES)]})
-                    self.codes.append(r.status_code)
-                except httpx.HTTPError as exc:
-                    self.errors.append(repr(exc))
-                    return
-
-    def __enter__(self) -> Load:
-        for t in self.threads:
-            t.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.stop_event.set()
-        for t in self.threads:
-            t.join(60)
-
-
 def test_sigterm_under_load_answers_in_flight_and_exits_0(exported, tmp_path):
     s = Server("--onnx", str(exported.export), log_path=tmp_path / "log")
     with s:
@@ -295,7 +236,7 @@ def test_sigterm_under_load_answers_in_flight_and_exits_0(exported, tmp_path):
             in_flight.append(sock)
         wait_for(lambda: "lora_router_requests_in_flight 3.0" in httpx.get(f"{s.url}/metrics").text)
         s.signal(signal.SIGTERM)
-        time.sleep(0.5)
+        wait_for(lambda: "Shutting down" in s.log())  # it stopped accepting; the three are still in flight
         replies = []
         for sock in in_flight:
             sock.sendall(body[-5:])
@@ -321,45 +262,87 @@ def _read_all(sock: socket.socket) -> bytes:
             return b"".join(chunks)
 
 
-def test_sighup_reloads_under_load_and_a_damaged_export_is_refused(exported, tmp_path):
-    from support.export import copy_export
+def _shape(answer: dict) -> tuple:
+    """What a chain decided for a question: its route and each step's task and label."""
+    return answer["route"], tuple((st["task"], st["result"].get("predicted_label")) for st in answer["steps"])
+
+
+def test_sighup_reloads_under_load_new_models_answer_and_a_damaged_export_is_refused(exported, tmp_path):
+    from support.export import CHAIN_ALL_GENERAL, copy_export, set_chain
 
     folder = copy_export(exported.export, tmp_path / "export")
-    with Server("--onnx", str(folder), log_path=tmp_path / "log") as s, Load(s.url) as load:
-        time.sleep(0.5)
+    with Server("--onnx", str(folder), "--precision", "fp32", log_path=tmp_path / "log") as s, \
+            Load(s.url) as load:
+        old = {q: _shape(httpx.post(f"{s.url}/v1/ask", json={"question": q}, timeout=60).json()) for q in SAMPLES}
+        wait_for(lambda: len(load.codes) >= 10)
+        set_chain(folder, CHAIN_ALL_GENERAL)
         s.signal(signal.SIGHUP)
         wait_for(lambda: 'lora_router_reloads_total{result="ok"} 1.0' in httpx.get(f"{s.url}/metrics").text)
         assert httpx.get(f"{s.url}/ready").json()["generation"] == 2
+        new = {q: _shape(httpx.post(f"{s.url}/v1/ask", json={"question": q}, timeout=60).json()) for q in SAMPLES}
         (folder / "tokenizer.json").write_text("{}", "utf-8")  # every layout reads it
         s.signal(signal.SIGHUP)
         wait_for(lambda: 'lora_router_reloads_total{result="refused"} 1.0' in httpx.get(f"{s.url}/metrics").text)
-        time.sleep(0.3)
-        assert httpx.post(f"{s.url}/v1/ask", json={"question": SAMPLES[0]}).status_code == 200
+        kept = {q: _shape(httpx.post(f"{s.url}/v1/ask", json={"question": q}, timeout=60).json()) for q in SAMPLES}
         assert httpx.get(f"{s.url}/ready").json()["generation"] == 2
+    assert all(route == "general" and len(steps) == 1 for route, steps in new.values()), new
+    assert sum(old[q] != new[q] for q in SAMPLES) >= 3, "the new chain answers differently"
+    assert kept == new, "the models loaded before the damaged export keep serving"
     assert load.errors == [] and set(load.codes) == {200} and len(load.codes) > 10
+    mixed = [a["question"] for a in load.answers if _shape(a) not in (old[a["question"]], new[a["question"]])]
+    assert mixed == [], "every chain ran on the old models or the new, never part of each"
     assert "reload refused" in s.log() and "altered" in s.log()
 
 
-def test_a_knowledge_base_replaced_under_load_is_seen_by_the_next_request(exported, tmp_path):
+def test_a_knowledge_base_replaced_under_load_is_seen_and_a_bad_one_keeps_the_last_valid(exported, tmp_path):
+    import os
+
     kb = tmp_path / "kb.jsonl"
     shutil.copy(exported.export / "tasks" / "question_answer" / "knowledge_base.jsonl", kb)
     question = "新来的同事怎么申请数据平台的堡垒机账号"
-    with Server("--onnx", str(exported.export), "--kb", str(kb), log_path=tmp_path / "log") as s, Load(s.url):
-        before = httpx.post(f"{s.url}/v1/tasks/question_answer/predict", json={"inputs": question}).json()
-        assert before.get("kb_id") != "bastion-account"
-        entry = {"id": "bastion-account", "questions": [question], "answer": "在OA提交堡垒机账号申请，主管审批后开通。"}
+    entry = json.dumps({"id": "bastion-account", "questions": [question],
+                        "answer": "在OA提交堡垒机账号申请，主管审批后开通。"}, ensure_ascii=False) + "\n"
+    original = kb.read_text("utf-8")
+
+    def replace(text: str) -> None:  # as an editor or a deploy does: a new file renamed over the old
         tmp = tmp_path / "kb.new"
-        tmp.write_text(kb.read_text("utf-8") + json.dumps(entry, ensure_ascii=False) + "\n", "utf-8")
+        tmp.write_text(text, "utf-8")
         tmp.replace(kb)
-        after = httpx.post(f"{s.url}/v1/tasks/question_answer/predict", json={"inputs": question}).json()
-    assert "bastion-account" in [c["id"] for c in after["candidates"]]
+
+    def ids(s: Server) -> set[str]:
+        r = httpx.post(f"{s.url}/v1/tasks/question_answer/predict", json={"inputs": question}, timeout=60)
+        assert r.status_code == 200, r.text
+        return {c["id"] for c in r.json()["candidates"]}
+
+    with Server("--onnx", str(exported.export), "--kb", str(kb), log_path=tmp_path / "log") as s, \
+            Load(s.url, clients=4) as load:
+        first = ids(s)
+        replace(original + entry)
+        added = ids(s)
+        replace(original + entry + "{not json\n")
+        after_invalid = ids(s)
+        kb.unlink()
+        after_deleted = ids(s)
+        kb.write_text(original + entry, "utf-8")
+        ids(s)
+        st = os.stat(kb)
+        kb.write_text(original + entry.replace("bastion-account", "bastion-accounz"), "utf-8")  # same size
+        os.utime(kb, ns=(st.st_atime_ns, st.st_mtime_ns))  # in the same timestamp tick
+        same_tick = ids(s)
+        wait_for(lambda: len(load.codes) >= 10)
+    assert "bastion-account" not in first and "bastion-account" in added
+    assert "bastion-account" in after_invalid, "an invalid file keeps the last valid version serving"
+    assert "bastion-account" in after_deleted, "a deleted file keeps the last version read serving"
+    assert "bastion-accounz" in same_tick and "bastion-account" not in same_tick
+    assert load.errors == [] and set(load.codes) == {200}
+    assert "not valid" in s.log() and "is gone" in s.log()
 
 
 def test_json_logs_carry_request_id_and_latency(exported, tmp_path):
     with Server("--onnx", str(exported.export), "--log-format", "json", log_path=tmp_path / "log") as s:
         r = httpx.post(f"{s.url}/v1/ask", json={"question": SAMPLES[3]}, headers={"x-request-id": "abc-123"})
         assert r.headers["x-request-id"] == "abc-123"
-        time.sleep(0.2)
+        wait_for(lambda: '"request_id": "abc-123"' in s.log())
         lines = [json.loads(line) for line in s.log().splitlines() if line.startswith("{")]
     access = [line for line in lines if line.get("request_id") == "abc-123"]
     assert access and access[0]["status"] == 200 and access[0]["latency_ms"] > 0 and access[0]["routes"]
@@ -388,6 +371,28 @@ def test_two_workers_share_one_port(exported, tmp_path):
         codes = [httpx.post(f"{s.url}/v1/ask", json={"question": q}, timeout=60).status_code for q in SAMPLES * 3]
     assert set(codes) == {200}
     assert s.log().count("ready: onnx") == 2
+
+
+def test_sighup_with_two_workers_reloads_each_in_place_and_loses_no_request(exported, tmp_path):
+    from support.export import copy_export
+
+    folder = copy_export(exported.export, tmp_path / "export")
+    with Server("--onnx", str(folder), "--workers", "2", log_path=tmp_path / "log") as s:
+        wait_for(lambda: s.log().count("ready: onnx") == 2)
+        with Load(s.url, clients=4) as load:
+            wait_for(lambda: len(load.codes) >= 20)
+            s.signal(signal.SIGHUP)
+            wait_for(lambda: s.log().count("reloaded onnx") == 2)
+            (folder / "tokenizer.json").write_text("{}", "utf-8")  # every layout reads it
+            seen = len(load.codes)
+            s.signal(signal.SIGHUP)
+            wait_for(lambda: s.log().count("reload refused") == 2)
+            wait_for(lambda: len(load.codes) >= seen + 20)
+        after = [httpx.post(f"{s.url}/v1/ask", json={"question": q}, timeout=60).status_code for q in SAMPLES * 2]
+        log = s.log()
+    assert load.errors == [] and set(load.codes) == {200}, (load.errors[:3], set(load.codes))
+    assert set(after) == {200}, "the old models keep serving in every worker"
+    assert log.count("ready: onnx") == 2, "no worker was replaced"
 
 
 def test_a_key_given_in_clear_reaches_the_workers_through_a_private_file_never_their_environment(exported, tmp_path):
@@ -422,3 +427,40 @@ def test_the_key_can_come_from_a_file_that_nothing_shows(exported, tmp_path):
         s.stop()
     assert asked == [401, 200]
     assert "from-a-file" not in s.log() and "(ps)" not in s.log()
+
+
+def test_capture_with_two_workers_keeps_every_answer_and_its_feedback_and_survives_its_store_deleted(
+        exported, tmp_path):
+    from lora_router.capture import CaptureStore
+
+    store = tmp_path / "captures"
+    questions = chain_questions(30)
+    with Server("--onnx", str(exported.export), "--workers", "2", "--capture", str(store),
+                log_path=tmp_path / "server.log") as s, s.client() as c:
+        ids = []
+        for i, q in enumerate(questions[:20]):
+            r = c.post("/v1/ask", json={"question": q}, headers={"x-request-id": f"q-{i}"})
+            assert r.status_code == 200 and r.json()["request_id"] == f"q-{i}"
+            ids.append(f"q-{i}")
+        batch = c.post("/v1/ask", json={"questions": questions[20:]}, headers={"x-request-id": "batch"}).json()
+        ids += [a["request_id"] for a in batch]
+        assert ids[20:] == [f"batch/{i}" for i in range(10)]
+        # feedback may reach the other worker than the one that answered: readers merge the shards
+        wait_for(lambda: set(ids) <= {r["id"] for r in CaptureStore(store).records(feedback=False)}, timeout=30)
+        for i in range(0, 30, 3):
+            r = c.post("/v1/feedback", json={"request_id": ids[i], "verdict": "down", "route": "general",
+                                             "labels": {"question_classifier": "通用问题"}})
+            assert r.status_code == 201, r.text
+        assert c.post("/v1/feedback", json={"request_id": "q-0", "labels": {"question_classifier": "x"}}
+                      ).status_code == 422
+        records = {r["id"]: r for r in CaptureStore(store).records()}
+        shutil.rmtree(store)  # deleted while serving: no request fails, capture starts again
+        after = [c.post("/v1/ask", json={"question": q}, headers={"x-request-id": f"after-{i}"})
+                 for i, q in enumerate(questions[:6])]
+        assert [r.status_code for r in after] == [200] * 6
+        wait_for(lambda: len(list(CaptureStore(store).records())) == 6, timeout=30)
+    assert [records[i]["question"] for i in ids] == questions
+    assert [len(records[i]["feedback"]) for i in ids] == [1 if n % 3 == 0 else 0 for n in range(30)]
+    assert records["q-3"]["feedback"][0]["labels"] == {"question_classifier": "通用问题"}
+    steps = records["q-0"]["answer"]["trace"]["steps"]
+    assert {s["model"]["export"] for s in steps} == {exported.manifest["id"]}

@@ -58,6 +58,60 @@ def test_one_failing_item_does_not_fail_the_others_in_its_batch():
     assert isinstance(bad, RuntimeError)
 
 
+def test_a_failing_batch_is_bisected_not_retried_item_by_item_and_logs_one_line_per_failure(caplog):
+    calls: list[int] = []
+
+    def predict(items):
+        calls.append(len(items))
+        if any(text.startswith("bad") for _, text in items):
+            raise RuntimeError("this input breaks the model")
+        return [{"echo": text} for _, text in items]
+
+    async def main():
+        b = _batcher(predict, requests=32)
+        texts = [f"q{i:02d}" for i in range(31)] + ["bad"]  # one length: one group, one call per batch
+        first = await asyncio.gather(*(b.submit("t", t) for t in texts), return_exceptions=True)
+        again = await asyncio.gather(*(b.submit("t", t) for t in ["x00", "bad"]), return_exceptions=True)
+        await b.close()
+        return first, again
+
+    with caplog.at_level("WARNING", logger="lora_router.serving.batcher"):
+        first, again = asyncio.run(main())
+    assert [r["echo"] for r in first[:31]] == [f"q{i:02d}" for i in range(31)]
+    assert isinstance(first[31], RuntimeError) and isinstance(again[1], RuntimeError) and again[0] == {"echo": "x00"}
+    # 32 rows with one bad: 1 + 2 per halving (5 halvings), where item by item took 1 + 32.
+    assert calls[0] == 32 and len(calls) - 3 <= 1 + 2 * 5
+    failures = [r for r in caplog.records if "failed" in r.getMessage()]
+    assert len(failures) == 2, "one line per failed item, none per batch"
+    assert failures[0].exc_info is not None and failures[1].exc_info is None, "the traceback once per distinct error"
+
+
+def test_steps_nobody_waits_for_are_skipped_and_counted():
+    from lora_router.serving.metrics import ServiceMetrics
+
+    computed: list[str] = []
+
+    def predict(items):
+        computed.extend(text for _, text in items)
+        return [{} for _ in items]
+
+    async def main():
+        metrics = ServiceMetrics()
+        b = Batcher(predict, executor=ThreadPoolExecutor(1), tokens=lambda task, text: 3, max_batch_tokens=10_000,
+                    max_batch_requests=32, max_wait_ms=50, in_flight=lambda: 100, metrics=metrics)
+        kept = asyncio.ensure_future(b.submit("t", "kept"))
+        left = [asyncio.ensure_future(b.submit("t", f"left{i}")) for i in range(5)]
+        await asyncio.sleep(0)  # all six are queued; the batch is still gathering (it waits up to 50 ms)
+        for task in left:
+            task.cancel()
+        await kept
+        await b.close()
+        return metrics.skipped_steps._value.get()
+
+    skipped = asyncio.run(main())
+    assert computed == ["kept"] and skipped == 5
+
+
 def test_a_lone_request_is_answered_without_waiting_for_company():
     calls = []
 
@@ -220,3 +274,26 @@ def test_a_batch_runs_in_groups_of_similar_length_and_answers_in_order():
     texts, out = asyncio.run(main())
     assert [o["echo"] for o in out] == texts
     assert all(max(map(len, g)) <= 2 * min(map(len, g)) for g in seen), "no group mixes short and long"
+
+
+def test_limit_settings_check_themselves_naming_the_field():
+    from lora_router.errors import ConfigError
+
+    for bad, field in (({"request_timeout_s": -1}, "request_timeout_s"), ({"body_timeout_s": 0}, "body_timeout_s"),
+                       ({"header_timeout_s": "10"}, "header_timeout_s"), ({"max_header_bytes": 0}, "max_header_bytes"),
+                       ({"max_queued_questions": 10}, "max_queued_questions"),
+                       ({"allowed_hosts": ["a b"]}, "allowed_hosts")):
+        with pytest.raises(ConfigError, match=field):
+            ServeSettings(**bad)
+    assert ServeSettings(request_timeout_s=0).request_timeout_s == 0  # no limit
+    assert ServeSettings(allowed_hosts=[" API.Example.com "]).allowed_hosts == ["api.example.com"]
+
+
+def test_the_retry_after_of_a_full_queue_is_the_expected_wait():
+    from lora_router.serving.limits import ThroughputMeter
+
+    meter = ThroughputMeter()
+    assert meter.retry_after(500, fallback=1) == 1  # nothing measured yet
+    meter.record(100, 1.0)  # 100 questions a second
+    assert meter.retry_after(500, fallback=1) == 5 and meter.retry_after(10, fallback=1) == 1
+    assert meter.retry_after(10**9, fallback=1) == 60, "never more than a minute"

@@ -248,6 +248,11 @@ def _texts(texts: Sequence[str], what: str) -> list[str]:
     return list(texts)
 
 
+def _feedback_body(request_id: str, fields: dict) -> dict:
+    """``POST /v1/feedback``'s body: the answer's id and the fields given (the service's defaults for the rest)."""
+    return {"request_id": request_id, **{k: v for k, v in fields.items() if v not in (None, False, "")}}
+
+
 def _predict_path(task: str) -> str:
     return f"/v1/tasks/{quote(task, safe='')}/predict"
 
@@ -335,6 +340,15 @@ class Client:
         """The served tasks and their labels, the chain and its thresholds, the models' source and parity figures."""
         return _answers(self._call("GET", "/v1/tasks"))
 
+    def feedback(self, request_id: str, *, verdict: str | None = None, route: str | None = None,
+                 labels: dict[str, str] | None = None, file_names: Sequence[str] | None = None,
+                 kb_id: str | None = None, no_entry: bool = False, comment: str = "") -> dict:
+        """Say what was right or wrong in an answer, named by its ``request_id`` (a service run with
+        ``--capture``); the feedback line stored. See docs/serve.md, Capture and feedback."""
+        fields = dict(verdict=verdict, route=route, labels=labels, file_names=None if file_names is None else
+                      list(file_names), kb_id=kb_id, no_entry=no_entry, comment=comment)
+        return _answers(self._call("POST", "/v1/feedback", _feedback_body(request_id, fields)))["feedback"]
+
     def _call(self, method: str, path: str, body: dict | None = None) -> httpx.Response:
         attempts = self._settings.attempts()
         while True:
@@ -402,6 +416,14 @@ class AsyncClient:
     async def tasks(self) -> dict[str, Any]:
         """The served tasks and their labels, the chain and its thresholds, the models' source and parity figures."""
         return _answers(await self._call("GET", "/v1/tasks"))
+
+    async def feedback(self, request_id: str, *, verdict: str | None = None, route: str | None = None,
+                       labels: dict[str, str] | None = None, file_names: Sequence[str] | None = None,
+                       kb_id: str | None = None, no_entry: bool = False, comment: str = "") -> dict:
+        """``Client.feedback``, awaited."""
+        fields = dict(verdict=verdict, route=route, labels=labels, file_names=None if file_names is None else
+                      list(file_names), kb_id=kb_id, no_entry=no_entry, comment=comment)
+        return _answers(await self._call("POST", "/v1/feedback", _feedback_body(request_id, fields)))["feedback"]
 
     async def _call(self, method: str, path: str, body: dict | None = None) -> httpx.Response:
         attempts = self._settings.attempts()

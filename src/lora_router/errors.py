@@ -92,3 +92,15 @@ def require(module: str, extra: str = "train"):
             f"'{module}' is not installed; this command needs the '{extra}' extra.\n"
             f"fix: pip install 'lora-router[{extra}]'"
         ) from exc
+
+
+class LabelConflictError(LoraRouterError):
+    """One input given different outputs in the data files merged for training; ``conflicts`` describes each."""
+
+    def __init__(self, conflicts: list[str]):
+        self.conflicts = list(conflicts)
+        shown = "\n".join(self.conflicts[:50])
+        more = f"\n... and {len(self.conflicts) - 50} more" if len(self.conflicts) > 50 else ""
+        super().__init__(f"{len(self.conflicts)} input(s) have conflicting labels:\n{shown}{more}\n"
+                         "fix: correct one of each pair of lines, or pass --prefer-last to keep the label of the "
+                         "file given later")

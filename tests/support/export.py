@@ -101,5 +101,24 @@ def copy_export(src: Path, dst: Path, *, merged: bool = False) -> Path:
     return dst
 
 
+# Every question answered as a general one at step 1: a chain that differs from the trained one at a glance.
+CHAIN_ALL_GENERAL = {"version": 1, "start": "question_classifier", "steps": [
+    {"task": "question_classifier", "threshold": 0.0,
+     "on": {"数据平台相关问题": "route:general", "通用问题": "route:general", "无关问题": "route:general"}}]}
+
+
+def set_chain(folder: Path, chain: dict) -> Path:
+    """Make the export in ``folder`` run ``chain``: chain.json and its sha256 in the manifest rewritten."""
+    import hashlib
+
+    text = json.dumps(chain, ensure_ascii=False, indent=2) + "\n"
+    (folder / "chain.json").write_text(text, "utf-8")
+    manifest = read_manifest(folder)
+    data = text.encode("utf-8")
+    manifest["files"]["chain.json"].update(sha256=hashlib.sha256(data).hexdigest(), bytes=len(data))
+    (folder / "manifest.json").write_text(json.dumps(manifest, ensure_ascii=False, indent=2) + "\n", "utf-8")
+    return folder
+
+
 def read_manifest(folder: Path) -> dict:
     return json.loads((folder / "manifest.json").read_text("utf-8"))

@@ -11,12 +11,15 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import httpx
 
 STARTUP_S = 90
+SAMPLES = ["帮我把sales_2024.csv导入到ODS层", "ODS层和DWD层有什么区别？", "Python怎么给列表排序", "今天天气怎么样",
+           "数据清洗流程是什么？", "把/data/raw/user_log.parquet和orders.csv合并"]
 
 
 def free_port() -> int:
@@ -107,3 +110,39 @@ def wait_for(condition, timeout: float = 60) -> None:
             return
         time.sleep(0.05)
     raise TimeoutError("condition not met in time")
+
+
+class Load:
+    """Clients asking in a loop on threads until stopped (bounded by ``limit`` requests each)."""
+
+    def __init__(self, url: str, clients: int = 8, limit: int = 400, retry_connect: bool = False):
+        self.url, self.limit, self.retry_connect = url, limit, retry_connect
+        self.codes: list[int] = []
+        self.answers: list[dict] = []  # every 200's JSON
+        self.errors: list[str] = []
+        self.stop_event = threading.Event()
+        self.threads = [threading.Thread(target=self._run, args=(k,), daemon=True) for k in range(clients)]
+
+    def _run(self, k: int) -> None:
+        with httpx.Client(base_url=self.url, timeout=60) as c:
+            for i in range(self.limit):
+                if self.stop_event.is_set():
+                    return
+                try:
+                    r = c.post("/v1/ask", json={"question": SAMPLES[(k + i) % len(SAMPLES)]})
+                    self.codes.append(r.status_code)
+                    if r.status_code == 200:
+                        self.answers.append(r.json())
+                except httpx.HTTPError as exc:
+                    self.errors.append(repr(exc))
+                    return
+
+    def __enter__(self) -> Load:
+        for t in self.threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop_event.set()
+        for t in self.threads:
+            t.join(60)

@@ -11,6 +11,15 @@ Layout of ``<hub>/<task>/``::
 
 plus ``<hub>/logs/<task>-<time>.jsonl`` for every training run. Only
 safetensors are read or written. No torch here.
+
+Versions: ``<hub>/<task>/`` always holds the newest adapter, so PEFT and
+older lora-router releases load it as they did. Each save numbers the new
+adapter one above the newest (``task.json``'s ``version``; a task.json
+without one is version 1) and moves the one it replaces, whole, to
+``<hub>/.versions/<task>/v<N>/``, where it stays loadable: open the hub as
+``AdapterHub("hub@v1")`` (version 1 of every task loaded) or
+``AdapterHub("hub@question_classifier=v1")`` (that task at v1, the others at
+their newest), the same string ``--hub`` takes.
 """
 
 from __future__ import annotations
@@ -18,9 +27,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from ..config import TaskSpec
@@ -31,6 +41,9 @@ HUB_ENV = "LORA_ROUTER_HUB"
 TASK_FILE = "task.json"
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors", "head.safetensors", TASK_FILE)
 WEIGHT_FILES = ADAPTER_FILES[:3]  # what the adapter's content hash covers: what it computes with
+VERSIONS_DIR = ".versions"
+ALL_TASKS = "*"  # the key of a version selector without a task name: hub@v2
+_SELECTOR = re.compile(r"^(?:[^=,@]+=)?v\d+(?:,(?:[^=,@]+=)?v\d+)*$")
 
 
 def default_hub() -> Path:
@@ -50,22 +63,64 @@ def adapter_sha256(folder: str | Path) -> str:
     return h.hexdigest()
 
 
-class AdapterHub:
-    """Adapters of one or more tasks trained on one base model."""
+def parse_hub(location: str | Path) -> tuple[Path, dict[str, int]]:
+    """``hub``, ``hub@v2`` or ``hub@task=v1,other=v3`` -> (folder, {task or "*": version}).
 
-    def __init__(self, root: str | Path | None = None):
-        self.root = Path(root) if root is not None else default_hub()
+    The selector is read only when the folder before the ``@`` exists and
+    the whole string is not itself a folder: a hub named ``team@v1`` stays one.
+    """
+    text = str(location)
+    folder, at, selector = text.rpartition("@")
+    if not at or Path(text).exists() or not Path(folder).is_dir() or not _SELECTOR.match(selector):
+        return Path(text), {}
+    versions = {}
+    for item in selector.split(","):
+        task, _, number = item.rpartition("=")
+        versions[task or ALL_TASKS] = int(number[1:])
+    return Path(folder), versions
+
+
+class AdapterHub:
+    """Adapters of one or more tasks trained on one base model, each task with its earlier versions."""
+
+    def __init__(self, root: str | Path | None = None, versions: Mapping[str, int] | None = None):
+        """``root`` may carry a version selector (``hub@v1``, ``hub@task=v1``); ``versions`` adds to it."""
+        self.root, pinned = parse_hub(root) if root is not None else (default_hub(), {})
+        self.pinned: dict[str, int] = {**pinned, **(versions or {})}
         self._recover()
+        unknown = sorted(t for t in self.pinned if t != ALL_TASKS and t not in self.tasks())
+        if unknown and self.root.is_dir():  # a misspelt task would silently load the newest adapter
+            raise AdapterNotFoundError(f"version selector names {', '.join(unknown)}, which hub {self.root} has no "
+                                       f"adapter for (it has: {', '.join(self.tasks()) or 'none'})")
 
     def __repr__(self) -> str:
-        return f"AdapterHub({str(self.root)!r})"
+        return f"AdapterHub({self.location!r})"
+
+    @property
+    def location(self) -> str:
+        """The folder, with the version selector it was opened with: what ``--hub`` takes to open it again."""
+        if not self.pinned:
+            return str(self.root)
+        return f"{self.root}@" + ",".join(f"v{v}" if t == ALL_TASKS else f"{t}=v{v}" for t, v in self.pinned.items())
 
     @property
     def logs_dir(self) -> Path:
         return self.root / "logs"
 
-    def task_dir(self, task: str) -> Path:
+    def latest_dir(self, task: str) -> Path:
+        """The task's newest adapter, where ``save`` writes."""
         return self.root / task
+
+    def version_dir(self, task: str, version: int) -> Path:
+        """Where an earlier version of the task is kept."""
+        return self.root / VERSIONS_DIR / task / f"v{version}"
+
+    def task_dir(self, task: str) -> Path:
+        """The folder of the task's adapter this hub loads: the newest, or the version it was opened at."""
+        wanted = self.pinned.get(task, self.pinned.get(ALL_TASKS))
+        if wanted is None or wanted == self.latest_version(task):
+            return self.latest_dir(task)
+        return self.version_dir(task, wanted)
 
     def has(self, task: str) -> bool:
         return (self.task_dir(task) / TASK_FILE).is_file()
@@ -74,12 +129,37 @@ class AdapterHub:
         """Tasks with a complete adapter, sorted by name."""
         if not self.root.is_dir():
             return []
-        return sorted(p.name for p in self.root.iterdir() if not p.name.startswith(".") and self.has(p.name))
+        return sorted(p.name for p in self.root.iterdir()
+                      if not p.name.startswith(".") and (p / TASK_FILE).is_file())
+
+    def latest_version(self, task: str) -> int | None:
+        """The version number of the task's newest adapter; None when there is none."""
+        path = self.latest_dir(task) / TASK_FILE
+        if not path.is_file():
+            return None
+        try:
+            return int(json.loads(path.read_text("utf-8")).get("version", 1))
+        except (OSError, ValueError, AttributeError, TypeError):
+            return 1  # manifest() says what is damaged
+
+    def versions(self, task: str) -> list[int]:
+        """Every loadable version of the task, oldest first."""
+        kept = self.root / VERSIONS_DIR / task
+        found = {int(p.name[1:]) for p in kept.glob("v*") if p.name[1:].isdigit() and (p / TASK_FILE).is_file()} \
+            if kept.is_dir() else set()
+        latest = self.latest_version(task)
+        return sorted(found | ({latest} if latest is not None else set()))
 
     def manifest(self, task: str) -> TaskManifest:
         """The task's ``task.json``; an error lists what the hub has."""
         if not self.has(task):
             have = ", ".join(self.tasks()) or "none"
+            if self.latest_version(task) is not None:
+                wanted = self.pinned.get(task, self.pinned.get(ALL_TASKS))
+                raise AdapterNotFoundError(
+                    f"task {task!r} has no version {wanted} in hub {self.root} (it has: "
+                    f"{', '.join(f'v{v}' for v in self.versions(task))}); pick one of those, e.g. "
+                    f"{self.root}@{task}=v{self.latest_version(task)}")
             raise AdapterNotFoundError(
                 f"no adapter for task {task!r} in hub {self.root} (it has: {have}); "
                 f"train one: lora-router train --task {task} --hub {self.root}"
@@ -112,51 +192,76 @@ class AdapterHub:
             )
 
     def save(self, task: str, write: Callable[[Path], None]) -> Path:
-        """Write a task's folder atomically.
+        """Write a task's new version atomically; the one it replaces is kept under ``.versions/``.
 
         ``write(folder)`` fills a temporary folder; only when it returns is the
-        folder renamed into place. An interrupted or failed run leaves the
-        previous adapter as it was.
+        folder numbered and renamed into place. An interrupted or failed run
+        leaves the previous adapter as it was.
         """
         self.root.mkdir(parents=True, exist_ok=True)
         tag = uuid.uuid4().hex[:8]
         tmp = self.root / f".tmp-{task}-{tag}"
         old = self.root / f".old-{task}-{tag}"
         tmp.mkdir()
+        final = self.latest_dir(task)
         try:
             write(tmp)
             missing = [f for f in ADAPTER_FILES if not (tmp / f).is_file()]
             if missing:
                 raise LoraRouterError(f"adapter for {task!r} was not saved whole; missing {missing}")
-            final = self.task_dir(task)
+            _set_version(tmp / TASK_FILE, max(self.versions(task), default=0) + 1)
             if final.exists():
                 final.rename(old)
             tmp.rename(final)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
-            if old.exists() and not self.task_dir(task).exists():
-                old.rename(self.task_dir(task))
+            if old.exists() and not final.exists():
+                old.rename(final)
             raise
-        shutil.rmtree(old, ignore_errors=True)
+        self._keep(task, old)
         return final
 
     def remove(self, task: str) -> None:
-        if not self.task_dir(task).exists():
+        """Delete the task's adapter and every earlier version of it."""
+        if not self.latest_dir(task).exists():
             raise AdapterNotFoundError(f"no adapter for task {task!r} in hub {self.root}")
         trash = self.root / f".old-{task}-{uuid.uuid4().hex[:8]}"
-        self.task_dir(task).rename(trash)
+        self.latest_dir(task).rename(trash)
         shutil.rmtree(trash, ignore_errors=True)
+        shutil.rmtree(self.root / VERSIONS_DIR / task, ignore_errors=True)
+
+    def _keep(self, task: str, old: Path) -> None:
+        """Move a replaced adapter to ``.versions/<task>/v<N>/``; drop it if that version is kept already."""
+        if not (old / TASK_FILE).is_file():
+            shutil.rmtree(old, ignore_errors=True)
+            return
+        try:
+            version = int(json.loads((old / TASK_FILE).read_text("utf-8")).get("version", 1))
+        except (OSError, ValueError, AttributeError, TypeError):
+            version = 0  # damaged: not worth keeping
+        target = self.version_dir(task, version)
+        if version < 1 or target.exists():
+            shutil.rmtree(old, ignore_errors=True)
+            return
+        target.parent.mkdir(parents=True, exist_ok=True)
+        old.rename(target)
 
     def _recover(self) -> None:
-        """Finish what a crash between two renames left: put back an orphaned old adapter."""
+        """Finish what a crash between two renames left: put back an orphaned old adapter, or keep it as a version."""
         if not self.root.is_dir():
             return
         for p in self.root.glob(".old-*"):
             task = p.name[len(".old-"):].rsplit("-", 1)[0]
-            if not self.task_dir(task).exists() and (p / TASK_FILE).is_file():
-                p.rename(self.task_dir(task))
+            if not self.latest_dir(task).exists() and (p / TASK_FILE).is_file():
+                p.rename(self.latest_dir(task))
             else:
-                shutil.rmtree(p, ignore_errors=True)
+                self._keep(task, p)
         for p in self.root.glob(".tmp-*"):
             shutil.rmtree(p, ignore_errors=True)
 
+
+def _set_version(path: Path, version: int) -> None:
+    """Number a freshly written task.json (the writer does not know which versions the hub holds)."""
+    data = json.loads(path.read_text("utf-8"))
+    data["version"] = version
+    path.write_text(json.dumps(data, ensure_ascii=False, indent=2) + "\n", "utf-8")

@@ -2,8 +2,10 @@
 
 What the task is (its ``TaskSpec``), the base it was trained on, the LoRA and
 training settings, how its text was encoded, the data (hashes and counts),
-the metrics of its best epoch, its calibration and baseline, versions and
-time. ``to_dict`` writes exactly the document ``from_dict`` reads; keys this
+the metrics of its best epoch, its calibration and baseline, the package
+versions and time, and the adapter's own version number in its hub. ``data``
+holds, when trained on files, each file's name, its lines of the task and how
+many of them training used (``data["files"]``). ``to_dict`` writes exactly the document ``from_dict`` reads; keys this
 version does not know are kept as they were (``extra``), so a newer tool's
 fields survive a round trip.
 """
@@ -40,6 +42,7 @@ class TaskManifest:
     calibration: dict[str, Any] | None = None  # classification: the fitted temperature and ECE
     baseline: dict[str, Any] | None = None
     adapter_sha256: str | None = None  # of the adapter's weights, config and head: which adapter decided
+    version: int = 1  # the adapter's number in its hub (adapters/hub.py); saved before versions: 1
     format: int = TASK_FORMAT
     extra: dict[str, Any] = field(default_factory=dict)
 

@@ -69,10 +69,10 @@ class TorchPeftBackend:
             self.encoders[name] = TextEncoder.for_adapter(tokenizer, manifest.max_length, manifest.encoding)
         self.model = (model if model is not None else base).to(self.device).eval()
         self.tokenizer = tokenizer
-        self.source = f"hub {self.hub.root}"
-        # From a hub there is no export: an adapter is named by its content hash and the time it was trained.
+        self.source = f"hub {self.hub.location}"  # with the version selector it was opened at
+        # From a hub there is no export: an adapter is named by its content hash and its version in the hub.
         self.identities = {name: {"task": name, "adapter": self.hub.adapter_sha256(name)[:ID_CHARS], "export": None,
-                                  "version": manifest.created or None} for name, manifest in self.manifests.items()}
+                                  "version": _hub_version(manifest)} for name, manifest in self.manifests.items()}
         self._lock = threading.RLock()
         self._active: str | None = None
         logger.info("torch backend: base %s, tasks %s", self.base_model, ", ".join(self.specs) or "none")
@@ -131,6 +131,12 @@ class Router(TaskPredictor):
     hub = backend_attribute("hub")  # AdapterHub
     device = backend_attribute("device")  # str
     tokenizer = backend_attribute("tokenizer")
+
+
+def _hub_version(manifest: TaskManifest) -> str | None:
+    """``v<N>`` where the hub numbers its adapters' versions (task.json's ``version``), else when it was trained."""
+    number = getattr(manifest, "version", None) or manifest.extra.get("version")
+    return f"v{number}" if isinstance(number, int) else (manifest.created or None)
 
 
 def _check_device(device: str) -> str:

@@ -154,8 +154,10 @@ def serve_markdown(results: dict) -> str:
         c = results["capture"]
         lines += [f"Capture (`--capture DIR`): the service without and with it side by side, {c['clients']} "
                   f"clients, {c['rounds']} interleaved rounds of {c['requests_per_round']} requests: median "
-                  f"{c['median_requests_per_s']['plain']:.1f} against {c['median_requests_per_s']['capture']:.1f} "
-                  f"req/s, a cost of {100 * c['throughput_cost']:.1f}% ({c['captured']} answers captured, "
+                  f"{c['median_requests_per_s']['plain']:.1f} req/s without, "
+                  f"{c['median_requests_per_s']['capture']:.1f} with. Capture took "
+                  f"{100 * c['capture_cpu_share']:.2f}% of the capturing server's CPU time "
+                  f"({c['capture_cpu_us_per_answer']:.0f} µs per answer; {c['captured']} answers captured, "
                   f"{c['store_mb']} MB).", ""]
     return "\n".join(lines + _ratio_lines(results)) + "\n"
 

@@ -74,6 +74,14 @@ def free_port() -> int:
 def serving(export_dir: Path, chain: Path, port: int, log_path: Path,
             extra: Sequence[str] = ()) -> Iterator[str]:
     """``lora-router serve`` on ``export_dir`` in a subprocess until the block ends; yields its URL once ready."""
+    with serving_process(export_dir, chain, port, log_path, extra) as (url, _):
+        yield url
+
+
+@contextlib.contextmanager
+def serving_process(export_dir: Path, chain: Path, port: int, log_path: Path,
+                    extra: Sequence[str] = ()) -> Iterator[tuple[str, subprocess.Popen]]:
+    """As ``serving``, yielding the URL and the server's process."""
     url = f"http://127.0.0.1:{port}"
     with open(log_path, "wb") as log:
         proc = subprocess.Popen([sys.executable, "-c", "from lora_router.cli import run; run()", "serve", "--onnx",
@@ -82,7 +90,7 @@ def serving(export_dir: Path, chain: Path, port: int, log_path: Path,
         try:
             wait_ready(url, timeout=300, alive=lambda: proc.poll() is None,
                        died=lambda: f"server exited: {log_path.read_text(errors='replace')[-2000:]}")
-            yield url
+            yield url, proc
         finally:
             proc.send_signal(signal.SIGTERM)
             try:
@@ -100,30 +108,62 @@ def _measure_server(export_dir: Path, chain: Path, extra: list[str], questions: 
 
 def _measure_capture(export_dir: Path, chain: Path, questions: list[str], clients: int, requests: int,
                      work: Path, rounds: int = CAPTURE_ROUNDS) -> dict:
-    """Requests/s of the service without and with ``--capture``, run side by side in interleaved rounds."""
+    """What ``--capture`` costs: the service without and with it side by side, in interleaved rounds.
+
+    Requests/s of the two drift with whatever else the machine runs; the share
+    of the capturing server's CPU time that capture took (its own counter
+    against the process's CPU time) does not, and bounds the throughput cost
+    of a CPU-bound service.
+    """
     from statistics import median
+
+    from ..capture import CaptureStore
 
     store = work / "captures"
     rates: dict[str, list[float]] = {"plain": [], "capture": []}
     with serving(export_dir, chain, free_port(), work / "plain.log") as plain, \
-            serving(export_dir, chain, free_port(), work / "capture.log", ["--capture", str(store)]) as capturing:
+            serving_process(export_dir, chain, free_port(), work / "capture.log",
+                            ["--capture", str(store)]) as (capturing, proc):
         urls = {"plain": plain, "capture": capturing}
         for url in urls.values():
             warm_up(url, questions)
+        cpu_before, capture_before = _process_cpu_seconds(proc.pid), _metric(capturing, CAPTURE_CPU_METRIC)
         for r in range(rounds):
             for name in (("plain", "capture") if r % 2 == 0 else ("capture", "plain")):
                 latencies, wall, errors = run_load(urls[name], questions, clients, requests)
                 if errors:
                     raise RuntimeError(f"{errors} requests failed in the capture comparison ({name})")
                 rates[name].append(round(len(latencies) / wall, 2))
-    from ..capture import CaptureStore
-
+        process_cpu = _process_cpu_seconds(proc.pid) - cpu_before
+        capture_cpu = _metric(capturing, CAPTURE_CPU_METRIC) - capture_before
     plain_rate, capture_rate = median(rates["plain"]), median(rates["capture"])
     return {"clients": clients, "requests_per_round": requests, "rounds": rounds,
             "requests_per_s": rates, "median_requests_per_s": {"plain": plain_rate, "capture": capture_rate},
             "throughput_cost": round(1 - capture_rate / plain_rate, 4),
+            "capture_cpu_s": round(capture_cpu, 4), "server_cpu_s": round(process_cpu, 3),
+            "capture_cpu_share": round(capture_cpu / process_cpu, 5) if process_cpu > 0 else None,
+            "capture_cpu_us_per_answer": round(1e6 * capture_cpu / (rounds * requests), 1),
             "captured": len(CaptureStore(store)),
             "store_mb": round(sum(p.stat().st_size for p in store.rglob("*.jsonl")) / 2**20, 2)}
+
+
+CAPTURE_CPU_METRIC = "lora_router_capture_cpu_seconds_total"
+
+
+def _metric(url: str, name: str) -> float:
+    """One counter of the service's /metrics."""
+    import httpx
+
+    for line in httpx.get(f"{url}/metrics", timeout=30).text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise RuntimeError(f"{url}/metrics has no {name}")
+
+
+def _process_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process so far (Linux: /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def wait_ready(url: str, timeout: float = 600, alive=lambda: True, died=lambda: "the service exited") -> None:
@@ -214,7 +254,6 @@ def _ratios(results: dict, clients) -> dict:
         modes["batching"][top]["requests_per_s"] / modes["no_batching"][top]["requests_per_s"], 2)}
     for mode, suffix in (("batching", ""), ("no_batching", "_no_batching")) if "1" in modes["batching"] else ():
         out[f"http_p50_minus_in_process_ask_p50_ms_at_1_client{suffix}"] = round(modes[mode]["1"]["p50_ms"] - alone, 3)
-    if "capture" in results:
-        out[f"capture_throughput_cost_at_{results['capture']['clients']}_clients"] = \
-            results["capture"]["throughput_cost"]
+    if "capture" in results:  # the CPU share: requests/s side by side drift with the machine's other work
+        out[f"capture_cpu_share_at_{results['capture']['clients']}_clients"] = results["capture"]["capture_cpu_share"]
     return out

@@ -11,6 +11,7 @@ in ``max_mb`` (each process may run over by the segment it is writing).
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import threading
@@ -45,8 +46,9 @@ SEGMENT_MAX_BYTES = 8 << 20
 SEGMENT_MIN_BYTES = 512
 WARN_EVERY_S = 60.0
 # What the counts count: lines written, and lines dropped because the store was full (the oldest), the queue
-# was full (overload), or the line could not be written (error).
-COUNTS = ("captured", "oldest", "overload", "error")
+# was full (overload), or the line could not be written (error); and the CPU seconds capture took (cpu_seconds:
+# queueing on the caller's thread, encoding and writing on the capture thread).
+COUNTS = ("captured", "oldest", "overload", "error", "cpu_seconds")
 _STOP = object()
 
 
@@ -59,7 +61,7 @@ class CaptureWriter:
     """
 
     def __init__(self, folder: str | Path, *, max_mb: float = DEFAULT_MAX_MB, queue_size: int = QUEUE_SIZE,
-                 on_count: Callable[[str, int], None] | None = None):
+                 on_count: Callable[[str, float], None] | None = None):
         if not isinstance(max_mb, (int, float)) or isinstance(max_mb, bool) or max_mb < MIN_MAX_MB:
             raise ConfigError(f"capture max_mb must be a number >= {MIN_MAX_MB}, got {max_mb!r}")
         self.folder = Path(folder).expanduser()
@@ -101,6 +103,7 @@ class CaptureWriter:
         cannot be queued or written is counted as dropped. ``answer`` must
         not change after this call (it is written later, on the thread).
         """
+        t0 = time.thread_time()
         capture_id = id or uuid.uuid4().hex
         record = {"v": LINE_VERSION, "id": capture_id, "time": now(), "endpoint": endpoint,
                   "question": answer.get("question"), "answer": answer}
@@ -115,6 +118,7 @@ class CaptureWriter:
         except Full:
             self._done()
             self._count("overload")
+        self._count("cpu_seconds", time.thread_time() - t0)
         return capture_id
 
     @property
@@ -157,15 +161,18 @@ class CaptureWriter:
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="lora-router-capture", daemon=True)
                 self._thread.start()
+                atexit.register(self.close)  # what a script asked just before it ends is written too
 
     def _run(self) -> None:
         while True:
             record = self._queue.get()
             if record is _STOP:
                 return
+            t0 = time.thread_time()
             try:
                 self._write(record)
             finally:
+                self._count("cpu_seconds", time.thread_time() - t0)
                 self._done()
 
     def _done(self) -> None:
@@ -248,7 +255,7 @@ class CaptureWriter:
             total -= size
             self._count("oldest", lines)
 
-    def _count(self, kind: str, n: int = 1) -> None:
+    def _count(self, kind: str, n: float = 1) -> None:
         self.counts[kind] += n
         if self._on_count is not None and n:
             try:

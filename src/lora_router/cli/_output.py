@@ -96,8 +96,13 @@ def print_trained(manifest: TaskManifest) -> None:
     else:
         click.echo(f"{task}: exact-span precision {m['precision']:.4f}  recall {m['recall']:.4f}  "
                    f"F1 {m['f1']:.4f}  whole-record match {m['exact_match']:.4f}  (n={m['n']})")
-    click.echo(f"  best epoch {manifest.best_epoch}, {manifest.train_samples_per_second} samples/s, "
-               f"log {manifest.log}")
+    click.echo(f"  version {manifest.version}, best epoch {manifest.best_epoch}, "
+               f"{manifest.train_samples_per_second} samples/s, log {manifest.log}")
+    files, data = manifest.data.get("files", []), manifest.data
+    if len(files) > 1 or data.get("duplicates_folded") or data.get("conflicts_resolved"):
+        used = ", ".join(f"{f['file']} ({f['used']} of {f['lines']} lines)" for f in files)
+        click.echo(f"  trained on {used}; {data.get('duplicates_folded', 0)} duplicate(s) folded, "
+                   f"{data.get('conflicts_resolved', 0)} conflict(s) settled by --prefer-last")
     base = (manifest.baseline or {}).get("metrics")
     if base:  # the same figure of the simple baseline (evaluation/baselines.py), on the same split
         key = BASELINE_FIGURE[kind]
@@ -215,3 +220,25 @@ def print_answer(out: dict, specs: dict) -> None:
                         ("note", out.get("note"))):
         if value:
             click.echo(f"{name}: {value}")
+
+
+def print_compare(r: dict) -> None:
+    """`eval --compare`: each metric of OLD and NEW with the difference and its interval, McNemar, the flips."""
+    click.secho(f"{r['task']} on {r['data']} (n={r['n']}): OLD {r['old']}  vs  NEW {r['new']}", bold=True)
+    conf = f"{r['confidence']:.0%} interval"
+    table([[m["name"] + (" (headline)" if m["metric"] == r["headline"] else ""), fmt(m["old"]), fmt(m["new"]),
+            f"{m['difference']:+.4f}" if m["difference"] is not None else "-",
+            f"[{m['ci_low']:+.4f}, {m['ci_high']:+.4f}]" if m["ci_low"] is not None else "-"]
+           for m in r["metrics"]], ["metric", "OLD", "NEW", "NEW - OLD", conf])
+    t = r["mcnemar"]
+    stat = f", chi2 {t['statistic']:.3f}" if t["statistic"] is not None else ""
+    click.echo(f"McNemar ({t['method']}{stat}): {t['right_to_wrong']} right -> wrong, {t['wrong_to_right']} "
+               f"wrong -> right, p = {t['p_value']:.4g}")
+    colour = {"worse": "red", "better": "green"}.get(r["verdict"])
+    click.secho(f"verdict: NEW is {r['verdict']}" if colour else f"verdict: {r['verdict']} (alpha {r['alpha']:g})",
+                fg=colour, bold=True)
+    for key, title in (("right_to_wrong", "right -> wrong"), ("wrong_to_right", "wrong -> right")):
+        if r[key]:
+            click.echo(f"{title} ({len(r[key])}):")
+            table([[str(q["line"]), q["question"], str(q["gold"]), str(q["old"]), str(q["new"])] for q in r[key]],
+                  ["line", "question", "expected", "OLD", "NEW"])

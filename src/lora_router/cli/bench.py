@@ -20,15 +20,31 @@ from . import _options as opt
                    "batching on and off, against in-process OnnxRouter.ask.")
 @click.option("--export", "export_dir", type=opt.FOLDER, default=None,
               help="With --serve: the export to serve [default: a random model of --size, exported int8].")
+@click.option("--soak", "soak", default=None, metavar="DURATION",
+              help="With --serve: a soak run instead (e.g. 10m): good clients alone for half the time, then with 10% "
+                   "hostile and abandoned requests; good-request throughput and p99 in each half, the server's RSS "
+                   "and open files at the start and the end.")
 @opt.quiet
-def bench_cmd(size, device, out_dir, runs, serve_mode, export_dir, quiet) -> None:
+def bench_cmd(size, device, out_dir, runs, serve_mode, export_dir, soak, quiet) -> None:
     """Measure latency, memory, cold start and training: the original tool's way against the router and ONNX.
 
     Builds a random model of the chosen size (latency does not depend on the
     weight values) with random adapters, times every contender interleaved in
     rounds, and writes results.json, a markdown table and a chart.
     """
-    if serve_mode:
+    if soak is not None:
+        if not serve_mode:
+            raise click.UsageError("--soak runs the service: give --serve --soak DURATION")
+        require("fastapi", "serve")
+        from ..bench.soak import parse_duration, run_soak
+
+        try:
+            seconds = parse_duration(soak)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--soak") from None
+        run_soak(out_dir, duration_s=seconds, size=size, export_dir=export_dir, progress=not quiet)
+        written = [out_dir / "results.json", out_dir / "results.md"]
+    elif serve_mode:
         require("fastapi", "serve")
         from ..bench.serve import run_serve_bench
 

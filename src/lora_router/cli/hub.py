@@ -10,7 +10,7 @@ from ._output import dump, table
 
 @click.group("hub")
 def hub_group() -> None:
-    """List, show and remove trained adapters."""
+    """List, show and remove trained adapters, and list their versions."""
 
 
 @hub_group.command("list")
@@ -19,7 +19,8 @@ def hub_group() -> None:
 def hub_list(hub, as_json) -> None:
     """Every task with an adapter in the hub, with its headline metric."""
     store = AdapterHub(hub)
-    rows = [{"task": task, "kind": m.kind, "base_model": m.base_model["name"],
+    rows = [{"task": task, "version": m.version, "versions": store.versions(task), "kind": m.kind,
+             "base_model": m.base_model["name"],
              "fingerprint": m.base_model["fingerprint"], "created": m.created,
              "metrics": {k: v for k, v in m.metrics.items() if isinstance(v, (int, float))},
              "path": str(store.task_dir(task))} for task in store.tasks() for m in [store.manifest(task)]]
@@ -29,8 +30,37 @@ def hub_list(hub, as_json) -> None:
     if not rows:
         click.echo(f"no adapters in {store.root}; train one: lora-router train --task question_classifier")
         return
-    table([[r["task"], r["kind"], headline(r["kind"], r["metrics"]), r["base_model"], r["created"]]
-           for r in rows], ["task", "kind", "metric", "base model", "created"])
+    table([[r["task"], f"v{r['version']}", r["kind"], headline(r["kind"], r["metrics"]), r["base_model"], r["created"]]
+           for r in rows], ["task", "version", "kind", "metric", "base model", "created"])
+
+
+@hub_group.command("versions")
+@click.argument("task")
+@opt.hub
+@opt.json
+def hub_versions(task, hub, as_json) -> None:
+    """Every version of TASK's adapter the hub keeps, with its metric and data; load one with --hub HUB@TASK=vN.
+
+    \b
+    lora-router hub versions question_classifier
+    lora-router eval --task question_classifier --compare ./hub@v1 ./hub
+    """
+    store = AdapterHub(hub)
+    store.manifest(task)
+    rows = []
+    for v in store.versions(task):
+        m = AdapterHub(store.root, {task: v}).manifest(task)
+        rows.append({"version": v, "created": m.created, "metrics": {k: x for k, x in m.metrics.items()
+                                                                     if isinstance(x, (int, float))},
+                     "data": m.data.get("files") or m.data.get("source"), "kind": m.kind,
+                     "hub": f"{store.root}@{task}=v{v}"})
+    if as_json:
+        dump(rows)
+        return
+    table([[f"v{r['version']}", r["created"], headline(r["kind"], r["metrics"]),
+            ", ".join(f"{f['file']} ({f['used']})" for f in r["data"]) if isinstance(r["data"], list)
+            else str(r["data"]), r["hub"]] for r in rows],
+          ["version", "created", "metric", "data (lines used)", "load as"])
 
 
 @hub_group.command("show")
@@ -46,7 +76,7 @@ def hub_show(task, hub) -> None:
 @opt.hub
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 def hub_remove(task, hub, yes) -> None:
-    """Delete TASK's adapter from the hub."""
+    """Delete TASK's adapter, and every earlier version of it, from the hub."""
     store = AdapterHub(hub)
     store.manifest(task)
     if not yes:

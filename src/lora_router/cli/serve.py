@@ -16,6 +16,7 @@ from . import _options as opt
 RAY_ONLY = ("replicas", "address", "exports", "exports_root", "default_export", "max_exports_per_replica",
             "replica_cpus", "ship")
 AT_LEAST_1 = {"type": click.IntRange(1)}
+SECONDS = {"type": click.FloatRange(0), "metavar": "SECONDS"}
 
 
 @click.command("serve")
@@ -36,10 +37,14 @@ AT_LEAST_1 = {"type": click.IntRange(1)}
                    max_client_batch=AT_LEAST_1, max_question_chars=AT_LEAST_1,
                    api_key={"envvar": API_KEY_ENV, "show_envvar": True}, api_key_file={"type": opt.FILE},
                    cors_origins={"flag": "--cors-origin", "metavar": "ORIGIN"},
-                   log_format={"type": click.Choice(LOG_FORMATS)},
+                   log_format={"type": click.Choice(LOG_FORMATS)}, otel={"is_flag": True},
                    capture={"type": click.Path(file_okay=False), "metavar": "DIR"},
                    capture_max_mb={"type": click.FloatRange(min=MIN_MAX_MB), "metavar": "MB"},
-                   otel={"is_flag": True})
+                   max_queued_questions=AT_LEAST_1, request_timeout_s={"flag": "--request-timeout", **SECONDS},
+                   body_timeout_s={"flag": "--body-timeout", **SECONDS},
+                   header_timeout_s={"flag": "--header-timeout", **SECONDS},
+                   max_header_bytes={"type": click.IntRange(1024)},
+                   allowed_hosts={"flag": "--allowed-host", "metavar": "HOST"})
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info",
               show_default=True)
 @click.option("--engine", type=click.Choice(["uvicorn", "ray"]), default="uvicorn", show_default=True,
@@ -72,8 +77,10 @@ def serve_cmd(onnx, hub_dir, base_model, host, port, workers, log_level, engine,
 
     \b
     lora-router serve --onnx ./export
-    curl -s localhost:8080/v1/ask -d '{"question": "帮我把sales_2024.csv导入到ODS层"}'
-    curl -s localhost:8080/v1/tasks/question_classifier/predict -d '{"inputs": "数据清洗流程是什么？"}'
+    curl -s localhost:8080/v1/ask -H 'content-type: application/json' \
+      -d '{"question": "帮我把sales_2024.csv导入到ODS层"}'
+    curl -s localhost:8080/v1/tasks/question_classifier/predict -H 'content-type: application/json' \
+      -d '{"inputs": "数据清洗流程是什么？"}'
     lora-router serve --hub ./hub --base-model ./base --port 9000 --log-format json
     lora-router serve --onnx ./export --capture ./captures --capture-max-mb 2048
     OTEL_EXPORTER_OTLP_ENDPOINT=http://collector:4318 lora-router serve --onnx ./export --otel

@@ -1,23 +1,36 @@
 """`lora-router train`: a LoRA adapter (and its head) per task into the adapter hub."""
 
-from pathlib import Path
-
 import click
 
 from ..adapters import AdapterHub
 from ..config import LoraSettings, TrainSettings
-from ..data import infer_task_spec
+from ..data import BUNDLED, infer_task_spec
 from ..errors import LoraRouterError, UnknownTaskError, require
 from ..tasks import all_tasks, get_task
 from . import _options as opt
 from ._output import dump, print_trained
 
 
+class DataFile(click.ParamType):
+    """A data file that exists, or the word `bundled`."""
+
+    name = "FILE|bundled"
+
+    def convert(self, value, param, ctx):
+        if str(value) == BUNDLED:
+            return BUNDLED
+        return opt.FILE.convert(value, param, ctx)
+
+
 @click.command("train")
 @click.option("--task", "task_name", required=True,
               help="Task to train, `all` for every registered task, or a new name with --data.")
-@click.option("--data", type=opt.FILE, default=None,
-              help="Instruction-format JSONL [default: the bundled data of the task].")
+@click.option("--data", "data", multiple=True, type=DataFile(), metavar="FILE|bundled",
+              help="Instruction-format JSONL; repeat to merge several (exact duplicates folded, conflicting "
+                   "labels refused), `bundled` for the task's bundled train split [default: bundled].")
+@click.option("--prefer-last", is_flag=True,
+              help="Where two data lines give one input different labels, keep the later file's label "
+                   "(a correction given after the data it corrects) instead of refusing.")
 @click.option("--test-data", type=opt.FILE, default=None,
               help="Held-out file for evaluation [default: bundled test split, or 20% of --data].")
 @opt.kb(help="Knowledge base for question_answer [default: the bundled one].")
@@ -29,17 +42,24 @@ from ._output import dump, print_trained
 @opt.from_settings(TrainSettings, max_length={}, seed={}, dynamic_padding={})
 @opt.quiet
 @opt.json
-def train_cmd(task_name, data, test_data, knowledge_base, base_model, hub, quiet, as_json, **settings) -> None:
+def train_cmd(task_name, data, prefer_last, test_data, knowledge_base, base_model, hub, quiet, as_json,
+              **settings) -> None:
     """Train a LoRA adapter (and its head) per task into the adapter hub.
 
-    The data is validated first; invalid data writes nothing. Each epoch is
-    scored on the held-out split and the best epoch is kept. A log of every
-    step goes to <hub>/logs/.
+    The data is validated first; invalid or conflicting data writes nothing.
+    Each epoch is scored on the held-out split (--test-data; else the bundled
+    test split when `bundled` is among --data; else 20% of the data) and the
+    best epoch is kept. A log of every step goes to <hub>/logs/.
+
+    Each training saves a new version of the adapter; the one it replaces
+    stays loadable as --hub HUB@TASK=vN (`lora-router hub versions TASK`).
+    task.json records every data file, its lines and how many were used.
 
     \b
     lora-router train --task question_classifier --base-model ./base
     lora-router train --task all --base-model ./base --hub ./hub
     lora-router train --task my_task --data my.jsonl   # a new classification task
+    lora-router train --task question_classifier --data bundled --data review/labels/question_classifier.jsonl
     """
     require("torch")
     from ..training import train
@@ -47,30 +67,34 @@ def train_cmd(task_name, data, test_data, knowledge_base, base_model, hub, quiet
     lora, train_settings = opt.take_settings(LoraSettings, settings), opt.take_settings(TrainSettings, settings)
     store = AdapterHub(hub)
     results = []
+    data = list(data) or None
     for spec in _specs_to_train(task_name, data, store):
         if not as_json:
             click.secho(f"training {spec.name} on {base_model} into {store.root}", bold=True, err=True)
-        manifest = train(spec, base_model=base_model, hub=store, data=data, test_data=test_data, lora=lora,
+        manifest = train(spec, base_model=base_model, hub=store, data=data, test_data=test_data,
+                         prefer_last=prefer_last, lora=lora,
                          settings=train_settings, knowledge_base=knowledge_base, progress=not quiet and not as_json)
         results.append(manifest)
         if not as_json:
             print_trained(manifest)
     if as_json:
-        dump([{"task": m.name, "metrics": m.metrics, "best_epoch": m.best_epoch,
-               "train_samples_per_second": m.train_samples_per_second,
+        dump([{"task": m.name, "version": m.version, "metrics": m.metrics, "best_epoch": m.best_epoch,
+               "train_samples_per_second": m.train_samples_per_second, "data_files": m.data.get("files", []),
                "path": str(store.task_dir(m.name))} for m in results])
 
 
-def _specs_to_train(task_name: str, data: Path | None, store: AdapterHub) -> list:
+def _specs_to_train(task_name: str, data: list | None, store: AdapterHub) -> list:
     if task_name == "all":
-        if data is not None:
+        if data is not None and data != [BUNDLED]:
             raise LoraRouterError("--task all trains on the bundled data; give one --task with --data")
+        data = None
         return all_tasks()
     try:
         return [get_task(task_name)]
     except UnknownTaskError:
         if store.has(task_name):
             return [store.spec(task_name)]
-        if data is None:
+        files = [d for d in data or () if d != BUNDLED]
+        if not files:
             raise
-        return [infer_task_spec(task_name, data)]
+        return [infer_task_spec(task_name, files[0])]

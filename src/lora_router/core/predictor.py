@@ -240,7 +240,7 @@ class TaskPredictor:
             out["trace"] = self.trace(out)
             if self.capture is not None:
                 out["request_id"] = capture_id = uuid.uuid4().hex
-                self.capture.add(out, id=capture_id)
+                self.capture.add(dict(out), id=capture_id)  # a copy: the caller may add to its answer meanwhile
         return outs
 
     def _run_chain(self, texts: list[str]) -> list[ChainAnswer]:

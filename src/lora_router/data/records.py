@@ -12,7 +12,7 @@ import hashlib
 import json
 import random
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..config import SEQUENCE_CLASSIFICATION, SPAN_EXTRACTION, TaskSpec
@@ -30,6 +30,7 @@ class Record:
     input: str
     output: str | tuple[str, ...]
     line: int = 0
+    source: str = field(default="", compare=False)  # the file it was read from (merge names both lines of a conflict)
 
     def to_json(self) -> dict:
         out = list(self.output) if isinstance(self.output, tuple) else self.output
@@ -92,11 +93,13 @@ def field_problem(obj: dict, required: Sequence[str], strings: Sequence[str]) ->
     return None
 
 
-def check_lines(lines: Iterable[str], *,
-                extra_tasks: Iterable[TaskSpec] = ()) -> tuple[list[Record], list[tuple[int, str]]]:
+def check_lines(lines: Iterable[str], *, extra_tasks: Iterable[TaskSpec] = (), source: str = "",
+                keep_conflicts: bool = False) -> tuple[list[Record], list[tuple[int, str]]]:
     """Validate JSONL lines; return the good records and every ``(line, problem)``.
 
     ``extra_tasks`` are tasks known besides the registry (a hub's custom tasks).
+    An input given twice with different outputs is a problem, unless
+    ``keep_conflicts`` (``merge_data`` then reports or resolves it across files).
     """
     extra = {t.instruction: t for t in extra_tasks}
     records: list[Record] = []
@@ -123,12 +126,12 @@ def check_lines(lines: Iterable[str], *,
             problems.append((n, problem))
             continue
         key = (instruction, text)
-        if key in seen and seen[key][1] != output:
+        if key in seen and seen[key][1] != output and not keep_conflicts:
             first, other = seen[key]
             problems.append((n, f"input duplicates line {first} with a different output ({other!r} vs {output!r})"))
             continue
         seen.setdefault(key, (n, output))
-        records.append(Record(instruction, text, output, n))  # type: ignore[arg-type]
+        records.append(Record(instruction, text, output, n, source))  # type: ignore[arg-type]
     return records, problems
 
 
@@ -143,10 +146,12 @@ def _read_lines(path: Path) -> Iterator[str]:
         raise DataError(str(path), [(0, f"cannot read file: {exc.strerror or exc}")]) from None
 
 
-def read_records(path: str | Path, *, extra_tasks: Iterable[TaskSpec] = ()) -> list[Record]:
+def read_records(path: str | Path, *, extra_tasks: Iterable[TaskSpec] = (),
+                 keep_conflicts: bool = False) -> list[Record]:
     """Read and validate a whole file; raise ``DataError`` naming every bad line."""
     path = Path(path)
-    records, problems = check_lines(_read_lines(path), extra_tasks=extra_tasks)
+    records, problems = check_lines(_read_lines(path), extra_tasks=extra_tasks, source=str(path),
+                                    keep_conflicts=keep_conflicts)
     if problems:
         raise DataError(str(path), problems)
     if not records:

@@ -84,6 +84,13 @@ def evaluate_chain(predictor, cases: Sequence[ChainCase], batch_size: int = 64) 
     (exact set of names); answers on answer questions it routed to
     ``answer`` (the right entry, or no answer when none is right).
     """
+    kb = _knowledge_base(predictor, predictor.chain)
+    rows = chain_rows(predictor, cases, batch_size)
+    return _summary(predictor.chain, rows, len(kb.entries) if kb is not None else None)
+
+
+def chain_rows(predictor, cases: Sequence[ChainCase], batch_size: int = 64) -> list[dict]:
+    """One row per case: the route given, and, where something is wrong, the step and reason (``wrong_at``)."""
     chain: Chain = predictor.chain
     kb = _knowledge_base(predictor, chain)
     if kb is not None:
@@ -111,7 +118,7 @@ def evaluate_chain(predictor, cases: Sequence[ChainCase], batch_size: int = 64) 
             if not row["answer_right"]:
                 row.update(wrong_at=chain_step_for(chain, "answer"), reason="answer", gold=case.kb_id, got=kb_id)
         rows.append(row)
-    return _summary(chain, rows, len(kb.entries) if kb is not None else None)
+    return rows
 
 
 def chain_step_for(chain: Chain, route: str) -> str | None:

@@ -9,7 +9,7 @@ import numpy as np
 
 from ..adapters.manifest import TaskManifest
 from ..config import PAIR_RANKING, SEQUENCE_CLASSIFICATION, SPAN_EXTRACTION
-from ..data import Record, data_hash, load_bundled, read_records, records_for, split_data
+from ..data import BUNDLED, Record, data_hash, load_bundled, merge_data, split_data
 from ..encoding import char_spans
 from ..errors import LoraRouterError, require
 from .calibration import calibration_report
@@ -130,18 +130,21 @@ def training_split(spec, manifest: TaskManifest | None) -> tuple[list[Record] | 
     """The records the adapter was trained on, found again from its manifest, and where they came from."""
     data = manifest.data if manifest else {}
     source, wanted = data.get("source"), data.get("train_hash")
-    if source == "bundled":
+    if source == BUNDLED:
         try:
             train = load_bundled(spec.name, "train")
         except LoraRouterError as exc:
             return None, str(exc)
         changed = " (changed since the adapter was trained)" if wanted and data_hash(train) != wanted else ""
         return train, "the bundled train split" + changed
-    if not source or not Path(source).is_file():
-        return None, f"the training data ({source or 'not recorded'}) is not there any more"
+    files = [f["file"] for f in data.get("files", [])] or ([source] if source else [])
+    gone = [f for f in files if f != BUNDLED and not Path(f).is_file()]
+    if not files or gone:
+        return None, f"the training data ({', '.join(gone) or source or 'not recorded'}) is not there any more"
+    seed, prefer_last = int(manifest.training.get("seed", 42)), bool(data.get("conflicts_resolved"))
     try:
-        everything = records_for(read_records(source, extra_tasks=[spec]), spec)
-        held_out = split_data(spec, source, None, int(manifest.training.get("seed", 42))).train
+        held_out = split_data(spec, files, None, seed, prefer_last=prefer_last).train
+        everything = merge_data(files, spec, prefer_last=prefer_last).records
     except LoraRouterError as exc:
         return None, f"the training data {source} no longer reads: {exc}"
     for train, what in ((held_out, "the training part of"), (everything, "all of")):

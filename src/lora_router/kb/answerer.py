@@ -1,4 +1,8 @@
-"""``Answerer``: TF-IDF candidates, cross-encoder re-ranking, the no-answer threshold.
+"""``Answerer``: TF-IDF candidates, cross-encoder re-ranking, the no-answer decision.
+
+The decision is a threshold on the top confidence, or, for adapters trained
+since it exists, a logistic regression over several features of the ranking
+(``kb/decision.py``); an adapter saved before keeps its threshold.
 
 The same code answers in the PyTorch router, the ONNX runtime and evaluation
 during training; only ``score_pairs`` (the cross-encoder) differs. The index
@@ -13,7 +17,9 @@ import logging
 import math
 import os
 import threading
+import time
 import warnings
+from collections import Counter
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,9 +28,12 @@ import numpy as np
 
 from ..core.results import AnswerResult
 from ..errors import ConfigError, DataError
+from .decision import answer_probability, decision_features
 from .file import Entry, KnowledgeBase, file_sha256, read_knowledge_base
 from .index import CharTfidfIndex, sum_bags
 from .settings import LEGACY_DEFAULTS, AnswerSettings
+
+RACY_NS = 2_000_000_000  # a file changed this close to when it was read is checked by content, not by stat
 
 logger = logging.getLogger(__name__)
 
@@ -33,11 +42,18 @@ ScorePairs = Callable[[list[tuple[str, str]]], np.ndarray]
 
 @dataclass
 class Candidate:
-    """A retrieved entry, the phrasings to re-rank it by, and its TF-IDF score."""
+    """A retrieved entry, the phrasings to re-rank it by, and its TF-IDF score.
+
+    ``coverage`` is the share of the question's distinct n-grams the entry
+    holds (in its answer or a phrasing not left out); ``unknown`` the share no phrasing
+    or answer of the knowledge base holds (the same for every candidate of a question).
+    """
 
     entry: Entry
     phrasings: list[str]
     retrieval: float
+    coverage: float = 0.0
+    unknown: float = 0.0
 
 
 class _Index:
@@ -55,9 +71,13 @@ class _Index:
         options = {"analyzer": settings.analyzer, "ngram_range": settings.ngram_range,
                    "sublinear_tf": settings.sublinear_tf, "unknown_query_ngrams": settings.unknown_query_ngrams}
         bag = CharTfidfIndex([], **options).bag
+        self.bag = bag
         self.phrasing_bags = [[bag(q) for q in e.questions] for e in kb.entries]
+        self.answer_bags = [bag(e.answer) for e in kb.entries]
+        # How many phrasings and answers hold each n-gram: what a question shares with the knowledge base.
+        self.text_df: Counter = Counter(g for b in [*(b for bs in self.phrasing_bags for b in bs), *self.answer_bags]
+                                        for g in b)
         if self.by_entry:
-            self.answer_bags = [bag(e.answer) for e in kb.entries]
             docs = [sum_bags([*qs, a]) for qs, a in zip(self.phrasing_bags, self.answer_bags, strict=True)]
             self.owner = np.arange(len(kb.entries), dtype=np.int64)
         else:
@@ -67,6 +87,32 @@ class _Index:
         self.tfidf = CharTfidfIndex.from_bags(docs, **options)
         # Which phrasings of a retrieved entry the cross-encoder sees: those closest to the question.
         self.phrasing_vectors = [[self.tfidf.weights(b) for b in bags] for bags in self.phrasing_bags]
+
+    def question_grams(self, question: str, exclude: Collection[str]) -> tuple[set[str], float]:
+        """The question's distinct n-grams and the share of them no phrasing or answer holds.
+
+        Phrasings in ``exclude`` count as absent, as for retrieval.
+        """
+        grams = set(self.bag(question))
+        if not grams:
+            return grams, 0.0
+        left = Counter()
+        for e, entry in enumerate(self.kb.entries):
+            for q, b in zip(entry.questions, self.phrasing_bags[e], strict=True):
+                if q in exclude:
+                    left.update(g for g in b if g in grams)
+        unknown = sum(self.text_df.get(g, 0) - left[g] <= 0 for g in grams)
+        return grams, unknown / len(grams)
+
+    def coverage(self, grams: set[str], e: int, exclude: Collection[str]) -> float:
+        """The share of ``grams`` that entry ``e`` holds in its answer or a phrasing not in ``exclude``."""
+        if not grams:
+            return 0.0
+        held = set(self.answer_bags[e])
+        for q, b in zip(self.kb.entries[e].questions, self.phrasing_bags[e], strict=True):
+            if q not in exclude:
+                held.update(b)
+        return len(grams & held) / len(grams)
 
     def entry_scores(self, question: str, exclude: Collection[str]) -> tuple[np.ndarray, dict[int, float]]:
         """The retrieval score of every document (entry, or phrasing without ``index_answers``) and the query vector."""
@@ -103,6 +149,8 @@ class Answerer:
         self.path = Path(kb_path).expanduser()
         self._lock = threading.Lock()
         self._stamp: tuple | None = None
+        self._read_at_ns = 0
+        self._sha256: str | None = None
         self._index: _Index | None = None
         self._refresh()
 
@@ -156,11 +204,15 @@ class Answerer:
                 warnings.warn(f"knowledge base {self.path} is gone; answering from the last version read",
                               stacklevel=3)
                 return self._index
-            if stamp == self._stamp and self._index is not None:
+            if stamp == self._stamp and self._index is not None and not self._racy(st):
                 return self._index
-            self._stamp = stamp
+            self._stamp, self._read_at_ns = stamp, time.time_ns()
             try:
+                digest = file_sha256(self.path)
+                if digest == self._sha256 and self._index is not None:
+                    return self._index
                 kb = read_knowledge_base(self.path)
+                self._sha256 = digest
             except DataError as exc:
                 if self._index is None:
                     raise
@@ -170,6 +222,12 @@ class Answerer:
             self._index = _Index(kb, self.settings)
             logger.info("knowledge base %s: %d entries indexed", self.path, len(kb.entries))
             return self._index
+
+    def _racy(self, st: os.stat_result) -> bool:
+        """Whether the file may have changed without its stamp changing: it was read within a timestamp tick
+        (taken as 2 s, coarse filesystems included) of its last change, so a same-size edit in that tick would
+        keep the stamp. Such a file is checked by content, as git does for "racily clean" files."""
+        return self._read_at_ns - st.st_mtime_ns < RACY_NS
 
     @property
     def knowledge_base(self) -> KnowledgeBase:
@@ -185,8 +243,18 @@ class Answerer:
         """
         index = self._refresh()
         scores, query = index.entry_scores(question, exclude)
+        grams, unknown = index.question_grams(question, exclude)
         if not index.by_entry:
-            return self._retrieve_phrasings(index, scores)
+            out = self._retrieve_phrasings(index, scores)
+        else:
+            out = self._retrieve_entries(index, scores, query, exclude)
+        position = {id(e): i for i, e in enumerate(index.kb.entries)}
+        for c in out:
+            c.coverage, c.unknown = index.coverage(grams, position[id(c.entry)], exclude), unknown
+        return out
+
+    def _retrieve_entries(self, index: _Index, scores: np.ndarray, query: dict[int, float],
+                          exclude: Collection[str]) -> list[Candidate]:
         out = []
         for e in np.argsort(-scores, kind="stable"):
             entry = index.kb.entries[int(e)]
@@ -223,28 +291,15 @@ class Answerer:
 
     def confidence(self, relevance: float, retrieval: float) -> float:
         """Weighted geometric mean: an answer needs both the cross-encoder and retrieval to agree."""
-        w = self.settings.relevance_weight
-        return float(relevance ** w * max(retrieval, 0.0) ** (1.0 - w))
+        return confidence(relevance, retrieval, self.settings.relevance_weight)
+
+    def features(self, candidates: Sequence[Candidate], logits: np.ndarray) -> dict[str, float]:
+        """The no-answer decision's features (``kb/decision.py``) of one question's ranking."""
+        return ranking_features(rank(candidates, logits, self.settings.relevance_weight), candidates)
 
     def decide(self, candidates: Sequence[Candidate], logits: np.ndarray) -> AnswerResult:
-        """The result dict from the cross-encoder logits of ``pairs(question, candidates)``."""
-        logits = np.asarray(logits, dtype=np.float64).reshape(-1)
-        ranked, pos = [], 0
-        for c in candidates:
-            own = logits[pos : pos + len(c.phrasings)]
-            pos += len(c.phrasings)
-            best = int(np.argmax(own))
-            relevance = 1.0 / (1.0 + math.exp(-float(own[best])))
-            ranked.append({"id": c.entry.id, "question": c.phrasings[best],
-                           "score": round(self.confidence(relevance, c.retrieval), 6), "_entry": c.entry})
-        ranked.sort(key=lambda r: -r["score"])
-        candidates_out = [{k: v for k, v in r.items() if k != "_entry"} for r in ranked]
-        if not ranked:
-            return AnswerResult(answer="", kb_id=None, confidence=0.0, candidates=candidates_out)
-        top = ranked[0]
-        answered = top["score"] >= self.settings.threshold
-        return AnswerResult(answer=top["_entry"].answer if answered else "", kb_id=top["id"] if answered else None,
-                            confidence=top["score"], candidates=candidates_out)
+        """The result dict from the cross-encoder logits of ``pairs(question, candidates)`` (``decide``)."""
+        return decide(candidates, logits, self.settings)
 
     def answer(self, question: str, score_pairs: ScorePairs) -> AnswerResult:
         """``{"answer", "kb_id", "confidence", "candidates"}``; ``answer`` is "" below the threshold."""
@@ -258,3 +313,54 @@ class Answerer:
         kb = self.knowledge_base
         return {"path": str(self.path.resolve()), "sha256": kb.sha256, "n_entries": len(kb.entries),
                 **self.settings.to_dict()}
+
+
+def confidence(relevance: float, retrieval: float, relevance_weight: float) -> float:
+    """Weighted geometric mean: an answer needs both the cross-encoder and retrieval to agree."""
+    return float(relevance ** relevance_weight * max(retrieval, 0.0) ** (1.0 - relevance_weight))
+
+
+def rank(candidates: Sequence[Candidate], logits: np.ndarray, relevance_weight: float) -> list[dict]:
+    """Candidates by confidence, best first: ``id``, ``question`` (best phrasing), ``score`` and the parts."""
+    logits = np.asarray(logits, dtype=np.float64).reshape(-1)
+    ranked, pos = [], 0
+    for c in candidates:
+        own = logits[pos : pos + len(c.phrasings)]
+        pos += len(c.phrasings)
+        best = int(np.argmax(own))
+        relevance = 1.0 / (1.0 + math.exp(-float(own[best])))
+        exact = confidence(relevance, c.retrieval, relevance_weight)
+        # The decision reads the unrounded confidence: a rounding step would move its probability by more.
+        ranked.append({"id": c.entry.id, "question": c.phrasings[best], "score": round(exact, 6), "exact": exact,
+                       "relevance": relevance, "retrieval": c.retrieval, "candidate": c})
+    ranked.sort(key=lambda r: -r["score"])
+    return ranked
+
+
+def ranking_features(ranked: list[dict], candidates: Sequence[Candidate]) -> dict[str, float]:
+    """``decision_features`` of a ``rank`` result."""
+    top = ranked[0]["candidate"] if ranked else None
+    return decision_features(ranked, top.coverage if top else 0.0, candidates[0].unknown if candidates else 0.0)
+
+
+def decide(candidates: Sequence[Candidate], logits: np.ndarray, settings: AnswerSettings) -> AnswerResult:
+    """The answer, or none, from the cross-encoder logits of ``Answerer.pairs(question, candidates)``.
+
+    With a fitted ``settings.decision`` the confidence is its probability that
+    an entry answers, and the answer is given from its cut-off; without one
+    (adapters saved before it) the confidence is the top candidate's, against ``settings.threshold``.
+    """
+    ranked = rank(candidates, logits, settings.relevance_weight)
+    candidates_out = [{k: r[k] for k in ("id", "question", "score")} for r in ranked]
+    if not ranked:
+        return AnswerResult(answer="", kb_id=None, confidence=0.0, candidates=candidates_out)
+    top = ranked[0]
+    if settings.decision:
+        conf = round(answer_probability(settings.decision, ranking_features(ranked, candidates)), 6)
+        answered = conf >= settings.decision["cutoff"]
+    else:
+        conf = top["score"]
+        answered = conf >= settings.threshold
+    entry = top["candidate"].entry
+    return AnswerResult(answer=entry.answer if answered else "", kb_id=top["id"] if answered else None,
+                        confidence=conf, candidates=candidates_out)

@@ -8,6 +8,10 @@ knowledge base:
 
 * the ``char_run`` analyzer: n-grams inside runs of letters, digits and CJK
   characters only, so punctuation and spaces neither match nor join two words;
+  ``char_run_words`` does the same for CJK but keeps a Latin word (``mysql``,
+  ``pasta``) whole: its letters and letter pairs are shared by every English
+  text, so under ``char_run`` any English question matched the entry with the
+  most English in it;
 * ``unknown_query_ngrams``: the n-grams of a query that no document has still
   count in the query's norm, so an off-topic question that shares only
   ``怎么`` with the knowledge base scores low instead of matching it fully.
@@ -30,9 +34,11 @@ import numpy as np
 
 from ..errors import ConfigError
 
-ANALYZERS = ("char", "char_wb", "char_run")
+ANALYZERS = ("char", "char_wb", "char_run", "char_run_words")
 _WHITE_SPACES = re.compile(r"\s\s+")  # scikit-learn's, applied after preprocessing
 _RUNS = re.compile(r"[^\W_]+")  # letters, digits, CJK: what is left between spaces and punctuation
+# Inside a run: a stretch of Latin letters and digits (a word: mysql, b, 2024) or of anything else (CJK).
+_LATIN_OR_NOT = re.compile(r"[a-z0-9]+|[^a-z0-9]+")
 
 
 def normalize_text(text: str) -> str:
@@ -41,8 +47,25 @@ def normalize_text(text: str) -> str:
 
 
 def char_ngrams(text: str, ngram_range: tuple[int, int], analyzer: str = "char") -> list[str]:
-    """The n-grams of ``text``: scikit-learn's ``char`` / ``char_wb``, or ``char_run`` (inside word runs)."""
+    """The n-grams of ``text``: scikit-learn's ``char`` / ``char_wb``, ``char_run`` (inside word runs), or
+    ``char_run_words`` (inside word runs, a Latin word whole)."""
     low, high = ngram_range
+    if analyzer == "char_run_words":
+        out = []
+        for run in _RUNS.findall(normalize_text(text)):
+            parts = _LATIN_OR_NOT.findall(run)
+            for k, part in enumerate(parts):
+                if part.isascii():
+                    out.append(part)  # a word counts whole: its letters are shared by every English text
+                    # and with the CJK character next to it (ods层, 用spark), as char_run's bigrams join them
+                    if high >= 2 and k + 1 < len(parts):
+                        out.append(part + parts[k + 1][0])
+                    if high >= 2 and k > 0:
+                        out.append(parts[k - 1][-1] + part)
+                    continue
+                for n in range(low, min(high, len(part)) + 1):
+                    out.extend(part[i : i + n] for i in range(len(part) - n + 1))
+        return out
     if analyzer == "char_run":
         out = []
         for run in _RUNS.findall(normalize_text(text)):

@@ -19,6 +19,7 @@ class AnswerSettings(JsonSettings):
 
     Training replaces ``threshold`` with the one fitted on its training split
     (``training/ranking.py``); the default is what that fit gives on the bundled data.
+    It also fits ``decision``, which then decides in the threshold's place.
     """
 
     threshold: float = field(default=0.25, metadata={"help": "confidence below which there is no answer"})
@@ -27,8 +28,9 @@ class AnswerSettings(JsonSettings):
         default=2, metadata={"help": "phrasings per retrieved entry that the cross-encoder scores"})
     relevance_weight: float = field(default=0.5, metadata={
         "help": "confidence = relevance**w * retrieval**(1-w); relevance = sigmoid(cross-encoder)"})
-    analyzer: str = field(default="char_run", metadata={
-        "help": "TF-IDF analyzer: char, char_wb, or char_run (n-grams inside runs between spaces and punctuation)"})
+    analyzer: str = field(default="char_run_words", metadata={
+        "help": "TF-IDF analyzer: char, char_wb, char_run (n-grams inside runs between spaces and punctuation), "
+                "or char_run_words (char_run, with each Latin word whole)"})
     ngram_range: tuple[int, int] = field(default=(1, 2), metadata={"help": "character n-gram sizes"})
     sublinear_tf: bool = field(default=True, metadata={"help": "1 + log(tf) instead of tf"})
     index_answers: bool = field(default=True, metadata={
@@ -36,6 +38,9 @@ class AnswerSettings(JsonSettings):
                 "per entry); False: by its best-matching phrasing alone"})
     unknown_query_ngrams: bool = field(default=True, metadata={
         "help": "n-grams of the question that the knowledge base lacks lower its retrieval score"})
+    decision: dict | None = field(default=None, metadata={
+        "help": "the fitted no-answer model (kb/decision.py: features, mean, scale, coef, intercept, cutoff); "
+                "None: answer when the top confidence reaches threshold"})
 
     def __post_init__(self) -> None:
         self.ngram_range = tuple(int(x) for x in self.ngram_range)  # type: ignore[assignment]
@@ -49,5 +54,10 @@ class AnswerSettings(JsonSettings):
             raise ConfigError(f"relevance_weight must be in [0, 1], got {self.relevance_weight}")
         if self.analyzer not in ANALYZERS:
             raise ConfigError(f"analyzer {self.analyzer!r} is not valid; valid: {', '.join(ANALYZERS)}")
+        if self.decision is not None:
+            missing = {"features", "mean", "scale", "coef", "intercept", "cutoff"} - set(self.decision)
+            if missing:
+                raise ConfigError(f"decision lacks {sorted(missing)}; it is what training fits "
+                                  "(retrain, or remove decision to decide by threshold)")
         if len(self.ngram_range) != 2 or not 1 <= self.ngram_range[0] <= self.ngram_range[1] <= 6:
             raise ConfigError(f"ngram_range must be (low, high) with 1 <= low <= high <= 6, got {self.ngram_range}")

@@ -26,6 +26,8 @@ from ..backends.source import ModelSource
 from ..config import SEQUENCE_CLASSIFICATION
 from ..encoding import encoding_problem
 from ..errors import CaptureError, InputError, UnknownCaptureError
+from .docs import FASTAPI_OPTIONS, add_offline_docs
+from .limits import OverloadedError
 from .metrics import ServiceMetrics
 from .middleware import Gatekeeper
 from .schemas import AskRequest, FeedbackRequest, PredictRequest
@@ -77,7 +79,8 @@ def create_app(source: ModelSource | None = None, settings: ServeSettings | None
 
     tracing = tracing_for(settings, tracer_provider)
     app = FastAPI(title="lora-router", version=__version__, description=DESCRIPTION, lifespan=lifespan,
-                  **(tracing.fastapi_options() if tracing is not None else {}))
+                  **FASTAPI_OPTIONS, **(tracing.fastapi_options() if tracing is not None else {}))
+    add_offline_docs(app, "lora-router")  # /docs without a CDN: closed networks
     app.state.service = service
     app.state.on_load_failure = None
 
@@ -239,6 +242,10 @@ def _add_error_handlers(app: FastAPI, settings: ServeSettings) -> None:
     @app.exception_handler(CaptureError)
     async def capture_failed(request: Request, exc: CaptureError):
         return _error(503, str(exc), "unavailable", headers={"retry-after": str(settings.retry_after_s)})
+
+    @app.exception_handler(OverloadedError)
+    async def overloaded(request: Request, exc: OverloadedError):
+        return _error(429, str(exc), "overloaded", headers={"retry-after": str(exc.retry_after)})
 
     @app.exception_handler(NotReadyError)
     async def not_ready(request: Request, exc: NotReadyError):

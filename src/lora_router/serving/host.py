@@ -3,6 +3,13 @@
 SIGTERM (or Ctrl-C) stops accepting, answers what is in flight, and exits 0;
 SIGHUP reloads the models (``Service.reload``). Logs go to stderr as text or
 one JSON object per line (``--log-format json``), access lines included.
+
+With ``--workers N``, SIGHUP to the parent is passed on to every worker, and
+each reloads in place as a single process does (load beside, check, swap; a
+damaged export is refused and its old models keep serving). uvicorn's own
+SIGHUP restarts the workers instead: requests in flight on the old ones were
+dropped, and a new worker that could not load its models replaced a good
+one, since uvicorn counts a worker ready before its models are.
 """
 
 from __future__ import annotations
@@ -66,7 +73,9 @@ def serve(source: ModelSource, settings: ServeSettings, *, host: str = "127.0.0.
     uvicorn = require("uvicorn", "serve")
     require("fastapi", "serve")
     configure_logging(settings.log_format, log_level)
-    common = dict(host=host, port=port, log_config=None, access_log=False, lifespan="on",
+    from .http_limits import GuardedHttp
+
+    common = dict(host=host, port=port, log_config=None, access_log=False, lifespan="on", http=GuardedHttp,
                   timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S, log_level=log_level)
     # uvicorn re-raises SIGTERM/SIGINT after its graceful shutdown; with a handler of our own
     # in place, that re-raise is a no-op and the process exits 0 as a stopped service should.
@@ -77,16 +86,47 @@ def serve(source: ModelSource, settings: ServeSettings, *, host: str = "127.0.0.
             os.environ[SETTINGS_ENV] = shared.to_json()
             logger.info("serving %s %s on http://%s:%d with %d workers", source.kind, source.path, host, port,
                         workers)
-            uvicorn.run("lora_router.serving.host:app_from_env", factory=True, workers=workers, **common)
+            config = _config(uvicorn.Config("lora_router.serving.host:app_from_env", factory=True, workers=workers,
+                                            **common), settings)
+            _run_workers(uvicorn, config)
         return 0
     from .app import create_app
 
     app = create_app(source, settings)
-    server = uvicorn.Server(uvicorn.Config(app, **common))
+    server = uvicorn.Server(_config(uvicorn.Config(app, **common), settings))
     app.state.on_load_failure = lambda: setattr(server, "should_exit", True)
     logger.info("serving %s %s on http://%s:%d (docs: /docs)", source.kind, source.path, host, port)
     server.run()
     return 1 if app.state.service.load_error else 0
+
+
+def _config(config, settings: ServeSettings):
+    """uvicorn's config carrying the head limits to ``GuardedHttp`` (pickled whole to ``--workers`` processes)."""
+    config.lora_router_limits = {"max_header_bytes": settings.max_header_bytes,
+                                 "header_timeout_s": settings.header_timeout_s}
+    return config
+
+
+def _run_workers(uvicorn, config) -> None:
+    """``uvicorn.run(workers=N)``, but SIGHUP reloads each worker's models in place instead of replacing it."""
+    import inspect
+
+    from uvicorn.supervisors import Multiprocess
+
+    class ReloadingWorkers(Multiprocess):
+        def handle_hup(self) -> None:
+            for process in list(self.processes):
+                # A worker still starting loads the export as it is now; its SIGHUP handler is not set yet.
+                ready = getattr(process, "is_ready", None) or process.is_alive  # is_ready: newer uvicorn
+                if process.pid is not None and ready(timeout=5):
+                    os.kill(process.pid, signal.SIGHUP)
+            logger.info("SIGHUP passed on to %d workers: each reloads its models in place", len(self.processes))
+
+    sockets = [config.bind_socket()]
+    if "target" in inspect.signature(Multiprocess).parameters:  # older uvicorn
+        ReloadingWorkers(config, target=uvicorn.Server(config).run, sockets=sockets).run()
+    else:
+        ReloadingWorkers(config, sockets=sockets).run()
 
 
 @contextlib.contextmanager

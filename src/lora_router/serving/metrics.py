@@ -40,19 +40,31 @@ class ServiceMetrics:
         self.truncated = Counter("lora_router_truncated_questions_total", "Questions cut to the model's length",
                                  registry=r)
         self.reloads = Counter("lora_router_reloads_total", "Model reloads by result", ["result"], registry=r)
+        self.abandoned = Counter("lora_router_abandoned_requests_total",
+                                 "Requests whose work was stopped: the client left, or the request timed out",
+                                 ["reason"], registry=r)
+        self.skipped_steps = Counter("lora_router_skipped_steps_total",
+                                     "Chain steps dropped from a batch unrun because nobody waits for them", registry=r)
+        self.refused = Counter("lora_router_refused_requests_total",
+                               "Requests refused before their work began, by reason", ["reason"], registry=r)
         self.ready = Gauge("lora_router_ready", "1 when models are loaded and warmed", registry=r)
         self.captured = Counter("lora_router_captured_total", "Answers written to the capture store", registry=r)
         self.capture_dropped = Counter(
             "lora_router_capture_dropped_total", "Answers the capture store lost, by reason: oldest (dropped to "
             "stay within --capture-max-mb), overload (queue full), error (the store could not be written)",
             ["reason"], registry=r)
+        self.capture_cpu = Counter("lora_router_capture_cpu_seconds_total",
+                                   "CPU seconds capture took: queueing each answer, encoding and writing it",
+                                   registry=r)
         self.feedback = Counter("lora_router_feedback_total", "Feedback stored, by verdict (none: no verdict)",
                                 ["verdict"], registry=r)
 
-    def count_capture(self, kind: str, n: int) -> None:
+    def count_capture(self, kind: str, n: float) -> None:
         """A ``CaptureWriter``'s count: lines captured, or dropped for a reason."""
         if kind == "captured":
             self.captured.inc(n)
+        elif kind == "cpu_seconds":
+            self.capture_cpu.inc(n)
         else:
             self.capture_dropped.labels(kind).inc(n)
 

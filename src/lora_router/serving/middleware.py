@@ -5,14 +5,21 @@ request and hides disconnects). What it refuses it answers itself, in the
 app's error shape ``{"error", "error_type"}``:
 
 - 401 without ``Authorization: Bearer <key>`` when a key is set (``/health`` is open);
-- 429 with ``Retry-After`` over ``max_concurrent_requests`` in flight (probes are exempt);
+- 400 for a Host not in ``allowed_hosts`` (when set), or a body sent with a GET;
+- 429 with ``Retry-After`` over ``max_concurrent_requests`` in flight (probes are exempt; a body that
+  stalls stops counting until it moves again);
+- 415 for a POST whose body is not ``application/json`` (a cross-site form cannot send JSON);
 - 413 for a body over ``max_body_bytes`` (read up to the limit, never further);
-- 408 for a body that does not arrive within ``BODY_TIMEOUT_S``.
+- 408 for a body that stalls ``body_timeout_s`` or takes over 30 s;
+- 504 (with the request id) for a request not answered in ``request_timeout_s``;
+- and a client that leaves stops its work (``limits.run_watched``).
+
+A body is read only on the endpoints that take one, and only after the key
+check: a body sent elsewhere is never read, and its connection is closed.
 """
 
 from __future__ import annotations
 
-import asyncio
 import hmac
 import json
 import logging
@@ -20,6 +27,7 @@ import re
 import time
 import uuid
 
+from .limits import BODY_PATHS, BODY_TOTAL_S, declares_body, host_allowed, is_json, read_body, run_watched, takes_body
 from .metrics import ServiceMetrics
 from .settings import ServeSettings
 
@@ -28,8 +36,7 @@ logger = logging.getLogger(__name__)
 
 OPEN_PATHS = frozenset({"/health"})
 PROBE_PATHS = frozenset({"/health", "/ready", "/metrics"})
-BODY_TIMEOUT_S = 30  # a client that never finishes its body must not hold a slot forever
-_GONE = b"<client disconnected>"
+_CLOSE = [(b"connection", b"close")]  # what was not read of a request must not be read as the next one
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 
 
@@ -39,6 +46,8 @@ def error_body(message: str, error_type: str, **extra) -> bytes:
 
 class Gatekeeper:
     """Wrap an ASGI app with the service's checks, logs and metrics."""
+
+    body_paths = BODY_PATHS  # the POST paths whose JSON body is read; every other request must come without one
 
     def __init__(self, app, *, settings: ServeSettings, metrics: ServiceMetrics):
         self.app = app
@@ -66,38 +75,72 @@ class Gatekeeper:
             await send(message)
 
         counted = path not in PROBE_PATHS
+        state = {"counted": False}
+
+        def count(on: bool) -> None:  # a stalled body stops counting against the budget until it moves again
+            if counted and state["counted"] != on:
+                state["counted"] = on
+                self.in_flight += 1 if on else -1
+                self.metrics.in_flight.set(self.in_flight)
+
         try:
+            if self.settings.allowed_hosts and not host_allowed(headers, self.settings.allowed_hosts):
+                self.metrics.refused.labels("host").inc()
+                await _respond(send_with_id, 400, error_body(
+                    f"this service does not answer for host {headers.get('host', '')!r} (--allowed-host)",
+                    "bad_request"), _CLOSE)
+                return
             refusal = self._refuse(scope, headers, path, counted)
             if refusal is not None:
-                await _respond(send_with_id, *refusal)
+                code, message, extra = refusal
+                await _respond(send_with_id, code, message, extra + (_CLOSE if declares_body(headers) else []))
                 return
-            if counted:
-                self.in_flight += 1
-                self.metrics.in_flight.set(self.in_flight)
-            try:
-                try:
-                    body, too_large = await asyncio.wait_for(self._read_body(scope, receive, headers),
-                                                             BODY_TIMEOUT_S)
-                except asyncio.TimeoutError:  # noqa: UP041 - distinct from TimeoutError on Python 3.10
-                    await _respond(send_with_id, 408, error_body(
-                        f"the request body did not arrive within {BODY_TIMEOUT_S} s", "timeout"))
-                    return
-                if too_large:
-                    await _respond(send_with_id, 413, error_body(
-                        f"request body is larger than {self.settings.max_body_bytes} bytes", "payload_too_large"))
-                    return
-                if body is _GONE:
-                    status["code"] = 499  # the client left before sending its whole body
-                    return
-                if body is not None and "json" not in headers.get("content-type", ""):
-                    # Every body this API takes is JSON: read it as JSON whatever the client said (curl -d: form).
-                    scope["headers"] = [(k, v) for k, v in scope.get("headers", []) if k.lower() != b"content-type"]
-                    scope["headers"].append((b"content-type", b"application/json"))
-                await self.app(scope, _replay(body, receive), send_with_id)
-            finally:
-                if counted:
-                    self.in_flight -= 1
-                    self.metrics.in_flight.set(self.in_flight)
+            if not takes_body(scope, self.body_paths):
+                if declares_body(headers):  # never read: answered (or refused) with the connection closed after
+                    if scope.get("method") not in ("POST", "PUT", "PATCH"):
+                        await _respond(send_with_id, 400, error_body(
+                            f"{scope.get('method')} {path} takes no body", "bad_request"), _CLOSE)
+                        return
+                    send_with_id = _closing(send_with_id)
+                count(True)
+                await self.app(scope, _no_body(receive) if declares_body(headers) else receive, send_with_id)
+                return
+            if not is_json(headers):
+                self.metrics.refused.labels("content_type").inc()
+                await _respond(send_with_id, 415, error_body(
+                    f"send the body as JSON with Content-Type: application/json (got "
+                    f"{headers.get('content-type') or 'none'!r})", "unsupported_media_type"), _CLOSE)
+                return
+            length = headers.get("content-length", "")
+            if length.isdigit() and int(length) > self.settings.max_body_bytes:
+                await _respond(send_with_id, 413, _too_large(self.settings), _CLOSE)
+                return
+            count(True)
+            body, outcome = await read_body(receive, limit=self.settings.max_body_bytes,
+                                            idle_s=self.settings.body_timeout_s, on_stall=lambda: count(False),
+                                            on_progress=lambda: count(True))
+            if outcome == "timeout":
+                await _respond(send_with_id, 408, error_body(
+                    f"the request body stalled for {self.settings.body_timeout_s:g} s (--body-timeout) or took "
+                    f"more than {BODY_TOTAL_S} s", "timeout"), _CLOSE)
+                return
+            if outcome == "too_large":
+                await _respond(send_with_id, 413, _too_large(self.settings), _CLOSE)
+                return
+            if outcome == "gone":
+                status["code"] = 499  # the client left before sending its whole body
+                return
+            count(True)
+            stopped = await run_watched(self.app, scope, receive, send_with_id, body,
+                                        timeout_s=self.settings.request_timeout_s)
+            if stopped is not None:
+                self.metrics.abandoned.labels(stopped).inc()
+                if stopped == "disconnect":
+                    status["code"] = 499
+                elif not status["started"]:
+                    await _respond(send_with_id, 504, error_body(
+                        f"no answer within {self.settings.request_timeout_s:g} s (--request-timeout); the work "
+                        f"was stopped", "timeout", request_id=request_id))
         except Exception:  # noqa: BLE001 - the service stays up; the traceback goes to the log
             if not status["started"]:  # else the app's own 500 handler answered and logged it
                 logger.exception("internal error in %s %s (request id %s)", scope.get("method"), _printable(path),
@@ -105,6 +148,7 @@ class Gatekeeper:
                 await _respond(send_with_id, 500, error_body(
                     "internal error; the server logged it with this request id", "internal", request_id=request_id))
         finally:
+            count(False)
             self._record(scope, path, status["code"], time.perf_counter() - t0, request_id)
 
     def _refuse(self, scope, headers: dict, path: str, counted: bool):
@@ -119,26 +163,6 @@ class Gatekeeper:
                 f"{self.settings.retry_after_s} s", "overloaded"), [
                 (b"retry-after", str(self.settings.retry_after_s).encode())]
         return None
-
-    async def _read_body(self, scope, receive, headers: dict) -> tuple[bytes | None, bool]:
-        if scope.get("method") not in ("POST", "PUT", "PATCH"):
-            return None, False
-        limit = self.settings.max_body_bytes
-        length = headers.get("content-length", "")
-        if length.isdigit() and int(length) > limit:
-            return None, True
-        chunks, size = [], 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return _GONE, False
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > limit:
-                return None, True
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                return b"".join(chunks), False
 
     def _record(self, scope, path: str, status: int, seconds: float, request_id: str) -> None:
         route = scope.get("route")
@@ -155,19 +179,27 @@ class Gatekeeper:
         )
 
 
-def _replay(body: bytes | None, receive):
-    if body is None:
-        return receive
-    sent = False
+def _no_body(receive):
+    """A receive that says the body is empty: a body sent where none is taken is never read."""
 
-    async def replay():
-        nonlocal sent
-        if not sent:
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
-        return await receive()
+    async def empty():
+        return {"type": "http.request", "body": b"", "more_body": False}
 
-    return replay
+    return empty
+
+
+def _closing(send):
+    async def send_closing(message) -> None:
+        if message["type"] == "http.response.start":
+            message["headers"] = [*message.get("headers", []), *_CLOSE]
+        await send(message)
+
+    return send_closing
+
+
+def _too_large(settings: ServeSettings) -> bytes:
+    return error_body(f"request body is larger than {settings.max_body_bytes} bytes (--max-body-bytes)",
+                      "payload_too_large")
 
 
 async def _respond(send, status: int, body: bytes, headers: list | None = None) -> None:

@@ -27,6 +27,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import os
 import re
 import weakref
 from dataclasses import dataclass, field
@@ -38,7 +39,7 @@ from ..core.options import PredictorOptions
 from ..errors import ConfigError, InputError, LoraRouterError, require
 from .metrics import ServiceMetrics
 from .service import Service
-from .settings import ServeSettings
+from .settings import API_KEY_ENV, ServeSettings
 
 logger = logging.getLogger(__name__)
 
@@ -222,10 +223,16 @@ class ReplicaApp:
     the multiplexed loader to this.
     """
 
-    def __init__(self, catalog_json: str, options_json: str, settings_json: str):
+    def __init__(self, catalog_json: str, options_json: str, settings_json: str, key_from_env: bool = False):
         self.catalog = ExportCatalog.from_json(catalog_json)
         self.options = PredictorOptions.from_json(options_json)  # a bad option fails the replica now
         self.settings = ServeSettings.from_json(settings_json)
+        if key_from_env:  # the key never travels in the deployment's arguments: the replica reads its environment
+            key = os.environ.get(API_KEY_ENV, "").strip()
+            if not key:
+                raise ConfigError(f"this deployment needs a key and the replica has no {API_KEY_ENV} in its "
+                                  "environment; set it where `ray start` runs, or give settings.api_key_file")
+            self.settings = dataclasses.replace(self.settings, api_key=key)
         self.metrics = ServiceMetrics()
         self.live: weakref.WeakSet[ExportService] = weakref.WeakSet()  # evicted ones leave when collected
         _configure_logging(self.settings.log_format)
@@ -303,7 +310,8 @@ def deployment_class(max_exports_per_replica: int = 3):
 def build_app(catalog: ExportCatalog, options: PredictorOptions | dict | None = None,
               settings: ServeSettings | None = None, *,
               num_replicas: int | None = 1, autoscaling_config: dict | None = None,
-              max_ongoing_requests: int = MAX_ONGOING_REQUESTS, replica_cpus: float = 1.0):
+              max_ongoing_requests: int = MAX_ONGOING_REQUESTS, replica_cpus: float = 1.0,
+              key_from_env: bool = False):
     """A Ray Serve application (``serve.run`` it): ``num_replicas`` replicas, or autoscaling between bounds.
 
     ``autoscaling_config`` is Ray Serve's (``min_replicas``, ``max_replicas``,
@@ -323,11 +331,15 @@ def build_app(catalog: ExportCatalog, options: PredictorOptions | dict | None = 
     deployment = deployment_class(catalog.max_exports_per_replica).options(
         name=DEPLOYMENT_NAME, max_ongoing_requests=max_ongoing_requests, ray_actor_options=actor_options,
         **({"autoscaling_config": autoscaling_config} if autoscaling_config else {"num_replicas": num_replicas}))
-    return deployment.bind(catalog.to_json(), options.to_json(), settings.to_json())
+    # The key itself never goes into the deployment's arguments (Ray shows and stores them): replicas read it
+    # from their environment (LORA_ROUTER_API_KEY) or from api_key_file, a path.
+    key_from_env = key_from_env or settings.api_key is not None
+    travelling = dataclasses.replace(settings, api_key=None) if settings.api_key is not None else settings
+    return deployment.bind(catalog.to_json(), options.to_json(), travelling.to_json(), key_from_env)
 
 
 BUILDER_ARGS = ("exports", "exports_root", "default_export", "max_exports_per_replica", "settings", "num_replicas",
-                "autoscaling_config", "max_ongoing_requests", "replica_cpus", *SOURCE_OPTIONS)
+                "autoscaling_config", "max_ongoing_requests", "replica_cpus", "api_key_from_env", *SOURCE_OPTIONS)
 
 
 def app_builder(args: dict):
@@ -337,7 +349,9 @@ def app_builder(args: dict):
     ``max_exports_per_replica``; the ``PredictorOptions`` fields (``precision``,
     ``layout``, ``threads``, ``thresholds``, ``knowledge_base``, ``chain``,
     ``device``, ...); ``settings`` (``ServeSettings`` fields: limits, batching,
-    ``api_key``); ``num_replicas`` or ``autoscaling_config``,
+    ``api_key_file``; never ``api_key``: a key in a config file is in clear);
+    ``api_key_from_env: true`` (replicas read ``LORA_ROUTER_API_KEY`` from
+    their environment); ``num_replicas`` or ``autoscaling_config``,
     ``max_ongoing_requests``, ``replica_cpus``. A ``deployments:`` entry named
     ``LoraRouter`` in the config file overrides the replica settings as usual.
     """
@@ -349,11 +363,16 @@ def app_builder(args: dict):
                             default=args.get("default_export"),
                             max_exports_per_replica=args.get("max_exports_per_replica", 3))
     options = predictor_options({k: args[k] for k in SOURCE_OPTIONS if k in args})
+    if "api_key" in (args.get("settings") or {}):
+        raise ConfigError(f"settings.api_key would keep the key in clear in the config file; give "
+                          f"settings.api_key_file (a path every node has) or api_key_from_env: true with "
+                          f"{API_KEY_ENV} set where `ray start` runs")
     settings = ServeSettings(**(args.get("settings") or {}))
     return build_app(catalog, options, settings, num_replicas=args.get("num_replicas", 1),
                      autoscaling_config=args.get("autoscaling_config"),
                      max_ongoing_requests=args.get("max_ongoing_requests", MAX_ONGOING_REQUESTS),
-                     replica_cpus=float(args.get("replica_cpus", 1.0)))
+                     replica_cpus=float(args.get("replica_cpus", 1.0)),
+                     key_from_env=bool(args.get("api_key_from_env", False)))
 
 
 def _configure_logging(log_format: str) -> None:

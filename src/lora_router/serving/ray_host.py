@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from ..core.options import PredictorOptions
 from ..errors import ConfigError, require
 from .ray import APP_NAME, ExportCatalog, build_app
-from .ray_proxy import PROXY_CALLBACK, PROXY_CALLBACK_ENV
-from .settings import ServeSettings
+from .ray_proxy import KEY_FILE_ENV, PROXY_CALLBACK, PROXY_CALLBACK_ENV
+from .settings import API_KEY_ENV, ServeSettings
 
 logger = logging.getLogger(__name__)
 
@@ -112,6 +112,20 @@ def serve_exports(catalog: ExportCatalog, options: PredictorOptions | dict, sett
                               "--onnx or --export")
         init_options = {"runtime_env": {"working_dir": catalog.root}}
         catalog = dataclasses.replace(catalog, root=".")  # a replica runs inside its copy of the folder
+    _key_for_the_cluster(settings, starting=address is None)
     app = build_app(catalog, options, settings, num_replicas=replicas, replica_cpus=replica_cpus)
     return serve_on_ray(app, address=address, host=host, port=port, on_ready=on_ready, init_options=init_options,
                         needed_cpus=replicas * replica_cpus)
+
+
+def _key_for_the_cluster(settings: ServeSettings, *, starting: bool) -> None:
+    """Where replicas and the proxy find the key: their environment, inherited from this process when it starts
+    the cluster (the key never goes into a deployment's arguments, which Ray shows and stores)."""
+    if settings.api_key is not None:
+        if starting:
+            os.environ[API_KEY_ENV] = settings.api_key  # this user's processes only, unlike a command line
+        else:
+            logger.warning("the replicas read the key from %s in the environment `ray start` gave them; "
+                           "a replica without it fails to start", API_KEY_ENV)
+    elif settings.api_key_file is not None and starting:
+        os.environ[KEY_FILE_ENV] = settings.api_key_file  # for the proxy, which checks the key before a body

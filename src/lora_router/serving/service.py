@@ -28,6 +28,7 @@ from ..core.chain import apply_step, finish_missing, new_answer
 from ..core.trace import decision_trace, unknown_model
 from ..errors import ConfigError, InputError, LoraRouterError, UnknownCaptureError
 from .batcher import Batcher
+from .limits import OverloadedError, ThroughputMeter
 from .metrics import ServiceMetrics
 from .settings import ServeSettings
 from .tracing import tracing_for
@@ -80,6 +81,7 @@ class Service:
         self._loaded: Loaded | None = None
         self._generation = 0
         self._questions_in_flight = 0
+        self.rate = ThroughputMeter()  # questions per second lately: a 429's Retry-After is the expected wait
         self._executor = ThreadPoolExecutor(settings.inference_threads, thread_name_prefix="lora-router-infer")
         self._reload_lock = asyncio.Lock()
         self.load_error: str | None = None
@@ -149,7 +151,7 @@ class Service:
                           max_batch_tokens=self.settings.max_batch_tokens,
                           max_batch_requests=self.settings.max_batch_requests,
                           max_wait_ms=self.settings.max_wait_ms, in_flight=lambda: self._questions_in_flight,
-                          metrics=self.metrics)
+                          metrics=self.metrics, rate=self.rate)
         old, self._loaded = self._loaded, Loaded(predictor, batcher, self._generation, time.time())
         self.metrics.ready.set(1)
         if old is not None:
@@ -162,6 +164,12 @@ class Service:
         loaded = self._loaded
         if loaded is None:
             raise NotReadyError(f"models are not loaded yet{': ' + self.load_error if self.load_error else ''}")
+        queued, limit = self._questions_in_flight, self.settings.max_queued_questions
+        if queued and queued + questions > limit:  # a request alone is always taken (limit >= max_client_batch)
+            self.metrics.refused.labels("queue").inc()
+            wait = self.rate.retry_after(queued, self.settings.retry_after_s)
+            raise OverloadedError(f"{queued} questions are queued and this request brings {questions}; the service "
+                                  f"queues at most {limit} (--max-queued-questions); retry after {wait} s", wait)
         loaded.users += 1
         self._questions_in_flight += questions
         try:

@@ -48,18 +48,44 @@ class ServeSettings(JsonSettings):
                 "(POST /v1/feedback). What users type is personal data: see docs/serve.md. Off by default."})
     capture_max_mb: float = field(default=DEFAULT_MAX_MB, metadata={
         "help": "Largest the capture folder grows to, in MiB; the oldest answers are dropped first."})
+    # Limits against slow, large and abandoned requests (serving/limits.py, serving/http_limits.py).
+    max_queued_questions: int = field(default=1024, metadata={
+        "help": "Questions waiting or being answered before a request gets 429, with Retry-After from the "
+                "expected wait."})
+    request_timeout_s: float = field(default=60.0, metadata={
+        "help": "A request not answered in this many seconds gets 504 (with its request id) and its work is "
+                "stopped; 0: no limit."})
+    body_timeout_s: float = field(default=10.0, metadata={
+        "help": "Longest wait for the next piece of a request body (408 after); the whole body has 30 s."})
+    header_timeout_s: float = field(default=10.0, metadata={
+        "help": "Time a client has to send a request's line and headers (408 after)."})
+    max_header_bytes: int = field(default=16384, metadata={
+        "help": "Largest request line and headers, in bytes (431 above)."})
+    allowed_hosts: list[str] = field(default_factory=list, metadata={
+        "help": "Answer only requests whose Host header is this name (repeatable; *.example.com matches its "
+                "subdomains); any host by default. 400 for another."})
     otel: bool = field(default=False, metadata={
         "help": "Trace requests and chain steps with OpenTelemetry, exported over OTLP/HTTP as the OTEL_* "
                 "environment variables say (the otel extra)."})
 
     def __post_init__(self) -> None:
         for name in ("max_batch_tokens", "max_batch_requests", "max_concurrent_requests", "max_body_bytes",
-                     "max_question_chars", "max_client_batch", "inference_threads", "retry_after_s"):
+                     "max_question_chars", "max_client_batch", "inference_threads", "retry_after_s",
+                     "max_queued_questions", "max_header_bytes"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ConfigError(f"{name} must be a whole number >= 1, got {value!r}")
         if not isinstance(self.max_wait_ms, (int, float)) or not 0 <= self.max_wait_ms <= 1000:
             raise ConfigError(f"max_wait_ms must be between 0 and 1000, got {self.max_wait_ms!r}")
+        for name, least in (("request_timeout_s", ">= 0 (0: no limit)"), ("body_timeout_s", "> 0"),
+                            ("header_timeout_s", "> 0")):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0 or (
+                    value == 0 and name != "request_timeout_s"):
+                raise ConfigError(f"{name} must be a number of seconds {least}, got {value!r}")
+        if self.max_queued_questions < self.max_client_batch:
+            raise ConfigError(f"max_queued_questions ({self.max_queued_questions}) must be at least "
+                              f"max_client_batch ({self.max_client_batch}), or a full request could never be queued")
         if self.log_format not in LOG_FORMATS:
             raise ConfigError(f"log_format must be one of {', '.join(LOG_FORMATS)}, got {self.log_format!r}")
         if self.api_key is not None and not self.api_key.strip():
@@ -85,6 +111,9 @@ class ServeSettings(JsonSettings):
         if not isinstance(self.otel, bool):
             raise ConfigError(f"otel must be true or false, got {self.otel!r}")
         self.cors_origins = list(self.cors_origins)
+        self.allowed_hosts = [h.strip().lower() for h in self.allowed_hosts]
+        if any(not h or "/" in h or " " in h for h in self.allowed_hosts):
+            raise ConfigError(f"allowed_hosts holds a name that is not a host: {self.allowed_hosts!r}")
 
     def key(self) -> str | None:
         """The key requests must bear, from ``api_key`` or ``api_key_file``; None: no key needed."""

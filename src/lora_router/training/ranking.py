@@ -12,11 +12,12 @@ left out of the knowledge base, as if it were new; ``kb/threshold.py``).
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import random
 from collections.abc import Sequence
 from pathlib import Path
+
+import numpy as np
 
 from ..config import TaskSpec
 from ..data import Record
@@ -24,7 +25,7 @@ from ..encoding import TextEncoder
 from ..errors import DataError
 from ..evaluation.metrics import score_results
 from ..kb import Answerer, AnswerSettings, Candidate
-from ..kb.threshold import fit_threshold
+from ..kb.fitting import fit_answer_settings
 from .examples import Example
 
 logger = logging.getLogger(__name__)
@@ -118,7 +119,7 @@ class RankingTask:
         return results
 
     def fit_answering(self, model, head) -> dict | None:
-        """Fit the cross-encoder's weight and the no-answer threshold on the training split.
+        """Fit the cross-encoder's weight, the no-answer threshold and decision on the training split.
 
         A training question that is a phrasing of the knowledge base is retrieved
         with that phrasing left out, so it is scored as a new question would be.
@@ -126,35 +127,25 @@ class RankingTask:
         ranking has the best MRR there: the fit may lower it, never raise it,
         as the cross-encoder has seen these questions in training and looks
         better on them than on new ones. The threshold then best separates
-        questions with and without an answer (``kb/threshold.py``). The answerer
-        keeps both; None (threshold unchanged) when the training split lacks
-        questions with, or without, an answer.
+        questions with and without an answer (``kb/threshold.py``), and the
+        decision model (``kb/decision.py``) does so from several features,
+        answering in the threshold's place (``kb/fitting.py``). The answerer
+        keeps all three; None (threshold unchanged, no decision model) when the
+        training split lacks questions with, or without, an answer.
         """
         if self._fit is None:
             self._fit = self._inputs(self.train, leave_out_self=True)
         candidates, examples = self._fit
-        logits = self._logits(model, head, examples)
-        answerable = [i for i, g in enumerate(self._gold_train) if g is not None]
-        best: tuple[float, float, list[dict]] | None = None
-        top = self._max_relevance_weight
-        for weight in sorted({top, *(k / 10 for k in range(11) if k / 10 < top)}, reverse=True):
-            self.answerer.settings = dataclasses.replace(self.answerer.settings, relevance_weight=weight)
-            results = self._decide(candidates, logits)
-            mrr = sum(_reciprocal_rank(results[i], self._gold_train[i]) for i in answerable) / max(len(answerable), 1)
-            if best is None or mrr > best[0] + 1e-9:
-                best = (mrr, weight, results)
-        assert best is not None
-        mrr, weight, results = best
-        self.answerer.settings = dataclasses.replace(self.answerer.settings, relevance_weight=weight)
-        fit = fit_threshold([r["confidence"] for r in results], [g is None for g in self._gold_train])
+        logits = _per_question(candidates, self._logits(model, head, examples))
+        settings, fit = fit_answer_settings(self.answerer.settings, candidates, logits, self._gold_train,
+                                            self._max_relevance_weight)
+        self.answerer.settings = settings
         self._scored_by = (model, head)
         if fit is not None:
-            self.answerer.settings = dataclasses.replace(self.answerer.settings, threshold=fit["threshold"])
-            fit.update(relevance_weight=weight, train_mrr=round(mrr, 4),
-                       fitted_on="training split, each question's own phrasing left out")
+            fit.update(fitted_on="training split, each question's own phrasing left out")
         else:
             logger.warning("question_answer: the training split needs questions with and without an answer to "
-                           "fit the no-answer threshold; keeping %s", self.answerer.settings.threshold)
+                           "fit the no-answer decision; keeping threshold %s", settings.threshold)
         self.threshold_fit = fit
         return fit
 
@@ -189,7 +180,12 @@ class RankingTask:
         return info
 
 
-def _reciprocal_rank(result: dict, gold: str | None) -> float:
-    ids = [c["id"] for c in result["candidates"]]
-    return 1.0 / (ids.index(gold) + 1) if gold in ids else 0.0
+def _per_question(candidates: Sequence[Sequence[Candidate]], logits: Sequence[float]) -> list[np.ndarray]:
+    """The flat logits of every question's pairs, cut into one array per question."""
+    out, pos = [], 0
+    for cands in candidates:
+        n = sum(len(c.phrasings) for c in cands)
+        out.append(np.asarray(logits[pos : pos + n], dtype=np.float64))
+        pos += n
+    return out
 

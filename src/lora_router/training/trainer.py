@@ -18,7 +18,7 @@ from pathlib import Path
 from .. import __version__
 from ..adapters import TASK_FILE, AdapterHub, TaskManifest, adapter_sha256
 from ..config import PAIR_RANKING, SEQUENCE_CLASSIFICATION, LoraSettings, TaskSpec, TrainSettings
-from ..data import TrainData, data_hash, split_data
+from ..data import DataSources, TrainData, data_hash, split_data
 from ..data.bundled import bundled_knowledge_base
 from ..encoding import TextEncoder, default_encoding
 from ..errors import require
@@ -57,8 +57,9 @@ def train(
     *,
     base_model: str,
     hub: AdapterHub,
-    data: str | Path | None = None,
+    data: DataSources = None,
     test_data: str | Path | None = None,
+    prefer_last: bool = False,
     lora: LoraSettings | None = None,
     settings: TrainSettings | None = None,
     knowledge_base: str | Path | None = None,
@@ -66,8 +67,9 @@ def train(
 ) -> TaskManifest:
     """Train ``spec``'s adapter on ``base_model`` and save it atomically into ``hub``.
 
-    Returns the saved ``task.json``. Invalid data raises ``DataError`` before
-    anything is written.
+    ``data`` is one file, several (merged by ``data.merge_data``; ``"bundled"``
+    names the bundled train split), or None for the bundled splits. Returns the
+    saved ``task.json``. Invalid or conflicting data raises before anything is written.
     """
     torch = require("torch")
     from transformers import get_linear_schedule_with_warmup
@@ -80,7 +82,7 @@ def train(
 
     lora = lora or LoraSettings()
     settings = settings or TrainSettings()
-    split = split_data(spec, data, test_data, settings.seed)
+    split = split_data(spec, data, test_data, settings.seed, prefer_last=prefer_last)
     base, tokenizer = load_base(base_model)
     encoder = TextEncoder(tokenizer, settings.max_length, **default_encoding(tokenizer))
     base_fp = fingerprint(base)
@@ -172,7 +174,9 @@ def train(
         training=settings.to_dict(),
         encoding=encoder.encoding,
         data={"source": split.source, "train_hash": data_hash(split.train), "test_hash": data_hash(split.test),
-              "n_train": len(split.train), "n_test": len(split.test), "n_train_examples": len(train_examples)},
+              "n_train": len(split.train), "n_test": len(split.test), "n_train_examples": len(train_examples),
+              "files": split.files, "duplicates_folded": split.duplicates,
+              "conflicts_resolved": split.conflicts_resolved},
         metrics=best["metrics"],
         best_epoch=best["epoch"],
         history=history,
@@ -192,6 +196,7 @@ def train(
         manifest.save(folder / TASK_FILE)
 
     hub.save(spec.name, write)
+    manifest.version = hub.latest_version(spec.name) or 1  # the hub numbers what it saves
     log.write(event="end", best_epoch=best["epoch"], metrics=best["metrics"],
               samples_per_second=manifest.train_samples_per_second)
     log.close()

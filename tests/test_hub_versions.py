@@ -1,0 +1,121 @@
+"""The hub keeps a version per adapter: the newest in <hub>/<task>/, earlier ones loadable as HUB@TASK=vN."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from lora_router.adapters import ADAPTER_FILES, TASK_FILE, AdapterHub, parse_hub
+from lora_router.errors import AdapterNotFoundError
+
+TASK = "question_classifier"
+
+
+def _writer(tag, **extra):
+    def write(folder):
+        for name in ADAPTER_FILES:
+            (folder / name).write_text(json.dumps({"tag": tag, "task": {
+                "name": TASK, "instruction": "问题场景分类", "kind": "sequence_classification",
+                "labels": ["a", "b"]}, "base_model": {"name": "b", "fingerprint": "abc"}, **extra}))
+    return write
+
+
+def test_each_save_is_a_new_version_and_the_previous_one_stays_loadable(tmp_path):
+    hub = AdapterHub(tmp_path / "hub")
+    for tag in ("first", "second", "third"):
+        hub.save(TASK, _writer(tag))
+    assert hub.versions(TASK) == [1, 2, 3]
+    assert hub.manifest(TASK).version == 3 and hub.manifest(TASK).extra["tag"] == "third"
+    assert hub.task_dir(TASK) == hub.root / TASK  # the newest stays where PEFT and older releases look
+    for version, tag in ((1, "first"), (2, "second")):
+        old = AdapterHub(f"{hub.root}@{TASK}=v{version}")
+        assert old.manifest(TASK).version == version and old.manifest(TASK).extra["tag"] == tag
+    assert hub.tasks() == [TASK]  # kept versions are not tasks
+
+
+def test_a_hub_saved_before_versions_reads_as_version_1_and_keeps_it(tmp_path):
+    hub = AdapterHub(tmp_path / "hub")
+    folder = hub.root / TASK
+    folder.mkdir(parents=True)
+    _writer("old release")(folder)  # a task.json with no "version"
+    assert hub.manifest(TASK).version == 1
+    hub.save(TASK, _writer("retrained"))
+    assert hub.versions(TASK) == [1, 2]
+    assert AdapterHub(hub.root, {TASK: 1}).manifest(TASK).extra["tag"] == "old release"
+
+
+def test_a_version_selector_without_a_task_pins_every_task(tmp_path):
+    hub = AdapterHub(tmp_path / "hub")
+    hub.save(TASK, _writer("first"))
+    hub.save(TASK, _writer("second"))
+    assert parse_hub(f"{hub.root}@v1") == (hub.root, {"*": 1})
+    assert AdapterHub(f"{hub.root}@v1").manifest(TASK).extra["tag"] == "first"
+    assert AdapterHub(f"{hub.root}@v2").manifest(TASK).extra["tag"] == "second"
+    assert AdapterHub(f"{hub.root}@v1").location == f"{hub.root}@v1"
+
+
+def test_a_version_the_hub_does_not_have_is_named_with_those_it_has(tmp_path):
+    hub = AdapterHub(tmp_path / "hub")
+    hub.save(TASK, _writer("first"))
+    hub.save(TASK, _writer("second"))
+    with pytest.raises(AdapterNotFoundError, match=r"no version 7 .*it has: v1, v2"):
+        AdapterHub(f"{hub.root}@{TASK}=v7").manifest(TASK)
+    with pytest.raises(AdapterNotFoundError, match=r"names question_clasifier, which hub .*it has: question_class"):
+        AdapterHub(f"{hub.root}@question_clasifier=v1")  # misspelt: never the newest in silence
+
+
+def test_a_folder_whose_name_holds_an_at_sign_is_still_a_folder(tmp_path):
+    folder = tmp_path / "team@v1"
+    hub = AdapterHub(folder)
+    hub.save(TASK, _writer("first"))
+    assert AdapterHub(str(folder)).root == folder and AdapterHub(str(folder)).pinned == {}
+
+
+def test_a_crash_after_the_new_version_is_in_place_keeps_the_old_one_as_a_version(tmp_path):
+    hub = AdapterHub(tmp_path / "hub")
+    hub.save(TASK, _writer("first"))
+    hub.save(TASK, _writer("second"))
+    # As if the process died between "new folder in place" and "old folder moved to .versions".
+    kept = hub.version_dir(TASK, 1)
+    kept.rename(hub.root / f".old-{TASK}-1234abcd")
+    reopened = AdapterHub(hub.root)
+    assert reopened.versions(TASK) == [1, 2]
+    assert AdapterHub(hub.root, {TASK: 1}).manifest(TASK).extra["tag"] == "first"
+
+
+def test_a_failed_save_numbers_nothing_and_keeps_the_newest(tmp_path):
+    hub = AdapterHub(tmp_path / "hub")
+    hub.save(TASK, _writer("first"))
+    with pytest.raises(RuntimeError):
+        hub.save(TASK, lambda folder: (_ for _ in ()).throw(RuntimeError("disk full")))
+    assert hub.versions(TASK) == [1]
+    hub.save(TASK, _writer("second"))
+    assert json.loads((hub.root / TASK / TASK_FILE).read_text())["version"] == 2
+
+
+def test_remove_deletes_every_version(tmp_path):
+    hub = AdapterHub(tmp_path / "hub")
+    hub.save(TASK, _writer("first"))
+    hub.save(TASK, _writer("second"))
+    hub.remove(TASK)
+    assert hub.tasks() == [] and hub.versions(TASK) == []
+    hub.save(TASK, _writer("again"))
+    assert hub.manifest(TASK).version == 1
+
+
+def test_hub_versions_lists_each_version_with_the_hub_string_that_loads_it(tmp_path):
+    from click.testing import CliRunner
+
+    from lora_router.cli import main
+
+    hub = AdapterHub(tmp_path / "hub")
+    hub.save(TASK, _writer("first", data={"files": [{"file": "bundled", "lines": 5, "used": 5, "sha256": "x"}]}))
+    hub.save(TASK, _writer("second"))
+    result = CliRunner().invoke(main, ["hub", "versions", TASK, "--hub", str(hub.root), "--json"],
+                                catch_exceptions=False)
+    rows = json.loads(result.stdout)
+    assert [(r["version"], r["hub"]) for r in rows] == [(1, f"{hub.root}@{TASK}=v1"), (2, f"{hub.root}@{TASK}=v2")]
+    assert rows[0]["data"] == [{"file": "bundled", "lines": 5, "used": 5, "sha256": "x"}]
+    listed = CliRunner().invoke(main, ["hub", "list", "--hub", f"{hub.root}@v1", "--json"], catch_exceptions=False)
+    assert json.loads(listed.stdout)[0]["version"] == 1  # --hub takes the selector like every command
