@@ -5,7 +5,8 @@
 
 Prints and writes, per mode (the layout's default ask, step by step): the share
 of classification steps and questions the n-gram model decides, route
-accuracy, and ask p50/p90 per question for both, timed in the same rounds.
+accuracy, ask p50/p90 per question for both, timed in the same rounds, and the
+time of the classification steps alone (routes differ, so the chains do).
 """
 
 from __future__ import annotations
@@ -38,7 +39,9 @@ def main() -> None:
         print(f"{mode:13s} n-gram decides {c['ngram_step_share']:.1%} of classification steps, "
               f"{c['ngram_question_share']:.1%} of questions; route accuracy {a['route_accuracy']:.4f} -> "
               f"{c['route_accuracy']:.4f}; p50 {a['latency']['p50_ms']:.2f} -> {c['latency']['p50_ms']:.2f} ms "
-              f"({f['p50_ratio_adapters_over_cascade']:.2f}x)")
+              f"({f['p50_ratio_adapters_over_cascade']:.2f}x); classification steps p50 "
+              f"{a['classification_ms']['p50']:.2f} -> {c['classification_ms']['p50']:.2f} ms "
+              f"({f['classification_p50_ratio_adapters_over_cascade']:.2f}x)")
     print(f"wrote {args.out}")
 
 
