@@ -75,10 +75,9 @@ def test_the_manifest_says_what_static_int8_was_calibrated_on(exported):
 
 
 def test_dynamic_int8_stays_available_behind_its_flag(trained_hub, tiny_base, tmp_path):
-    from support.export import _decisive_records
-
     from lora_router.backends.onnx import OnnxRouter
     from lora_router.export import export_hub
+    from support.export import _decisive_records
 
     manifest = export_hub(tiny_base, trained_hub, tmp_path / "out", tasks=["question_classifier"], layout="multi",
                           int8_scheme="dynamic", progress=False, parity_records=_decisive_records())
