@@ -108,16 +108,46 @@ def test_tiny_bench_writes_three_files(tmp_path):
     assert training["dynamic"]["samples_per_s"] > 0 and training["padded"]["samples_per_s"] > 0
     assert training["padded"]["mean_width"] == 128
     assert [g["target"] for g in data["goals"]] == [">= 8", ">= 8", "< 0.2", "< 1 s", "< 1.5"] + [">= 3", ">= 10",
-                                                                                            "<= 1.0"] * 2
+                                                                                            "<= 1.0"] * 2 + ["<= 2"]
+    floor = data["floor"]  # this machine's limits, and every contender against them
+    assert floor["int8_matmul"]["gops"] > 0 and floor["memory"]["gb_per_s"] > 0
+    assert set(floor["step"]) == {"16", "64"} and all(s["floor_ms"] > 0 for s in floor["step"].values())
+    for key in available:
+        assert {"step_16", "step_64", "chain"} <= set(data["versus_floor"][key]), key
+    schemes = data["int8_schemes"]["steps"]  # the default static int8 against dynamic, same weights
+    assert set(schemes) == {"16", "64", "3x16"} and all(v["dynamic_over_static"] > 0 for v in schemes.values())
     for key in ("g", "h"):  # the chain in one call against step by step, for a question through 3 steps or 1
         assert {"full_one_call", "stop_at_1_step_by_step", "stop_at_1_cost", "full_chain_gain"} <= \
             set(data["speculation"][key])
 
     md = (out / "results.md").read_text("utf-8")
     for heading in ("# lora-router bench: size tiny", "## The chain", "## Per-task latency", "## Throughput",
-                    "## Fresh processes", "## Training", "## Goals"):
+                    "## Fresh processes", "## Training", "## Goals", "## Against the floor",
+                    "## int8: static (the default) against dynamic"):
         assert heading in md
     assert (out / "chart.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_floor_of_a_bert_base_step_counts_its_operations_and_weights():
+    from lora_router.bench.floor import step_work
+
+    work = step_work(768, 12, 3072, 16)
+    assert work["weight_bytes"] == 12 * (4 * 768 * 768 + 2 * 768 * 3072)  # 85 MB of int8 weights
+    assert 2.7e9 < work["operations"] < 2.75e9  # 1.36 G multiply-adds in the linear layers, plus attention
+    assert step_work(768, 12, 3072, 64)["operations"] > 4 * work["operations"]  # attention grows with tokens squared
+
+
+def test_the_floor_measures_this_machine_and_sets_every_contender_against_it():
+    from lora_router.bench.floor import int8_matmul_peak, memory_bandwidth, versus_floor
+
+    peak = int8_matmul_peak(1, runs=2, shape=(64, 128, 256))
+    assert peak["gops"] > 0 and peak["shape_mkn"] == [64, 128, 256]
+    assert memory_bandwidth(2, runs=2, megabytes=4)["gb_per_s"] > 0
+    results = {"floor": {"step": {"16": {"floor_ms": 2.0}, "64": {"floor_ms": 8.0}}},
+               "per_task_latency": {"e": {"t1": {"16": {"n": 5, "p50_ms": 4.0}, "64": {"n": 5, "p50_ms": 16.0}},
+                                          "t2": {"16": {"n": 5, "p50_ms": 6.0}, "64": {"n": 0}}}},
+               "chain_latency": {"e": {"n": 5, "p50_ms": 30.0}}}
+    assert versus_floor(results) == {"e": {"step_16": 2.5, "step_64": 2.0, "chain": 15.0}}
 
 
 @pytest.mark.parametrize("run, render", [("base-cpu", "markdown"), ("serve-cpu", "serve_markdown"),

@@ -33,7 +33,8 @@ def chain_questions(n: int) -> list[str]:
 
 @pytest.fixture(scope="module")
 def server(exported, tmp_path_factory):
-    # fp32: its answers do not depend on what else is in a batch (int8's dynamic scales do, slightly).
+    # fp32: scores compared with PyTorch-free OnnxRouter fp32 below (int8 rows are batch-independent too:
+    # test_default_int8_export_answers_every_chain_question_alike_alone_and_under_32_clients).
     with Server("--onnx", str(exported.export), "--precision", "fp32",
                 log_path=tmp_path_factory.mktemp("serve") / "server.log") as s:
         yield s
@@ -205,6 +206,72 @@ def test_2000_requests_from_32_clients_never_mix_up_answers(server):
     one_row = float(next(line for line in sizes if 'le="1.0"' in line).split()[-1])
     total = float(next(line for line in sizes if 'le="+Inf"' in line).split()[-1])
     assert one_row < total, "concurrent questions were batched together"
+
+
+def _route_and_labels(answer: dict) -> tuple:
+    return answer["route"], [(s["task"], s["result"].get("predicted_label"), s["result"].get("file_names"))
+                             for s in answer["steps"]]
+
+
+def test_default_int8_export_answers_every_chain_question_alike_alone_and_under_32_clients(exported, tmp_path):
+    """Static int8 (the default) computes each row on its own: batch-mates can no longer move an answer."""
+    questions = chain_questions(183)
+    with Server("--onnx", str(exported.export), log_path=tmp_path / "server.log") as s:
+        with s.client() as c:
+            assert c.get("/v1/tasks").json()["source"]["precision"] == "int8"
+            alone = {q: c.post("/v1/ask", json={"question": q}).json() for q in questions}
+        failures, differ, done = [], [], []
+
+        async def client(k: int, http: httpx.AsyncClient) -> None:
+            for q in questions[k::32] * 2:  # every question twice, among 31 other clients' questions
+                try:
+                    r = await http.post("/v1/ask", json={"question": q})
+                except httpx.HTTPError as exc:
+                    failures.append(repr(exc))
+                    continue
+                if r.status_code != 200:
+                    failures.append(r.status_code)
+                    continue
+                done.append(q)
+                if _route_and_labels(r.json()) != _route_and_labels(alone[q]) or \
+                        not same_answer(r.json(), alone[q], tol=0.0):
+                    differ.append(q)
+
+        async def main() -> None:
+            async with httpx.AsyncClient(base_url=s.url, timeout=60, limits=httpx.Limits(max_connections=32)) as http:
+                await asyncio.wait_for(asyncio.gather(*(client(k, http) for k in range(32))), timeout=300)
+
+        asyncio.run(main())
+        metrics = httpx.get(f"{s.url}/metrics").text
+    assert failures == [] and len(done) == 2 * len(questions)
+    assert differ == []
+    assert len({a["route"] for a in alone.values()}) >= 2, "the questions cover several routes"
+    sizes = [line for line in metrics.splitlines() if line.startswith("lora_router_batch_size_bucket")]
+    one_row = float(next(line for line in sizes if 'le="1.0"' in line).split()[-1])
+    total = float(next(line for line in sizes if 'le="+Inf"' in line).split()[-1])
+    assert one_row < total, "concurrent questions were batched together"
+
+
+def test_more_requests_than_allowed_get_429_not_a_hang(exported, tmp_path):
+    with Server("--onnx", str(exported.export), "--max-concurrent-requests", "2", log_path=tmp_path / "log") as s:
+        body = json.dumps({"question": SAMPLES[0]}).encode()
+        held = []
+        for _ in range(2):  # two requests in flight: headers sent, body still coming
+            sock = socket.create_connection(("127.0.0.1", s.port), timeout=10)
+            sock.sendall(b"POST /v1/ask HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                         + f"Content-Length: {len(body)}\r\n\r\n".encode() + body[:5])
+            held.append(sock)
+        time.sleep(0.5)
+        refused = httpx.post(f"{s.url}/v1/ask", json={"question": SAMPLES[1]}, timeout=10)
+        assert refused.status_code == 429
+        assert int(refused.headers["retry-after"]) >= 1 and refused.json()["error_type"] == "overloaded"
+        assert httpx.get(f"{s.url}/health", timeout=10).status_code == 200, "probes are never refused"
+        held[0].sendall(body[5:])
+        assert b"200 OK" in held[0].recv(65536)
+        for sock in held:
+            sock.close()
+        time.sleep(0.5)
+        assert httpx.post(f"{s.url}/v1/ask", json={"question": SAMPLES[1]}, timeout=10).status_code == 200
 
 
 def test_api_key_guards_every_endpoint_but_health(exported, tmp_path):

@@ -10,6 +10,7 @@ import json
 import shutil
 import warnings
 
+import numpy as np
 import pytest
 
 from conftest import FAST, write_jsonl
@@ -135,6 +136,24 @@ def test_trunk_answers_as_pytorch_and_as_the_chain_step_by_step(trunk_export):
                                 ("question_type_classifier", ASK[1])])
     assert mixed[0]["file_names"] == torch_router.predict("file_name_pick", ASK[0])["file_names"]
     assert mixed[1]["predicted_label"] == torch_router.predict("question_classifier", ASK[0])["predicted_label"]
+
+
+@pytest.mark.slow
+def test_trunk_int8_rows_are_the_same_alone_and_in_any_batch(trunk_export):
+    from lora_router.backends.onnx import OnnxRouter
+    from test_static_int8 import _questions, _same_alone_and_in_batch
+
+    root, _, manifest = trunk_export
+    assert manifest["quantization"]["mode"] == "static"
+    router = OnnxRouter(root / "out", layout="trunk", precision="int8")
+    texts = ["你好", *_questions()]
+    for task in ("question_classifier", "file_name_pick"):
+        assert _same_alone_and_in_batch(router, task, texts) == []
+    rows = [(task, e) for task in ("question_classifier", "question_type_classifier", "file_name_pick")
+            for e in router.encoders[task].encode_batch(texts[:10], warn=False)]
+    for (task, e), logits in zip(rows, router.mixed_logits(rows)):
+        alone = router.logits(task, [e])[0]
+        assert np.array_equal(alone, logits[: len(alone)])
 
 
 def test_train_cli_takes_layers(tiny_base, tmp_path):

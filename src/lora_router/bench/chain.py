@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import itertools
+import json
 import logging
 import os
 import tempfile
@@ -35,7 +36,7 @@ CHAIN_TOKENS = 16
 THROUGHPUT_BATCH = 32
 THROUGHPUT_TOKENS = 32
 SET_ADAPTER_CALLS = 200
-TIMED_PHASES = ("per-task latency", "chain", "throughput", "fresh processes", "training")
+TIMED_PHASES = ("floor", "per-task latency", "chain", "throughput", "fresh processes", "training")
 # Fewer runs where one call takes seconds: (a2) per-task latency, batch-32 throughput, fresh processes.
 DEFAULTS = {
     "tiny": {"runs": 50, "warmup": 3, "slow_runs": 5, "throughput_runs": 10, "cold_runs": 1, "train_steps": 10},
@@ -124,7 +125,7 @@ def measure_all(size: str, device: dict, work: Path, keys: tuple[str, ...], opts
     threads = device["threads"]
     torch.set_num_threads(threads)
     dev, fp16 = device["used"], device["fp16"]
-    bar = progress_bar(8, f"bench {size}", enabled=progress, unit="phase")
+    bar = progress_bar(9, f"bench {size}", enabled=progress, unit="phase")
 
     monitor = CpuMonitor()
     loadavg_start = list(os.getloadavg())
@@ -160,6 +161,21 @@ def measure_all(size: str, device: dict, work: Path, keys: tuple[str, ...], opts
 
     text = fixture.texts[CHAIN_TOKENS]
     agreement = _agreement(loaded, text)
+
+    phase("floor")
+    floor_figures = None
+    if dev == "cpu":  # the floor is of an int8 step on this CPU
+        from .floor import floor
+
+        floor_figures = floor(json.loads((fixture.base_dir / "config.json").read_text("utf-8")), threads,
+                              lengths=(CHAIN_TOKENS, max(LENGTHS)))
+    int8_schemes = None
+    if "e" in export_dirs and dev == "cpu":
+        from .int8_schemes import scheme_comparison
+
+        int8_schemes = scheme_comparison(fixture.base_dir, fixture.hub_dir, export_dirs["e"], work,
+                                         fixture.chain_tasks[0], {n: fixture.texts[n] for n in (CHAIN_TOKENS, 64)},
+                                         threads=threads, runs=opts["runs"], warmup=opts["warmup"])
 
     phase("per-task latency")
     per_task: dict[str, dict] = {k: {} for k in loaded}
@@ -220,9 +236,14 @@ def measure_all(size: str, device: dict, work: Path, keys: tuple[str, ...], opts
         "set_adapter": set_adapter,
         "fresh_process": fresh,
         "training": training,
+        "floor": floor_figures,
+        "int8_schemes": int8_schemes,
         "background_load": background,
         "notes": NOTES,
     }
+    from .floor import versus_floor
+
+    results["versus_floor"] = versus_floor(results)
     results["ratios"] = ratios(results)
     results["goals"] = goals(results)
     results["duration_s"] = round(time.perf_counter() - started, 1)
@@ -246,6 +267,9 @@ NOTES = [
     "(a2) never holds all tasks: its RSS is the process after the chain ran (one task loaded at a time).",
     "ONNX cold start includes OnnxRouter's default sha256 check of every file it loads.",
     "Latency figures are medians of interleaved rounds (p50); ratios use p50.",
+    "The floor (CPU only): one step's multiply-adds at this machine's int8 matmul peak (a large onnxruntime "
+    "MatMulInteger) or its int8 weights read once at its memory bandwidth (a numpy copy), whichever is slower; "
+    "each limit is the best of its runs. A chain's multiple is its p50 over the floor of one 16-token step.",
 ]
 
 

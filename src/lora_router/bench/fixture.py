@@ -156,24 +156,29 @@ def trunk_hub(fixture: Fixture, folder: str | Path, *, seed: int = 0) -> Path:
 
 
 def export_for_bench(base_dir: Path, hub_dir: Path, out_dir: Path, *, tasks: list[str] | None = None,
-                     quantize: str = "int8", layout: str = "both", gate: bool = True, progress: bool = False) -> dict:
+                     quantize: str = "int8", layout: str = "both", gate: bool = True, progress: bool = False,
+                     int8_scheme: str = "static") -> dict:
     """Export the hub; ``{"dir", "seconds", "manifest", "parity"}`` or ``{"error": reason}``.
 
     With ``gate`` the parity gate checks the first ``PARITY_RECORDS`` test
     records of each task (the benchmark times speed; the export's own tests
     check accuracy). On a random base an int8 model can miss the gate; the
-    export is then repeated without it and the miss is recorded.
+    export is then repeated without it and the miss is recorded. Static int8
+    is calibrated on each task's bundled training split (the random adapters
+    were trained on nothing).
     """
-    from ..data import load_bundled
+    from ..data import bundled_tasks, load_bundled
 
     names = tasks or AdapterHub(hub_dir).tasks()
     records = {t: load_bundled(t, "test")[:PARITY_RECORDS] for t in names} if gate else None
+    calibration = {t: load_bundled(t, "train") for t in names if t in bundled_tasks()}
 
     def export(gated: bool) -> dict:
         from ..export import export_hub  # the train extra's optimum: a failed import is a failed export
 
         return export_hub(str(base_dir), str(hub_dir), str(out_dir), tasks=tasks, quantize=quantize, layout=layout,
-                          parity=gated, progress=progress, parity_records=records if gated else None)
+                          parity=gated, progress=progress, parity_records=records if gated else None,
+                          int8_scheme=int8_scheme, calibration_records=calibration)
 
     parity = "passed" if gate else "not checked"
     t0 = time.perf_counter()
@@ -190,7 +195,7 @@ def export_for_bench(base_dir: Path, hub_dir: Path, out_dir: Path, *, tasks: lis
         return {"error": f"{type(exc).__name__}: {exc}"}
     return {"dir": str(out_dir), "seconds": round(time.perf_counter() - t0, 1), "manifest": manifest,
             "parity": parity, "parity_records_per_task": PARITY_RECORDS, "quantize": quantize, "layout": layout,
-            "tasks": names}
+            "int8_scheme": int8_scheme, "tasks": names}
 
 
 def fixture_export(work: Path, size: str, *, layout: str = "both", gate: bool = True, progress: bool = False) -> Path:

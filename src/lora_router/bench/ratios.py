@@ -49,6 +49,8 @@ def goals(results: dict) -> list[dict]:
                  (key, f"chain of ({key}) at least 10x faster than (b)", ">= 10", "chain_speedup_vs_b", ge, 10),
                  (key, f"cold start of ({key}) no slower than one int8 model's", "<= 1.0",
                   _div(fresh.get(key, {}).get("cold_start_s"), fresh.get("one_int8", {}).get("cold_start_s")), le, 1.0)]
+    rows.append(("e", "one int8 step (e) at 16 tokens within 2x the measured floor", "<= 2",
+                 (results.get("versus_floor") or {}).get("e", {}).get("step_16"), le, 2.0))
     out = []
     for key, goal, target, value, ok, bound in rows:
         if isinstance(value, str):  # a ratio's name

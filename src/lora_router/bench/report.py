@@ -33,6 +33,39 @@ REFERENCE_PROCESSES = {"one_int8": "one int8 model, one task (reference)",
                        "import_onnx": "import onnxruntime + tokenizers + numpy only"}
 
 
+def _floor_section(results: dict, keys: list[str]) -> list[str]:
+    """This machine's int8 peak, bandwidth and step floor, and every contender as a multiple of the floor."""
+    fl = results.get("floor")
+    if not fl:
+        return []
+    peak, mem = fl["int8_matmul"], fl["memory"]
+    lengths = list(fl["step"])
+    intro = (f"This machine, measured in this run: int8 matmul peak {_f(peak['gops'])} G operations/s "
+             f"({peak['kernel']}, {'×'.join(str(d) for d in peak['shape_mkn'])}, {peak['threads']} threads, best of "
+             f"{peak['runs']}); memory bandwidth {_f(mem['gb_per_s'], 2)} GB/s ({mem['method']}, "
+             f"{mem['array_mb']} MB, best of {mem['runs']}). One step of this encoder: "
+             + "; ".join(f"{n} tokens {_f(s['operations'] / 1e9, 2)} G operations → {_f(s['compute_ms'], 2)} ms, "
+                         f"{_f(s['weight_bytes'] / 2**20, 0)} MiB of int8 weights → {_f(s['memory_ms'], 2)} ms: "
+                         f"**floor {_f(s['floor_ms'], 2)} ms** ({s['bound']}-bound)" for n, s in fl["step"].items())
+             + ".", "")
+    vs = results.get("versus_floor") or {}
+    rows = [[CONTENDERS[k], *(_f(vs.get(k, {}).get(f"step_{n}"), 2, "×") for n in lengths),
+             _f(vs.get(k, {}).get("chain"), 2, "×")] for k in keys]
+    lines = _section("Against the floor", ["contender", *(f"step, {n} tokens" for n in lengths),
+                                           f"chain, in {lengths[0]}-token floor steps"], rows, intro)
+    schemes = results.get("int8_schemes")
+    if schemes and "error" not in schemes:
+        rows = [[shape, _f(v["static"]["p50_ms"], 2), _f(v["dynamic"]["p50_ms"], 2),
+                 _f(v["dynamic_over_static"], 2, "×")] for shape, v in schemes["steps"].items()]
+        lines += _section("int8: static (the default) against dynamic",
+                          ["tokens (rows × tokens)", "static p50 ms", "dynamic p50 ms", "dynamic / static"], rows,
+                          (f"One {schemes['task']} step, merged model, the same weights quantised both ways, "
+                           "interleaved; above 1× the static model is faster.", ""))
+    elif schemes:
+        lines += [f"int8 static against dynamic: not measured ({schemes['error']}).", ""]
+    return lines
+
+
 def markdown(results: dict) -> str:
     """The results as a markdown report."""
     env, dev, s, status = results["environment"], results["device"], results["settings"], results["contenders"]
@@ -91,6 +124,7 @@ def markdown(results: dict) -> str:
              _f(ratio[k].get("task16_speedup_vs_b"), 2, "×")] for k in keys if k in results["ratios"]]
     lines += ["Mean over the three tasks at 16 tokens, as a speed-up:", "", *_table(["contender", "vs a1", "vs b"],
                                                                                     rows)]
+    lines += _floor_section(results, keys)
     rows = [[CONTENDERS[k], _f(results["throughput"][k]["samples_per_s"]),
              _f(results["throughput"][k]["batch"].get("p50_ms"))] for k in keys if k in results["throughput"]]
     lines += _section(f"Throughput, {s['throughput_batch']} mixed requests of {s['throughput_tokens']} tokens",

@@ -14,7 +14,7 @@ from ._output import dump, print_cascade, print_parity
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Folder to write.")
 @click.option("--tasks", default=None, help="Comma-separated tasks [default: every task in the hub].")
 @click.option("--quantize", type=click.Choice(["int8", "none"]), default="int8", show_default=True,
-              help="Also write dynamic int8 models, configured for this CPU.")
+              help="Also write int8 models, configured for this CPU (--int8-scheme says how).")
 @click.option("--layout", default="all", show_default=True,
               help="merged: one model per task; shared: one encoder + an .onnx_adapter and a head per task; "
                    "multi: every task in one graph, the chain in one call; trunk: as multi, the layers below "
@@ -23,6 +23,10 @@ from ._output import dump, print_cascade, print_parity
 @click.option("--no-parity", is_flag=True, help="Skip the parity gate (not recommended).")
 @opt.kb(help="Knowledge base to ship [default: the one question_answer was trained with].")
 @opt.thresholds(help="Chain thresholds to ship.")
+@click.option("--int8-scheme", type=click.Choice(["static", "dynamic"]), default="static", show_default=True,
+              help="static: activation scales calibrated once on each task's training texts, so a question's "
+                   "answer is the same alone and in any batch; dynamic: one scale per call from the whole batch "
+                   "(answers move slightly with their batch-mates).")
 @click.option("--int8-max-drop", default=1.0, show_default=True, type=float, metavar="POINTS",
               help="How far int8 may score the task's own metric below PyTorch (percentage points).")
 @click.option("--cascade", is_flag=True,
@@ -37,8 +41,8 @@ from ._output import dump, print_cascade, print_parity
 @opt.hub
 @opt.quiet
 @opt.json
-def export_cmd(out, tasks, quantize, layout, no_parity, knowledge_base, thresholds, int8_max_drop, cascade,
-               cascade_max_drop, version, base_model, hub, quiet, as_json) -> None:
+def export_cmd(out, tasks, quantize, layout, no_parity, knowledge_base, thresholds, int8_scheme, int8_max_drop,
+               cascade, cascade_max_drop, version, base_model, hub, quiet, as_json) -> None:
     """Merge each adapter into the base and write ONNX models that run without PyTorch.
 
     Each model is checked against the PyTorch router on the task's held-out
@@ -63,8 +67,8 @@ def export_cmd(out, tasks, quantize, layout, no_parity, knowledge_base, threshol
     manifest = export_hub(base_model, AdapterHub(hub), out, tasks=tasks.split(",") if tasks else None,
                           quantize=quantize, layout=layout, parity=not no_parity, progress=not quiet and not as_json,
                           knowledge_base=knowledge_base, thresholds=opt.parse_thresholds(thresholds) or None,
-                          int8_max_drop=int8_max_drop, cascade=cascade, cascade_max_drop=cascade_max_drop,
-                          version=version)
+                          int8_max_drop=int8_max_drop, int8_scheme=int8_scheme, cascade=cascade,
+                          cascade_max_drop=cascade_max_drop, version=version)
     if as_json:
         dump(manifest.to_dict())
         return

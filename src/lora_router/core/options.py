@@ -30,8 +30,9 @@ class PredictorOptions(JsonSettings):
     tasks: list[str] | None = field(default=None, metadata={"help": "tasks to load [default: all]"})
     device: str = field(default="cpu", metadata={"help": "Where the models run: cpu or cuda."})
     precision: str | None = field(default=None, metadata={
-        "help": "Export precision [default: int8 when exported]. int8 scores move slightly with what else is in "
-                "the batch; fp32 answers do not."})
+        "help": "Export precision [default: int8 when exported]. Static int8 (export's default) and fp32 answers "
+                "never depend on what else is in the batch; an export made with --int8-scheme dynamic moves int8 "
+                "scores slightly with it."})
     layout: str | None = field(default=None, metadata={
         "help": "Export layout: trunk, multi, shared or merged [default: the first of these the export has]."})
     threads: int | None = field(default=None, metadata={"help": "ONNX: threads per session [default: physical cores]"})

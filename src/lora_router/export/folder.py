@@ -31,6 +31,9 @@ from ..errors import ExportError, require
 logger = logging.getLogger(__name__)
 
 QUANTIZE = ("int8", "none")
+# static: activation scales calibrated on the training texts, a row's result never depends on its batch-mates;
+# dynamic: one activation scale per call, from the whole batch (Optimum's ORTQuantizer).
+INT8_SCHEMES = ("static", "dynamic")
 LAYOUT_CHOICES = ("merged", "shared", "multi", "trunk", "both", "all")
 # "both" and "all" name several layouts; "trunk" is never implied: it needs adapters on upper layers only.
 LAYOUT_GROUPS = {"both": ("merged", "shared"), "all": ("merged", "shared", "multi")}
@@ -55,6 +58,8 @@ def export_hub(
     cascade: bool = False,
     cascade_max_drop: float = 0.5,
     version: str | None = None,
+    int8_scheme: str = "static",
+    calibration_records: dict[str, Sequence[Record]] | None = None,
 ) -> ExportManifest:
     """Export the hub's adapters (all, or ``tasks``) on ``base_model`` to ``out_dir``; return the manifest.
 
@@ -76,9 +81,14 @@ def export_hub(
     adapter alone.
     The manifest gets a new ``id`` and the ``version`` given (default: the time
     of export); every answer's trace names both.
+    ``int8_scheme`` "static" (default) calibrates each activation's scale once on the task's own
+    training texts (``calibration_records`` overrides them), so a row's result is the same alone and
+    in any batch; "dynamic" takes one scale per call from the whole batch.
     """
     if quantize not in QUANTIZE:
         raise ExportError(f"quantize {quantize!r} is not valid; valid: {', '.join(QUANTIZE)}")
+    if int8_scheme not in INT8_SCHEMES:
+        raise ExportError(f"int8 scheme {int8_scheme!r} is not valid; valid: {', '.join(INT8_SCHEMES)}")
     layouts = parse_layouts(layout)
     require("torch")
     require("optimum.exporters.onnx", "train")
@@ -103,6 +113,7 @@ def export_hub(
     tmp.mkdir()
     try:
         job = _Export(base_model, hub, tmp, names, task_manifests, layouts, precisions, knowledge_base, opset, progress)
+        job.int8_scheme, job.calibration_records = int8_scheme, calibration_records
         manifest = job.write(run_chain, version)
         if cascade:
             from .cascade import write_cascade
@@ -175,13 +186,16 @@ class _Export:
         self.knowledge_base, self.opset, self.progress = knowledge_base, opset, progress
         self.specs = {t: m.task for t, m in task_manifests.items()}
         self.mutable: list[str] = []
+        self.int8_scheme = "static"
+        self.calibration_records: dict[str, Sequence[Record]] | None = None
+        self.calibration: dict[str, tuple] = {}  # task -> (TextEncoder, encoded inputs) for static int8
 
     # ------------------------------------------------------------ models
     def write(self, chain: Chain, version: str | None = None) -> ExportManifest:
         from ..modeling.base import fingerprint, is_random, load_base
         from ..progress import progress
         from .merged import export_onnx, load_adapter, merged_model, optimum_task
-        from .quantize import cpu_target, quantization_config, quantize_folder
+        from .quantize import cpu_target
         from .shared import lora_matrices, write_head
 
         base, tokenizer = load_base(self.base_model)
@@ -200,6 +214,8 @@ class _Export:
                 bar.set_postfix_str(t)
                 spec, task_dir = self.specs[t], self.hub.task_dir(t)
                 tasks_info[t] = self._task_info(t, spec)
+                if "int8" in self.precisions and self.int8_scheme == "static":
+                    self.calibration[t] = self._calibration_inputs(t, tokenizer, tasks_info[t])
                 peft_model = load_adapter(base, task_dir)
                 if encoders:  # the shared and one-call layouts read the same head file
                     loras[t] = lora_matrices(peft_model, t)
@@ -212,7 +228,7 @@ class _Export:
                     preprocessor.save_pretrained(str(folder))  # Optimum copies the base's files, not these
                     files = {"fp32": f"{export_layout.merged_dir(t)}/{export_layout.MODEL_FILE}"}
                     if "int8" in self.precisions:
-                        quantize_folder(folder, quantization_config(target))
+                        self._quantize(folder, target, [t], "merged")
                         files["int8"] = f"{export_layout.merged_dir(t)}/{export_layout.QUANTIZED_FILE}"
                     tasks_info[t]["merged"] = files
                 del peft_model
@@ -235,11 +251,7 @@ class _Export:
             opset=_opset(self.root, tasks_info, shared or next(iter(one_call.values()), None)),
             layouts=self.layouts,
             precisions=self.precisions,
-            quantization=({"mode": "dynamic", "weights": "int8", "target": target, "per_channel": False,
-                           "tool": "optimum ORTQuantizer", "shared_lora": "float32 (LoRA nodes excluded)",
-                           **({"one_call_lora": "int8 (LoRA matrices quantised like the base weights)"}
-                              if one_call else {})}
-                          if "int8" in self.precisions else None),
+            quantization=self._quantization_info(target, bool(one_call)) if "int8" in self.precisions else None,
             thresholds={s.task: s.threshold for s in chain.steps.values() if s.on},
             tasks=tasks_info,
             shared=shared,
@@ -249,6 +261,53 @@ class _Export:
         )
         _write_json(self.root / export_layout.MANIFEST_FILE, manifest.to_dict())
         return manifest
+
+    def _quantization_info(self, target: str, one_call: bool) -> dict:
+        layouts = {"shared_lora": "float32 (LoRA nodes excluded)",
+                   **({"one_call_lora": "int8 (LoRA matrices quantised like the base weights)"} if one_call else {})}
+        if self.int8_scheme == "dynamic":
+            return {"mode": "dynamic", "weights": "int8", "target": target, "per_channel": False,
+                    "tool": "optimum ORTQuantizer", **layouts}
+        from .calibration import TEXTS_PER_TASK
+
+        return {"mode": "static", "weights": "int8, one scale per output column",
+                "activations": "uint8, one scale per tensor, calibrated (min/max) on each task's training texts",
+                "row_independent": True, "target": target, "per_channel": True,
+                "tool": "lora_router.export.static_int8 (MatMulIntegerToFloat)",
+                "calibration": {t: len(enc) for t, (_, enc) in self.calibration.items()},
+                "calibration_texts_per_task": TEXTS_PER_TASK, **layouts}
+
+    def _calibration_inputs(self, t: str, tokenizer, info: dict) -> tuple:
+        """The task's encoder and its encoded calibration inputs (training texts, or pairs for ranking)."""
+        from ..encoding import TextEncoder
+        from .calibration import encoded_inputs, spread, training_records
+
+        spec = self.specs[t]
+        records = spread(training_records(t, spec, self.task_manifests[t].data.get("source"),
+                                          self.calibration_records))
+        encoder = TextEncoder.for_adapter(tokenizer, int(info["max_length"]), info.get("encoding"))
+        answerer = None
+        if spec.kind == PAIR_RANKING:
+            from ..kb import Answerer
+
+            answerer = Answerer.from_saved(self.task_manifests[t].knowledge_base, self.hub.task_dir(t),
+                                           self.root / info["knowledge_base"])  # the export's copy
+        return encoder, encoded_inputs(spec, encoder, records, answerer)
+
+    def _quantize(self, folder: Path, target: str, tasks: Sequence[str], layout: str, *, exclude=(),
+                  task_ids: dict[str, int] | None = None, lora_feeds: dict | None = None) -> None:
+        """``folder/model.onnx`` -> ``folder/model_quantized.onnx``, static (calibrated on ``tasks``) or dynamic."""
+        from .quantize import quantization_config, quantize_folder
+
+        if self.int8_scheme == "dynamic":
+            quantize_folder(folder, quantization_config(target, exclude=exclude))
+            return
+        from .calibration import feeds_for
+        from .static_int8 import quantize_static_int8
+
+        feeds = feeds_for(layout, {t: self.calibration[t] for t in tasks}, task_ids=task_ids, lora_feeds=lora_feeds)
+        quantize_static_int8(folder / export_layout.MODEL_FILE, folder / export_layout.QUANTIZED_FILE, feeds,
+                             target=target, exclude=exclude)
 
     def _task_info(self, t: str, spec: TaskSpec) -> dict:
         """Copy the task's manifest (and knowledge base) and describe the task for the runtime."""
@@ -276,8 +335,7 @@ class _Export:
         return info
 
     def _write_shared(self, base, loras: dict[str, dict], tasks_info: dict, target: str) -> dict:
-        from .quantize import quantization_config, quantize_folder
-        from .shared import add_lora_inputs, export_encoder, head_reads, lora_ranks, write_adapter
+        from .shared import add_lora_inputs, export_encoder, head_reads, lora_inputs, lora_ranks, write_adapter
 
         folder = self.root / export_layout.SHARED_ENCODER_DIR
         export_encoder(base, folder, opset=self.opset)
@@ -287,7 +345,8 @@ class _Export:
         info = {"fp32": f"{export_layout.SHARED_ENCODER_DIR}/{export_layout.MODEL_FILE}", "lora_modules": sorted(ranks),
                 "lora_ranks": ranks}
         if "int8" in self.precisions:
-            quantize_folder(folder, quantization_config(target, exclude=lora_nodes))
+            feeds = {t: lora_inputs(loras[t], ranks) for t in loras} if self.int8_scheme == "static" else None
+            self._quantize(folder, target, list(loras), "shared", exclude=lora_nodes, lora_feeds=feeds)
             info["int8"] = f"{export_layout.SHARED_ENCODER_DIR}/{export_layout.QUANTIZED_FILE}"
         for t, matrices in loras.items():
             write_adapter(self.root / export_layout.adapter_file(t), matrices, ranks)
@@ -297,7 +356,6 @@ class _Export:
 
     def _write_one_call(self, layout: str, base, loras: dict[str, dict], tasks_info: dict, target: str) -> dict:
         from .multi import export_one_call, trunk_layers, write_optimized
-        from .quantize import quantization_config, quantize_folder
         from .shared import head_reads
 
         folder = self.root / export_layout.encoder_dir(layout)
@@ -307,7 +365,8 @@ class _Export:
         float_nodes = info.pop("float_nodes")
         info["fp32"] = f"{export_layout.encoder_dir(layout)}/{export_layout.MODEL_FILE}"
         if "int8" in self.precisions:
-            quantize_folder(folder, quantization_config(target, exclude=float_nodes))
+            self._quantize(folder, target, list(loras), layout, exclude=float_nodes,
+                           task_ids={t: i for i, t in enumerate(info["tasks"])})
             info["int8"] = f"{export_layout.encoder_dir(layout)}/{export_layout.QUANTIZED_FILE}"
             optimized = f"{export_layout.encoder_dir(layout)}/{export_layout.OPTIMIZED_QUANTIZED_FILE}"
             info["optimized"] = {"int8": optimized,

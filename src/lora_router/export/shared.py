@@ -177,16 +177,22 @@ def _find_linear(graph, weights: dict, w: np.ndarray, module: str):
     return hits[0]
 
 
-def write_adapter(path: Path, matrices: dict[str, LoraMatrices], ranks: dict[str, int]) -> None:
-    """A task's ``.onnx_adapter``: its matrices, zero-padded to the encoder's rank per module."""
-    import onnxruntime as ort
-
+def lora_inputs(matrices: dict[str, LoraMatrices], ranks: dict[str, int]) -> dict[str, np.ndarray]:
+    """A task's LoRA matrices as the shared encoder's inputs, zero-padded to its rank per module."""
     params = {}
     for module, m in matrices.items():
         pad = ranks[module] - m.rank  # zero columns of A and rows of B add nothing
         a_name, b_name = input_names(module)
-        params[a_name] = ort.OrtValue.ortvalue_from_numpy(np.pad(m.a, ((0, 0), (0, pad))))
-        params[b_name] = ort.OrtValue.ortvalue_from_numpy(np.pad(m.b, ((0, pad), (0, 0))))
+        params[a_name] = np.pad(m.a, ((0, 0), (0, pad)))
+        params[b_name] = np.pad(m.b, ((0, pad), (0, 0)))
+    return params
+
+
+def write_adapter(path: Path, matrices: dict[str, LoraMatrices], ranks: dict[str, int]) -> None:
+    """A task's ``.onnx_adapter``: its matrices, zero-padded to the encoder's rank per module."""
+    import onnxruntime as ort
+
+    params = {name: ort.OrtValue.ortvalue_from_numpy(value) for name, value in lora_inputs(matrices, ranks).items()}
     fmt = ort.AdapterFormat()
     fmt.set_adapter_version(1)
     fmt.set_model_version(1)

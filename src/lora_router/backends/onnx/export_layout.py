@@ -8,7 +8,7 @@ Written by ``lora_router.export``, read by ``OnnxRouter``. No torch here::
     tasks/<task>/task.json              the adapter's manifest from the hub
     tasks/<task>/knowledge_base.jsonl   question_answer's knowledge base (may grow)
     merged/<task>/model.onnx            merged adapter + head (Optimum folder)
-    merged/<task>/model_quantized.onnx  the same, dynamic int8
+    merged/<task>/model_quantized.onnx  the same, int8 (static, or dynamic: manifest "quantization")
     shared/encoder/model.onnx           the base encoder; LoRA matrices are inputs
     shared/encoder/model_quantized.onnx int8 encoder, LoRA path kept float
     shared/adapters/<task>.onnx_adapter one task's LoRA matrices (onnxruntime format)

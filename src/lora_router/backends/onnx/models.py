@@ -58,10 +58,17 @@ class SharedTaskModel:
 
 
 class Head:
-    """A task head: one linear layer on ``reads`` (pooler_output or last_hidden_state)."""
+    """A task head: one linear layer on ``reads`` (pooler_output or last_hidden_state).
+
+    Computed as products summed along the hidden axis, not as a BLAS matmul:
+    BLAS picks another kernel (and another order of additions) for one row than
+    for many, so a row's logits would move in their last bit with the batch it
+    came in. A sum along one contiguous axis adds in the same order for every
+    row, alone or among others (tests/test_static_int8.py).
+    """
 
     def __init__(self, weight: np.ndarray, bias: np.ndarray, reads: str):
-        self.weight_t = np.ascontiguousarray(weight.T, dtype=np.float32)
+        self.weight = np.ascontiguousarray(weight, dtype=np.float32)  # out x hidden
         self.bias = bias.astype(np.float32)
         self.reads = reads
 
@@ -75,7 +82,8 @@ class Head:
         return cls(weight, bias, reads)
 
     def __call__(self, hidden: np.ndarray) -> np.ndarray:
-        return hidden @ self.weight_t + self.bias
+        products = np.ascontiguousarray(hidden, dtype=np.float32)[..., None, :] * self.weight
+        return products.sum(axis=-1) + self.bias
 
 
 class OneCallModel:
