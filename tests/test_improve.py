@@ -22,8 +22,6 @@ from lora_router.adapters import AdapterHub
 from lora_router.cli import main
 from lora_router.review import Correction, LabelsWriter, Teacher
 
-pytestmark = pytest.mark.slow  # trains twice, exports once
-
 SCENE = "question_classifier"
 OTHER = {"数据平台相关问题": "通用问题", "通用问题": "无关问题", "无关问题": "通用问题"}  # a label that differs
 NEW_QUESTIONS = ["怎么查看昨天的数据质量报告", "推荐一部好看的电影", "如何用SQL统计每天的订单数", "地球离太阳有多远",
@@ -42,6 +40,7 @@ def _scene(router, questions: list[str]) -> list[str]:
     return [r["predicted_label"] for r in router.predict_batch(SCENE, questions)]
 
 
+@pytest.mark.slow  # trains twice, exports once (trained_hub marks it too)
 def test_improve_exports_a_version_right_on_the_corrections_and_refuses_one_that_cannot_be_better(
         tiny_base, trained_hub, scene_file, tmp_path):
     from lora_router.backends.onnx import OnnxRouter
@@ -87,3 +86,42 @@ def test_improve_exports_a_version_right_on_the_corrections_and_refuses_one_that
     refused = json.loads((tmp_path / "run2" / "report.json").read_text("utf-8"))
     assert not refused["promoted"] and refused["export"] is None
     assert AdapterHub(hub).versions(SCENE) == [1, 2, 3]  # the refused version is kept, numbered, not exported
+
+
+def _report(old_right: list[bool], new_right: list[bool], data: str) -> dict:
+    """``compare_task``'s report for two classifiers that were right where given (labels 0/1, gold all 0)."""
+    import numpy as np
+
+    from lora_router.config import SEQUENCE_CLASSIFICATION
+    from lora_router.evaluation.compare import _compare
+
+    def side(right: list[bool]):
+        pred = np.array([0 if r else 1 for r in right])
+        gold = np.zeros(len(right), dtype=int)
+        return ({"right": pred == gold, "pred": pred, "gold": gold, "n_labels": np.array(2)},
+                ["a" if r else "b" for r in right], ["a"] * len(right))
+
+    questions = [{"line": i + 1, "question": f"q{i}"} for i in range(len(old_right))]
+    return {"data": data, **_compare(SEQUENCE_CLASSIFICATION, [side(old_right), side(new_right)], questions,
+                                     alpha=0.05, resamples=200, seed=0)}
+
+
+def test_the_promotion_gate_refuses_a_version_worse_on_the_test_split_or_no_better_on_the_corrections():
+    from lora_router.improve import refusals
+
+    versions = {"old": 4, "new": 5}
+    fixed = _report([False] * 5, [True] * 5, "labels.jsonl")  # 5 wrong -> right
+    same = _report([True] * 40, [True] * 40, "test.jsonl")
+    worse = _report([True] * 40, [False] * 10 + [True] * 30, "test.jsonl")  # 10 right -> wrong: p < 0.01
+    a_bit_worse = _report([True] * 40, [False] + [True] * 39, "test.jsonl")  # 1 right -> wrong: not significant
+    unchanged = _report([False, True, True], [False, True, True], "labels.jsonl")
+    traded = _report([False, True], [True, False], "labels.jsonl")  # one fixed, one broken
+
+    assert refusals("t", versions, fixed, same) == []
+    assert refusals("t", versions, fixed, a_bit_worse) == []
+    (why,) = refusals("t", versions, fixed, worse)
+    assert why.startswith("t v5 is significantly worse than v4 on test.jsonl (accuracy 1.0 -> 0.75, 10 right -> wrong")
+    for labels in (unchanged, traded):
+        (why,) = refusals("t", versions, labels, same)
+        assert why.startswith("t v5 is not better than v4 on the corrections")
+    assert len(refusals("t", versions, unchanged, worse)) == 2

@@ -90,7 +90,7 @@ def improve(
     and the comparison uses [default: the task's bundled test split]; ``lora``:
     [default: the settings the previous version was trained with].
     """
-    from .evaluation.compare import WORSE, compare_task
+    from .evaluation.compare import compare_task
     from .evaluation.significance import ALPHA
     from .review import export_labels
     from .training import train
@@ -140,13 +140,7 @@ def improve(
                    **compare_task(old_router, new_router, task, records, alpha=alpha)}
             for name, records in (("labels", corrections), ("test", held_out))}
         on_labels, on_test = report.comparisons[task]["labels"], report.comparisons[task]["test"]
-        if on_test["verdict"] == WORSE:
-            report.reasons.append(f"{task} v{versions['new']} is significantly worse than v{versions['old']} on "
-                                  f"{where['test']} ({_headline(on_test)})")
-        flips = on_labels["mcnemar"]
-        if flips["wrong_to_right"] <= flips["right_to_wrong"]:
-            report.reasons.append(f"{task} v{versions['new']} is not better than v{versions['old']} on the "
-                                  f"corrections ({_headline(on_labels)})")
+        report.reasons += refusals(task, versions, on_labels, on_test)
         tell("compare", {"task": task, "labels": on_labels, "test": on_test})
 
     report.promoted = not report.reasons
@@ -160,6 +154,25 @@ def improve(
     tell("export", {"promoted": report.promoted, "reasons": report.reasons, "export": report.export})
     _write_report(work / REPORT_FILE, report.to_dict())
     return report
+
+
+def refusals(task: str, versions: dict[str, int], on_labels: dict, on_test: dict) -> list[str]:
+    """Why the new version of ``task`` may not be exported (empty: it may), from ``compare_task``'s two reports.
+
+    Refused when it is significantly worse on the test split (McNemar at the
+    comparison's alpha), or when it does not get more corrections right than
+    the previous version (wrong -> right flips no more than right -> wrong).
+    """
+    from .evaluation.compare import WORSE
+
+    old, new = f"v{versions['old']}", f"v{versions['new']}"
+    reasons = []
+    if on_test["verdict"] == WORSE:
+        reasons.append(f"{task} {new} is significantly worse than {old} on {on_test['data']} ({_headline(on_test)})")
+    flips = on_labels["mcnemar"]
+    if flips["wrong_to_right"] <= flips["right_to_wrong"]:
+        reasons.append(f"{task} {new} is not better than {old} on the corrections ({_headline(on_labels)})")
+    return reasons
 
 
 def _spec(task: str, store: AdapterHub):
