@@ -40,7 +40,8 @@ logger = logging.getLogger(__name__)
 
 DESCRIPTION = """Route Chinese data-platform questions through lora-router's chain of LoRA tasks.
 
-Errors are `{"error": "...", "error_type": "..."}`: 401 unauthorized, 404 not_found,
+Errors are `{"error": "...", "error_type": "..."}`: 401 unauthorized, 403 forbidden (admin without a key
+configured), 404 not_found, 409 refused (a reload or rollback whose export fails the gate),
 413 payload_too_large, 422 validation, 429 overloaded (see `Retry-After`),
 503 unavailable (models loading), 500 internal (with `request_id`)."""
 
