@@ -115,8 +115,9 @@ def wait_for(condition, timeout: float = 60) -> None:
 class Load:
     """Clients asking in a loop on threads until stopped (bounded by ``limit`` requests each)."""
 
-    def __init__(self, url: str, clients: int = 8, limit: int = 400, retry_connect: bool = False):
-        self.url, self.limit, self.retry_connect = url, limit, retry_connect
+    def __init__(self, url: str, clients: int = 8, limit: int = 400, retry_connect: bool = False,
+                 headers: dict | None = None):
+        self.url, self.limit, self.retry_connect, self.headers = url, limit, retry_connect, headers
         self.codes: list[int] = []
         self.answers: list[dict] = []  # every 200's JSON
         self.errors: list[str] = []
@@ -124,7 +125,7 @@ class Load:
         self.threads = [threading.Thread(target=self._run, args=(k,), daemon=True) for k in range(clients)]
 
     def _run(self, k: int) -> None:
-        with httpx.Client(base_url=self.url, timeout=60) as c:
+        with httpx.Client(base_url=self.url, timeout=60, headers=self.headers) as c:
             for i in range(self.limit):
                 if self.stop_event.is_set():
                     return

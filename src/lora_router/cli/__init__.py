@@ -9,7 +9,7 @@ import os
 import click
 
 from .. import __version__
-from . import ask, bench, data, demo, eval, export, hub, kb, menu, review, serve, train
+from . import ask, bench, data, demo, eval, export, hub, improve, kb, menu, review, serve, train
 from ._output import ErrorsAsMessages
 
 
@@ -31,7 +31,7 @@ def main() -> None:
 
 for command in (demo.init_base_cmd, data.tasks_cmd, data.data_group, train.train_cmd, eval.eval_cmd, hub.hub_group,
                 export.export_cmd, bench.bench_cmd, kb.kb_group, ask.ask_cmd, ask.chat_cmd, serve.serve_cmd,
-                review.review_group, menu.menu_cmd, demo.demo_cmd):
+                review.review_group, improve.improve_cmd, menu.menu_cmd, demo.demo_cmd):
     main.add_command(command)
 
 

@@ -3,6 +3,8 @@
 The folder is written under a temporary name next to ``out_dir`` and renamed
 into place only after the parity gate passes, so a failed or interrupted
 export leaves nothing half-written (and an earlier export stays as it was).
+The export it replaces is kept as ``<out>.previous`` (``previous.py``), so a
+service can roll back to it.
 Its layout is ``lora_router.backends.onnx.export_layout``.
 """
 
@@ -27,6 +29,7 @@ from ..core.chain import Chain
 from ..data import Record
 from ..encoding import encoding_of
 from ..errors import ExportError, require
+from .previous import swap_in
 
 logger = logging.getLogger(__name__)
 
@@ -130,7 +133,7 @@ def export_hub(
             manifest.parity_bounds = parity_bounds(int8_max_drop)
             _write_json(tmp / export_layout.MANIFEST_FILE, manifest.to_dict())
             check_parity(report, int8_max_drop)
-        _swap_into_place(tmp, out_dir)
+        swap_in(tmp, out_dir)  # the export it replaces stays as <out>.previous, for a rollback
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -155,19 +158,6 @@ def _check_target(out_dir: Path) -> None:
     if out_dir.is_dir() and any(out_dir.iterdir()) and not (out_dir / export_layout.MANIFEST_FILE).is_file():
         raise ExportError(f"{out_dir} is not empty and is not an earlier export; give a new or empty folder "
                           "(an earlier export there is replaced)")
-
-
-def _swap_into_place(tmp: Path, out_dir: Path) -> None:
-    old = out_dir.parent / f".{out_dir.name}.old-{uuid.uuid4().hex[:8]}"
-    if out_dir.exists():
-        out_dir.rename(old)
-    try:
-        tmp.rename(out_dir)
-    except BaseException:
-        if old.exists() and not out_dir.exists():
-            old.rename(out_dir)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def _write_json(path: Path, data: dict) -> None:

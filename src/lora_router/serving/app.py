@@ -26,6 +26,7 @@ from ..backends.source import ModelSource
 from ..config import SEQUENCE_CLASSIFICATION
 from ..encoding import encoding_problem
 from ..errors import CaptureError, InputError, UnknownCaptureError
+from .admin import add_admin_routes, gated_reload
 from .docs import FASTAPI_OPTIONS, add_offline_docs
 from .limits import OverloadedError
 from .metrics import ServiceMetrics
@@ -39,7 +40,8 @@ logger = logging.getLogger(__name__)
 
 DESCRIPTION = """Route Chinese data-platform questions through lora-router's chain of LoRA tasks.
 
-Errors are `{"error": "...", "error_type": "..."}`: 401 unauthorized, 404 not_found,
+Errors are `{"error": "...", "error_type": "..."}`: 401 unauthorized, 403 forbidden (admin without a key
+configured), 404 not_found, 409 refused (a reload or rollback whose export fails the gate),
 413 payload_too_large, 422 validation, 429 overloaded (see `Retry-After`),
 503 unavailable (models loading), 500 internal (with `request_id`)."""
 
@@ -157,6 +159,8 @@ def create_app(source: ModelSource | None = None, settings: ServeSettings | None
     async def prometheus() -> Response:
         return Response(metrics.render(), media_type=metrics.content_type)
 
+    if handle_sighup:  # this process owns its models (uvicorn); Ray Serve's replicas are not swapped here yet
+        add_admin_routes(app, resolve, settings)  # POST /admin/reload, /admin/rollback
     _add_error_handlers(app, settings)
     if settings.cors_origins:
         from fastapi.middleware.cors import CORSMiddleware
@@ -182,7 +186,7 @@ def _on_sighup(service: Service) -> None:
         return
     loop = asyncio.get_running_loop()
     try:
-        loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(service.reload()))
+        loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(gated_reload(service)))
     except (RuntimeError, ValueError):  # not the main thread (e.g. a test client): no signal
         logger.debug("SIGHUP reload not installed: not in the main thread")
 

@@ -27,6 +27,7 @@ from pathlib import Path
 
 from ..backends.source import ModelSource
 from ..errors import require
+from .admin import SUPERVISOR_ENV
 from .settings import ServeSettings
 
 SOURCE_ENV = "LORA_ROUTER_SERVE_SOURCE"
@@ -84,6 +85,7 @@ def serve(source: ModelSource, settings: ServeSettings, *, host: str = "127.0.0.
         with _key_in_a_file(settings) as shared:
             os.environ[SOURCE_ENV] = source.to_json()
             os.environ[SETTINGS_ENV] = shared.to_json()
+            os.environ[SUPERVISOR_ENV] = str(os.getpid())  # POST /admin/reload in one worker reaches them all
             logger.info("serving %s %s on http://%s:%d with %d workers", source.kind, source.path, host, port,
                         workers)
             config = _config(uvicorn.Config("lora_router.serving.host:app_from_env", factory=True, workers=workers,

@@ -85,6 +85,7 @@ class Service:
         self._executor = ThreadPoolExecutor(settings.inference_threads, thread_name_prefix="lora-router-infer")
         self._reload_lock = asyncio.Lock()
         self.load_error: str | None = None
+        self.reload_error: str | None = None  # why the last reload was refused (None after one that worked)
         self.tracing = tracing_for(settings, tracer_provider)  # None unless settings.otel
         self.capture: CaptureWriter | None = None  # with settings.capture: every answer, off the request's path
         self.captured: CaptureStore | None = None  # ... and the store that feedback is checked against
@@ -122,10 +123,12 @@ class Service:
                 await asyncio.to_thread(self._check, predictor)
             except Exception as exc:  # noqa: BLE001 - any failure keeps the old models
                 self.metrics.reloads.labels("refused").inc()
+                self.reload_error = str(exc)
                 logger.error("reload refused, the models loaded before keep serving: %s", exc,
                              exc_info=not isinstance(exc, LoraRouterError))
                 return False
             self._swap(predictor)
+            self.reload_error = None
             self.metrics.reloads.labels("ok").inc()
             logger.info("reloaded %s in %.2f s (generation %d)", self._describe_source(), time.perf_counter() - t0,
                         self._generation)
@@ -286,6 +289,8 @@ class Service:
         for key in ("layout", "precision", "device"):
             if hasattr(predictor, key):
                 source[key] = getattr(predictor, key)
+        if manifest is not None:  # the version that answers: what /admin/reload and /admin/rollback change
+            source["export"] = {"id": manifest.id, "version": manifest.version}
         return {"tasks": tasks, "chain": chain.to_dict(),
                 "thresholds": {s.task: s.threshold for s in chain.steps.values() if s.on},
                 "source": source, "parity": getattr(manifest, "parity", None)}

@@ -1,0 +1,142 @@
+"""Promote and roll back without downtime: ``POST /admin/reload`` and ``POST /admin/rollback``, behind the key.
+
+An export folder in service is replaced by ``lora-router export --out DIR``
+(or ``improve``), which keeps the one it replaced as ``DIR.previous``
+(``export.previous``). ``/admin/reload`` does what SIGHUP does, in every
+worker: the worker that takes the call checks the candidate, reloads in
+place (``Service.reload``: load beside, check, swap; a request keeps the
+generation it started on, so no chain mixes versions) and, under
+``--workers N``, sends SIGHUP to the supervisor, which passes it to every
+worker. ``/admin/rollback`` swaps DIR and DIR.previous and reloads the same way.
+
+The gate a candidate must pass before any worker loads it: an export
+written with the parity gate (``export --no-parity`` leaves no figures), whose
+figures meet the bounds it was exported under. A candidate that fails is
+refused with the reason (409) and the export in service keeps answering;
+a rollback refused this way is swapped back. The admin endpoints exist only
+where a key is set: without one anyone who reaches the port could swap models.
+"""
+
+import asyncio
+import json
+import logging
+import os
+import signal
+from pathlib import Path
+
+from ..errors import LoraRouterError
+
+SUPERVISOR_ENV = "LORA_ROUTER_SUPERVISOR_PID"  # set by host.serve for --workers N: whom to ask to reload all
+
+logger = logging.getLogger(__name__)
+
+
+class RefusedError(LoraRouterError):
+    """An admin action refused: no key configured, a candidate that fails the gate, nothing to roll back to."""
+
+    def __init__(self, message: str, status: int = 409):
+        self.status = status
+        super().__init__(message)
+
+
+def candidate_refusal(export_dir: str | Path) -> str | None:
+    """Why the export in ``export_dir`` may not be served; None when it passes the gate."""
+    from ..backends.onnx.export_layout import MANIFEST_FILE, ExportManifest
+    from ..export.parity import check_parity
+
+    path = Path(export_dir) / MANIFEST_FILE
+    try:
+        manifest = ExportManifest.from_dict(json.loads(path.read_text("utf-8")))
+    except (OSError, ValueError, LoraRouterError, TypeError, KeyError) as exc:
+        return f"{path} is not a readable export manifest ({exc})"
+    if not manifest.parity:
+        return (f"the export in {export_dir} (version {manifest.version}) was written without the parity gate "
+                "(export --no-parity); export it again with the gate to serve it")
+    bounds = manifest.parity_bounds or {}
+    try:
+        check_parity(manifest.parity, bounds.get("int8_max_metric_drop_points", 1.0))
+    except LoraRouterError as exc:
+        return f"the export in {export_dir} (version {manifest.version}) fails the parity gate: {exc}"
+    return None
+
+
+async def gated_reload(service) -> tuple[bool, str | None]:
+    """Reload this process's models if the candidate passes the gate: (reloaded, why not)."""
+    source = service.source
+    if source is not None and source.onnx:
+        problem = await asyncio.to_thread(candidate_refusal, source.onnx)
+        if problem:
+            service.metrics.reloads.labels("refused").inc()
+            logger.error("reload refused, the models loaded before keep serving: %s", problem)
+            return False, problem
+    if await service.reload():
+        return True, None
+    return False, getattr(service, "reload_error", None) or "the models failed to load; see the server log"
+
+
+def tell_other_workers() -> bool:
+    """Under ``--workers N``: SIGHUP to the supervisor, which passes it to every worker. False when alone."""
+    supervisor = os.environ.get(SUPERVISOR_ENV)
+    if not supervisor or not hasattr(signal, "SIGHUP") or int(supervisor) != os.getppid():
+        return False
+    os.kill(int(supervisor), signal.SIGHUP)
+    return True
+
+
+def add_admin_routes(app, resolve, settings) -> None:
+    """``POST /admin/reload`` and ``POST /admin/rollback`` on ``app`` (the key itself is checked by the gate)."""
+    from fastapi import Request
+    from fastapi.responses import JSONResponse
+
+    def need_key() -> None:
+        if not settings.key():
+            raise RefusedError("the admin endpoints need an API key, and this service has none: anyone who reaches "
+                               "the port could swap its models. Start it with --api-key-file FILE (or "
+                               "LORA_ROUTER_API_KEY), or send SIGHUP to the server process", status=403)
+
+    def served(service) -> dict:
+        described = service.describe()
+        return {"export": described["source"].get("export"), "generation": described["source"]["generation"]}
+
+    @app.post("/admin/reload", tags=["operations"], summary="Load the export folder's new version, in every worker")
+    async def admin_reload(request: Request) -> JSONResponse:
+        """What SIGHUP does: the candidate must pass the parity gate (409 with the reason otherwise); this
+        worker reloads in place and, with `--workers N`, every other worker does too. Needs the key."""
+        need_key()
+        service = await resolve(request)
+        ok, why = await gated_reload(service)
+        if not ok:
+            raise RefusedError(f"reload refused, the export in service keeps answering: {why}")
+        everywhere = tell_other_workers()
+        return JSONResponse({"status": "reloaded", **served(service),
+                             "workers": "every worker (SIGHUP passed on)" if everywhere else "this process"})
+
+    @app.post("/admin/rollback", tags=["operations"], summary="Serve the previous export again, in every worker")
+    async def admin_rollback(request: Request) -> JSONResponse:
+        """Swap the export folder DIR with DIR.previous (the export it replaced) and reload as
+        `/admin/reload` does; a previous export that fails the gate is swapped back and refused (409).
+        A second rollback rolls forward. Needs the key."""
+        from ..export.previous import roll_back
+
+        need_key()
+        service = await resolve(request)
+        if service.source is None or not service.source.onnx:
+            raise RefusedError("rollback swaps export folders; this service does not serve an export (--onnx DIR)")
+        folder = service.source.onnx
+        current = (service.describe()["source"].get("export") or {}).get("id")
+        try:
+            now = await asyncio.to_thread(roll_back, folder, current)
+        except LoraRouterError as exc:  # no previous export kept
+            raise RefusedError(str(exc)) from None
+        ok, why = await gated_reload(service)
+        if not ok:
+            await asyncio.to_thread(roll_back, folder, now["id"])  # put the export that served back
+            raise RefusedError(f"rollback refused, the export in service keeps answering: {why}")
+        everywhere = tell_other_workers()
+        return JSONResponse({"status": "rolled back", **served(service),
+                             "workers": "every worker (SIGHUP passed on)" if everywhere else "this process"})
+
+    @app.exception_handler(RefusedError)
+    async def refused(request: Request, exc: RefusedError):
+        error_type = "forbidden" if exc.status == 403 else "refused"
+        return JSONResponse({"error": str(exc), "error_type": error_type}, status_code=exc.status)

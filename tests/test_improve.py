@@ -1,0 +1,127 @@
+"""`lora-router improve`: corrections in, a better export out; a worse candidate refused with exit 3, nothing exported.
+
+The hub starts as the conftest's tiny hub (question_classifier overfit on nine
+questions). A person corrects, through the review labels, questions the
+router got wrong; ``improve`` retrains on the nine + the corrections, shows
+the new version right where the old was wrong, and exports it. In a second
+week the reviewers only confirmed what the router said: a new version cannot
+get more of those right, so ``improve`` stops with the comparison, exits 3,
+and the export in service stays the one it was.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import warnings
+
+import pytest
+from click.testing import CliRunner
+
+from lora_router.adapters import AdapterHub
+from lora_router.cli import main
+from lora_router.review import Correction, LabelsWriter, Teacher
+
+SCENE = "question_classifier"
+OTHER = {"数据平台相关问题": "通用问题", "通用问题": "无关问题", "无关问题": "通用问题"}  # a label that differs
+NEW_QUESTIONS = ["怎么查看昨天的数据质量报告", "推荐一部好看的电影", "如何用SQL统计每天的订单数", "地球离太阳有多远",
+                 "帮我看下任务队列为什么堵塞", "晚饭吃什么好"]
+TRAIN = ["--epochs", "30", "--batch-size", "4", "--lr", "1e-2", "--layout", "merged", "--quantize", "none", "--quiet"]
+
+
+def _correct(capture, corrections: dict[str, str]) -> None:
+    """Save each question's scene label through the review labels, as the console does."""
+    writer, teacher = LabelsWriter(capture), Teacher()
+    for question, label in corrections.items():
+        writer.save(teacher.lines(Correction(question, labels={SCENE: label})))
+
+
+def _scene(router, questions: list[str]) -> list[str]:
+    return [r["predicted_label"] for r in router.predict_batch(SCENE, questions)]
+
+
+@pytest.mark.slow  # trains twice, exports once (trained_hub marks it too)
+def test_improve_exports_a_version_right_on_the_corrections_and_refuses_one_that_cannot_be_better(
+        tiny_base, trained_hub, scene_file, tmp_path):
+    from lora_router.backends.onnx import OnnxRouter
+    from lora_router.backends.torch_peft import Router
+
+    hub, export = tmp_path / "hub", tmp_path / "export"
+    shutil.copytree(trained_hub.root, hub)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the tiny base is random
+        said = _scene(Router(tiny_base, hub), NEW_QUESTIONS)
+    week1 = tmp_path / "week1"
+    _correct(week1, {q: OTHER[label] for q, label in zip(NEW_QUESTIONS, said, strict=True)})
+    common = ["improve", "--hub", str(hub), "--base-model", tiny_base, "--export-to", str(export),
+              "--data", str(scene_file), "--test-data", str(scene_file), *TRAIN]
+
+    first = CliRunner().invoke(main, [*common, "--capture", str(week1), "--export-version", "week-1", "--json"],
+                               catch_exceptions=False)
+    assert first.exit_code == 0, first.output
+    report = json.loads(first.stdout)
+    assert report["promoted"] and report["reasons"] == []
+    assert report["labels"] == {SCENE: len(NEW_QUESTIONS)} and report["trained"] == {SCENE: {"old": 1, "new": 2}}
+    on_labels = report["comparisons"][SCENE]["labels"]
+    assert on_labels["mcnemar"]["right_to_wrong"] == 0  # the old version was wrong on every correction
+    fixed = {q["question"]: q["gold"] for q in on_labels["wrong_to_right"]}
+    assert fixed, "the new version should get some corrections right"
+    assert report["comparisons"][SCENE]["test"]["verdict"] != "worse"
+    manifest = json.loads((export / "manifest.json").read_text("utf-8"))
+    assert manifest["version"] == "week-1" and report["export"]["id"] == manifest["id"]
+    assert _scene(OnnxRouter(export), list(fixed)) == list(fixed.values())  # the export answers as corrected
+    assert json.loads((week1 / "improve").glob("*/report.json").__next__().read_text("utf-8"))["promoted"]
+
+    week2 = tmp_path / "week2"  # the reviewers confirmed what v2 says: nothing a new version can do better
+    questions = [json.loads(line)["input"] for line in scene_file.read_text("utf-8").splitlines()] + NEW_QUESTIONS
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        _correct(week2, dict(zip(questions, _scene(Router(tiny_base, hub), questions), strict=True)))
+    second = CliRunner().invoke(main, [*common, "--capture", str(week2), "--work", str(tmp_path / "run2")],
+                                catch_exceptions=False)
+    assert second.exit_code == 3, second.output
+    assert "not promoted: question_classifier v3 is not better than v2 on the corrections" in second.output
+    assert "McNemar" in second.output  # the comparison is printed
+    assert json.loads((export / "manifest.json").read_text("utf-8"))["id"] == manifest["id"]  # untouched
+    refused = json.loads((tmp_path / "run2" / "report.json").read_text("utf-8"))
+    assert not refused["promoted"] and refused["export"] is None
+    assert AdapterHub(hub).versions(SCENE) == [1, 2, 3]  # the refused version is kept, numbered, not exported
+
+
+def _report(old_right: list[bool], new_right: list[bool], data: str) -> dict:
+    """``compare_task``'s report for two classifiers that were right where given (labels 0/1, gold all 0)."""
+    import numpy as np
+
+    from lora_router.config import SEQUENCE_CLASSIFICATION
+    from lora_router.evaluation.compare import _compare
+
+    def side(right: list[bool]):
+        pred = np.array([0 if r else 1 for r in right])
+        gold = np.zeros(len(right), dtype=int)
+        return ({"right": pred == gold, "pred": pred, "gold": gold, "n_labels": np.array(2)},
+                ["a" if r else "b" for r in right], ["a"] * len(right))
+
+    questions = [{"line": i + 1, "question": f"q{i}"} for i in range(len(old_right))]
+    return {"data": data, **_compare(SEQUENCE_CLASSIFICATION, [side(old_right), side(new_right)], questions,
+                                     alpha=0.05, resamples=200, seed=0)}
+
+
+def test_the_promotion_gate_refuses_a_version_worse_on_the_test_split_or_no_better_on_the_corrections():
+    from lora_router.improve import refusals
+
+    versions = {"old": 4, "new": 5}
+    fixed = _report([False] * 5, [True] * 5, "labels.jsonl")  # 5 wrong -> right
+    same = _report([True] * 40, [True] * 40, "test.jsonl")
+    worse = _report([True] * 40, [False] * 10 + [True] * 30, "test.jsonl")  # 10 right -> wrong: p < 0.01
+    a_bit_worse = _report([True] * 40, [False] + [True] * 39, "test.jsonl")  # 1 right -> wrong: not significant
+    unchanged = _report([False, True, True], [False, True, True], "labels.jsonl")
+    traded = _report([False, True], [True, False], "labels.jsonl")  # one fixed, one broken
+
+    assert refusals("t", versions, fixed, same) == []
+    assert refusals("t", versions, fixed, a_bit_worse) == []
+    (why,) = refusals("t", versions, fixed, worse)
+    assert why.startswith("t v5 is significantly worse than v4 on test.jsonl (accuracy 1.0 -> 0.75, 10 right -> wrong")
+    for labels in (unchanged, traded):
+        (why,) = refusals("t", versions, labels, same)
+        assert why.startswith("t v5 is not better than v4 on the corrections")
+    assert len(refusals("t", versions, unchanged, worse)) == 2
