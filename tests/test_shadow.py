@@ -126,6 +126,25 @@ def test_a_share_of_questions_is_shadowed_and_a_failing_candidate_costs_only_its
     assert sample(metrics, "dropped", reason="error") == 4
 
 
+@pytest.mark.parametrize("share", [0, -0.5, 1.5, "all"])
+def test_a_share_outside_0_to_1_is_refused_naming_the_setting(share):
+    from lora_router.errors import ConfigError
+    from lora_router.serving.settings import ServeSettings
+
+    with pytest.raises(ConfigError, match="shadow_share"):
+        ServeSettings(shadow="./candidate", shadow_share=share)
+
+
+def test_shadow_on_ray_is_refused_as_not_yet(tmp_path):
+    pytest.importorskip("fastapi")
+    from click.testing import CliRunner
+
+    from lora_router.cli import main
+
+    result = CliRunner().invoke(main, ["serve", "--engine", "ray", "--onnx", str(tmp_path), "--shadow", str(tmp_path)])
+    assert result.exit_code == 2 and "--shadow runs with --engine uvicorn only" in result.output
+
+
 # ------------------------------------------------------------ real servers
 
 def metric_values(text: str, name: str) -> dict[tuple, float]:
