@@ -160,3 +160,17 @@ def test_every_suite_report_renders_its_committed_run_unchanged(run, render):
     folder = Path(__file__).parent.parent / "benchmarks" / "results" / run
     results = json.loads((folder / "results.json").read_text("utf-8"))
     assert getattr(report, render)(results) == (folder / "results.md").read_text("utf-8")
+
+
+def test_the_serve_report_says_what_shadow_costs_when_it_was_measured():
+    from pathlib import Path
+
+    from lora_router.bench import report
+
+    folder = Path(__file__).parent.parent / "benchmarks" / "results" / "serve-capture-tiny"
+    results = json.loads((folder / "results.json").read_text("utf-8"))
+    results["shadow"] = {"clients": 8, "requests_per_round": 200, "rounds": 4,
+                         "median_requests_per_s": {"plain": 70.87, "shadow": 60.54}, "throughput_ratio": 0.8542,
+                         "shadowed": 840, "dropped": 3}
+    md = report.serve_markdown(results)
+    assert "70.9 req/s without, 60.5 with (0.85x); 840 questions shadowed, 3 dropped" in md

@@ -193,6 +193,13 @@ def serve_markdown(results: dict) -> str:
                   f"{100 * c['capture_cpu_share']:.2f}% of the capturing server's CPU time "
                   f"({c['capture_cpu_us_per_answer']:.0f} µs per answer; {c['captured']} answers captured, "
                   f"{c['store_mb']} MB).", ""]
+    if "shadow" in results:
+        c = results["shadow"]
+        lines += [f"Shadow (`--shadow DIR`, the export shadowing itself): the service without and with it side by "
+                  f"side, {c['clients']} clients, {c['rounds']} interleaved rounds of {c['requests_per_round']} "
+                  f"requests: median {c['median_requests_per_s']['plain']:.1f} req/s without, "
+                  f"{c['median_requests_per_s']['shadow']:.1f} with ({c['throughput_ratio']:.2f}x); "
+                  f"{c['shadowed']} questions shadowed, {c['dropped']} dropped from a full shadow queue.", ""]
     return "\n".join(lines + _ratio_lines(results)) + "\n"
 
 

@@ -7,7 +7,8 @@ they share the cores with the server (reported, not hidden). In-process
 adds at one client) and ``ask_batch`` of 32 (what batching could reach).
 Every question runs the whole 3-step chain (``fixture.bench_chain``). What
 ``--capture`` costs is measured apart: the service with and without it side by
-side, at the top client count, in interleaved rounds. The Ray suite
+side, at the top client count, in interleaved rounds, and so is what
+``--shadow`` costs (the export shadowing itself: its chain run twice). The Ray suite
 (``bench.ray``) drives its services with the same helpers.
 """
 
@@ -56,6 +57,8 @@ def run_serve_bench(out_dir: str | Path, *, size: str = "base", export_dir: str 
     top = max(clients)
     results["capture"] = _measure_capture(export_dir, chain_file, questions, top, max(requests, 25 * top), work)
     logger.info("serve bench: capture done")
+    results["shadow"] = _measure_shadow(export_dir, chain_file, questions, top, max(requests, 25 * top), work)
+    logger.info("serve bench: shadow done")
     results.update(in_process=_measure_in_process(export_dir, chain_file, questions, requests),
                    load_average_after=os.getloadavg(), environment=machine())
     results["ratios"] = _ratios(results, clients)
@@ -148,6 +151,45 @@ def _measure_capture(export_dir: Path, chain: Path, questions: list[str], client
 
 
 CAPTURE_CPU_METRIC = "lora_router_capture_cpu_seconds_total"
+SHADOW_METRICS = {"shadowed": "lora_router_shadow_questions_total", "dropped": "lora_router_shadow_dropped_total"}
+
+
+def _measure_shadow(export_dir: Path, chain: Path, questions: list[str], clients: int, requests: int,
+                    work: Path, rounds: int = CAPTURE_ROUNDS) -> dict:
+    """What ``--shadow`` costs: the service without and with the export shadowing itself, in interleaved rounds.
+
+    The candidate is the served export (its own chain.json, not the bench
+    chain): the candidate's work is the chain once more per question, on the
+    shadow thread. ``shadowed`` and ``dropped`` (the shadow queue was full)
+    say how much of it was done.
+    """
+    from statistics import median
+
+    rates: dict[str, list[float]] = {"plain": [], "shadow": []}
+    with serving(export_dir, chain, free_port(), work / "plain-shadow.log") as plain, \
+            serving(export_dir, chain, free_port(), work / "shadow.log", ["--shadow", str(export_dir)]) as shadowing:
+        urls = {"plain": plain, "shadow": shadowing}
+        for url in urls.values():
+            warm_up(url, questions)
+        for r in range(rounds):
+            for name in (("plain", "shadow") if r % 2 == 0 else ("shadow", "plain")):
+                latencies, wall, errors = run_load(urls[name], questions, clients, requests)
+                if errors:
+                    raise RuntimeError(f"{errors} requests failed in the shadow comparison ({name})")
+                rates[name].append(round(len(latencies) / wall, 2))
+        counts = {key: _metric_sum(shadowing, name) for key, name in SHADOW_METRICS.items()}
+    plain_rate, shadow_rate = round(median(rates["plain"]), 2), round(median(rates["shadow"]), 2)
+    return {"clients": clients, "requests_per_round": requests, "rounds": rounds, "requests_per_s": rates,
+            "median_requests_per_s": {"plain": plain_rate, "shadow": shadow_rate},
+            "throughput_ratio": round(shadow_rate / plain_rate, 4), **{k: int(v) for k, v in counts.items()}}
+
+
+def _metric_sum(url: str, name: str) -> float:
+    """A counter of the service's /metrics summed over its labels (0 when it has no sample yet)."""
+    import httpx
+
+    return sum(float(line.split()[-1]) for line in httpx.get(f"{url}/metrics", timeout=30).text.splitlines()
+               if line.startswith(name + "{") or line.startswith(name + " "))
 
 
 def _metric(url: str, name: str) -> float:

@@ -96,17 +96,19 @@ class CaptureWriter:
         return self.folder / CAPTURES_DIR / self.shard
 
     # ------------------------------------------------------------ the caller's side
-    def add(self, answer: dict, *, id: str | None = None, endpoint: str = "ask") -> str:
+    def add(self, answer: dict, *, id: str | None = None, endpoint: str = "ask", extra: dict | None = None) -> str:
         """Queue one answer (with its trace) for capture; its capture id (``id`` or a new one).
 
         Returns at once and never raises for the store's sake: a line that
         cannot be queued or written is counted as dropped. ``answer`` must
         not change after this call (it is written later, on the thread).
+        ``extra`` adds fields to the line beside ``answer`` (``serve --shadow``:
+        ``"shadow"``, the candidate's trace); readers see them as given.
         """
         t0 = time.thread_time()
         capture_id = id or uuid.uuid4().hex
         record = {"v": LINE_VERSION, "id": capture_id, "time": now(), "endpoint": endpoint,
-                  "question": answer.get("question"), "answer": answer}
+                  "question": answer.get("question"), "answer": answer, **(extra or {})}
         if self._closed:
             self._count("error")
             return capture_id

@@ -44,7 +44,10 @@ SECONDS = {"type": click.FloatRange(0), "metavar": "SECONDS"}
                    body_timeout_s={"flag": "--body-timeout", **SECONDS},
                    header_timeout_s={"flag": "--header-timeout", **SECONDS},
                    max_header_bytes={"type": click.IntRange(1024)},
-                   allowed_hosts={"flag": "--allowed-host", "metavar": "HOST"})
+                   allowed_hosts={"flag": "--allowed-host", "metavar": "HOST"},
+                   shadow={"type": opt.FOLDER, "metavar": "DIR"},
+                   shadow_share={"type": click.FloatRange(0, 1, min_open=True), "metavar": "SHARE"},
+                   shadow_queue=AT_LEAST_1)
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info",
               show_default=True)
 @click.option("--engine", type=click.Choice(["uvicorn", "ray"]), default="uvicorn", show_default=True,
@@ -84,6 +87,7 @@ def serve_cmd(onnx, hub_dir, base_model, host, port, workers, log_level, engine,
     lora-router serve --hub ./hub --base-model ./base --port 9000 --log-format json
     lora-router serve --onnx ./export --capture ./captures --capture-max-mb 2048
     OTEL_EXPORTER_OTLP_ENDPOINT=http://collector:4318 lora-router serve --onnx ./export --otel
+    lora-router serve --onnx ./export --shadow ./candidate --capture ./captures
     lora-router serve --engine ray --onnx ./export --replicas 2
     lora-router serve --engine ray --address auto --exports-root /mnt/exports --default-export team-a
     """
@@ -99,6 +103,8 @@ def serve_cmd(onnx, hub_dir, base_model, host, port, workers, log_level, engine,
     ray = {name: params.pop(name) for name in RAY_ONLY}
     options = opt.predictor_options(**params)
     if engine == "ray":
+        if settings.shadow:
+            raise click.UsageError("--shadow runs with --engine uvicorn only (not yet on Ray Serve)")
         if hub_dir is not None or workers > 1:
             raise click.UsageError("--engine ray serves exports (--onnx, --export, --exports-root) and scales "
                                    "with --replicas; --hub and --workers are for --engine uvicorn")
@@ -109,6 +115,10 @@ def serve_cmd(onnx, hub_dir, base_model, host, port, workers, log_level, engine,
         from ..backends.onnx import read_manifest
 
         read_manifest(onnx)  # a folder that is not an export fails here, before the server starts
+    if settings.shadow:
+        from ..backends.onnx import read_manifest
+
+        read_manifest(settings.shadow)  # the candidate too (one that cannot load stops the server, with the reason)
     source = ModelSource(onnx=onnx and str(onnx), hub=hub_dir and str(hub_dir), base_model=base_model, options=options)
     _warn_if_open(host, settings)
     sys.exit(serve(source, settings, host=host, port=port, workers=workers, log_level=log_level))

@@ -31,6 +31,7 @@ from .batcher import Batcher
 from .limits import OverloadedError, ThroughputMeter
 from .metrics import ServiceMetrics
 from .settings import ServeSettings
+from .shadow import start_shadow
 from .tracing import tracing_for
 
 logger = logging.getLogger(__name__)
@@ -93,6 +94,7 @@ class Service:
             self.capture = CaptureWriter(settings.capture, max_mb=settings.capture_max_mb,
                                          on_count=self.metrics.count_capture)
             self.captured = CaptureStore(settings.capture, shard=self.capture.shard)
+        self.shadow = None  # with settings.shadow: a candidate export run on answers, off their path (start)
 
     # ------------------------------------------------------------ lifecycle
     @property
@@ -104,6 +106,8 @@ class Service:
         try:
             predictor = self._given or await asyncio.to_thread(self.source.load)
             await asyncio.to_thread(self._check, predictor)
+            if self.settings.shadow:
+                self.shadow = await asyncio.to_thread(start_shadow, self, self._check)
         except Exception as exc:
             self.load_error = str(exc)
             logger.error("models failed to load: %s", exc, exc_info=not isinstance(exc, LoraRouterError))
@@ -139,6 +143,8 @@ class Service:
         if self._loaded is not None:
             await self._loaded.batcher.close()
         self._executor.shutdown(wait=True)
+        if self.shadow is not None:
+            await asyncio.to_thread(self.shadow.close)
         if self.capture is not None:
             await asyncio.to_thread(self.capture.close)
 
@@ -224,7 +230,9 @@ class Service:
             answer_id = uuid.uuid4().hex  # feedback must be able to name it
         if answer_id is not None:
             out["request_id"] = out["trace"]["request_id"] = answer_id
-        if self.capture is not None:
+        if self.shadow is not None:
+            self.shadow.add(out, answer_id)  # captures it too, once the candidate has run
+        elif self.capture is not None:
             self.capture.add(out, id=answer_id)
         return out
 
@@ -247,11 +255,18 @@ class Service:
             line = await asyncio.to_thread(add)
         except UnknownCaptureError:
             # Answered a moment ago, it may still be on this process's queue: once that is written, look again.
-            if not self.capture.pending or not await asyncio.to_thread(self.capture.drain, 1.0):
+            if not await asyncio.to_thread(self._flush_capture, 1.0):
                 raise
             line = await asyncio.to_thread(add)
         self.metrics.feedback.labels(line["verdict"] or "none").inc()
         return line
+
+    def _flush_capture(self, timeout: float) -> bool:
+        """Wait for answers still queued to be captured (behind the shadow, with --shadow); whether any were."""
+        pending = self.capture.pending + (self.shadow.pending if self.shadow is not None else 0)
+        if self.shadow is not None:
+            self.shadow.drain(timeout)
+        return bool(pending) and self.capture.drain(timeout)
 
     async def predict(self, task: str, texts: list[str], *, truncate: bool = True) -> tuple[list[dict], list, str]:
         """One task's results for ``texts``, per text the warnings (truncation) it got, and the task's kind."""

@@ -48,6 +48,14 @@ class ServeSettings(JsonSettings):
                 "(POST /v1/feedback). What users type is personal data: see docs/serve.md. Off by default."})
     capture_max_mb: float = field(default=DEFAULT_MAX_MB, metadata={
         "help": "Largest the capture folder grows to, in MiB; the oldest answers are dropped first."})
+    shadow: str | None = field(default=None, metadata={
+        "help": "Also run this candidate export on answered questions, after they are answered: answers stay "
+                "the served export's; /metrics counts where the candidate agrees and disagrees, and --capture keeps "
+                "its trace beside each answer. See docs/serve.md."})
+    shadow_share: float = field(default=1.0, metadata={
+        "help": "Share of answered questions the --shadow candidate runs on (1.0: every one; 0.1: one in ten)."})
+    shadow_queue: int = field(default=256, metadata={
+        "help": "Questions waiting for the --shadow candidate; more are not shadowed (counted), never delayed."})
     # Limits against slow, large and abandoned requests (serving/limits.py, serving/http_limits.py).
     max_queued_questions: int = field(default=1024, metadata={
         "help": "Questions waiting or being answered before a request gets 429, with Retry-After from the "
@@ -71,7 +79,7 @@ class ServeSettings(JsonSettings):
     def __post_init__(self) -> None:
         for name in ("max_batch_tokens", "max_batch_requests", "max_concurrent_requests", "max_body_bytes",
                      "max_question_chars", "max_client_batch", "inference_threads", "retry_after_s",
-                     "max_queued_questions", "max_header_bytes"):
+                     "max_queued_questions", "max_header_bytes", "shadow_queue"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ConfigError(f"{name} must be a whole number >= 1, got {value!r}")
@@ -108,6 +116,13 @@ class ServeSettings(JsonSettings):
         if (not isinstance(self.capture_max_mb, (int, float)) or isinstance(self.capture_max_mb, bool)
                 or self.capture_max_mb < MIN_MAX_MB):
             raise ConfigError(f"capture_max_mb must be a number >= {MIN_MAX_MB}, got {self.capture_max_mb!r}")
+        if self.shadow is not None:
+            if not str(self.shadow).strip():
+                raise ConfigError("shadow is empty; give the candidate export's folder, or leave it unset")
+            self.shadow = str(Path(self.shadow).expanduser())
+        if (not isinstance(self.shadow_share, (int, float)) or isinstance(self.shadow_share, bool)
+                or not 0 < self.shadow_share <= 1):
+            raise ConfigError(f"shadow_share must be a number above 0 and at most 1, got {self.shadow_share!r}")
         if not isinstance(self.otel, bool):
             raise ConfigError(f"otel must be true or false, got {self.otel!r}")
         self.cors_origins = list(self.cors_origins)
