@@ -96,7 +96,9 @@ def print_trained(manifest: TaskManifest) -> None:
     else:
         click.echo(f"{task}: exact-span precision {m['precision']:.4f}  recall {m['recall']:.4f}  "
                    f"F1 {m['f1']:.4f}  whole-record match {m['exact_match']:.4f}  (n={m['n']})")
-    click.echo(f"  best epoch {manifest.best_epoch}, {manifest.train_samples_per_second} samples/s, "
+    stop = manifest.early_stop
+    ran = f" of {stop['after_epoch']} run; stopped early: {stop['reason']}" if stop else ""
+    click.echo(f"  best epoch {manifest.best_epoch}{ran}, {manifest.train_samples_per_second} samples/s, "
                f"log {manifest.log}")
     base = (manifest.baseline or {}).get("metrics")
     if base:  # the same figure of the simple baseline (evaluation/baselines.py), on the same split
