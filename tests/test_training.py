@@ -131,7 +131,7 @@ def test_grouped_batches_come_in_a_shuffled_order_that_changes_every_epoch():
 def test_training_stops_when_the_held_out_score_stops_improving_and_keeps_the_best_epoch(tmp_path, tiny_base,
                                                                                          scene_file):
     hub = AdapterHub(tmp_path / "hub")
-    settings = TrainSettings(epochs=60, **{**FAST, "patience": 2})
+    settings = TrainSettings(epochs=60, **{**FAST, "patience": 2, "group_by_length": True})
     manifest = train(get_task("question_classifier"), base_model=tiny_base, hub=hub, data=scene_file,
                      test_data=scene_file, settings=settings, progress=False)
     stop = manifest.early_stop
