@@ -107,6 +107,7 @@ def test_tiny_bench_writes_three_files(tmp_path):
     training = data["training"]
     assert training["dynamic"]["samples_per_s"] > 0 and training["padded"]["samples_per_s"] > 0
     assert training["padded"]["mean_width"] == 128
+    assert training["grouped"]["samples_per_s"] > 0 and training["speedup"] > 0  # the trainer's batches
     assert [g["target"] for g in data["goals"]] == [">= 8", ">= 8", "< 0.2", "< 1 s", "< 1.5"] + [">= 3", ">= 10",
                                                                                             "<= 1.0"] * 2 + ["<= 2"]
     floor = data["floor"]  # this machine's limits, and every contender against them

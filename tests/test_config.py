@@ -21,6 +21,7 @@ def test_settings_round_trip_through_json(tmp_path):
         (lambda: LoraSettings(target_modules=""), "target modules"),
         (lambda: TrainSettings(epochs=0), "epochs"),
         (lambda: TrainSettings(max_length=4096), "max length"),
+        (lambda: TrainSettings(patience=-1), "patience"),
         (lambda: TaskSpec("Bad Name", "x", "sequence_classification", ("a", "b")), "not valid"),
         (lambda: TaskSpec("type", "x", "sequence_classification", ("a", "b")), "reserved"),
         (lambda: TaskSpec("my_task", "x", "regression", ("a", "b")), "kind"),

@@ -96,3 +96,51 @@ def test_new_classification_task_from_a_data_file(tmp_path, tiny_base):
           settings=TrainSettings(epochs=2, **FAST), progress=False)
     assert hub.spec("sentiment") == spec
     assert Router(tiny_base, hub).predict("sentiment", "真好")["predicted_label"] in {"正面", "负面"}
+
+
+def test_batches_hold_every_example_once_and_group_similar_lengths():
+    import random
+
+    from lora_router.training.batches import epoch_batches
+
+    rng = random.Random(7)
+    lengths = [rng.randint(5, 120) for _ in range(523)]
+    grouped = epoch_batches(lengths, 8, seed=1)
+    plain = epoch_batches(lengths, 8, seed=1, group_by_length=False)
+    for batches in (grouped, plain):
+        assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
+        assert all(1 <= len(b) <= 8 for b in batches)
+
+    def padding(batches):  # tokens computed on padding when each batch is padded to its longest
+        return sum(max(lengths[i] for i in b) * len(b) - sum(lengths[i] for i in b) for b in batches)
+
+    assert padding(grouped) < padding(plain) / 10
+
+
+def test_grouped_batches_come_in_a_shuffled_order_that_changes_every_epoch():
+    from lora_router.training.batches import epoch_batches
+
+    lengths = list(range(1, 201))
+    widths = [max(lengths[i] for i in b) for b in epoch_batches(lengths, 8, seed=1)]
+    assert widths != sorted(widths) and widths != sorted(widths, reverse=True)  # not short to long
+    assert epoch_batches(lengths, 8, seed=1) != epoch_batches(lengths, 8, seed=2)
+    assert epoch_batches(lengths, 8, seed=1) == epoch_batches(lengths, 8, seed=1)
+
+
+@pytest.mark.slow
+def test_training_stops_when_the_held_out_score_stops_improving_and_keeps_the_best_epoch(tmp_path, tiny_base,
+                                                                                         scene_file):
+    hub = AdapterHub(tmp_path / "hub")
+    settings = TrainSettings(epochs=60, **{**FAST, "patience": 2, "group_by_length": True})
+    manifest = train(get_task("question_classifier"), base_model=tiny_base, hub=hub, data=scene_file,
+                     test_data=scene_file, settings=settings, progress=False)
+    stop = manifest.early_stop
+    assert stop is not None and stop["after_epoch"] < 60  # a handful of rows is learnt long before epoch 60
+    assert stop["after_epoch"] == manifest.best_epoch + 2 == len(manifest.history)
+    best = max(manifest.history, key=lambda h: h["score"])
+    assert manifest.best_epoch == best["epoch"] and manifest.metrics["macro_f1"] == best["score"]
+    saved = hub.manifest("question_classifier")
+    assert saved.early_stop == stop and saved.training["patience"] == 2
+    events = [json.loads(line) for line in (hub.logs_dir / manifest.log).read_text("utf-8").splitlines()]
+    assert sum(e["event"] == "eval" for e in events) == stop["after_epoch"]
+    assert [e["epoch"] for e in events if e["event"] == "early_stop"] == [stop["after_epoch"]]

@@ -126,6 +126,12 @@ class TrainSettings(JsonSettings):
     dynamic_padding: bool = field(
         default=True, metadata={"help": "Pad each batch to its longest input, not to max length (faster)."})
     weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay."})
+    patience: int = field(
+        default=3, metadata={"help": "Stop when the held-out score has not improved for this many epochs "
+                                     "(0: run every epoch); the best epoch is kept."})
+    group_by_length: bool = field(
+        default=True, metadata={"help": "Batch inputs of similar length together, the batches in random order "
+                                        "(faster: less padding)."})
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
@@ -138,6 +144,8 @@ class TrainSettings(JsonSettings):
             raise ConfigError(f"warmup steps must be >= 0, got {self.warmup_steps}")
         if not 8 <= self.max_length <= 512:
             raise ConfigError(f"max length must be in [8, 512], got {self.max_length}")
+        if self.patience < 0:
+            raise ConfigError(f"patience must be >= 0 epochs (0: no early stopping), got {self.patience}")
 
 
 @dataclass

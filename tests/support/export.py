@@ -83,9 +83,13 @@ def four_task_export(tmp_path_factory, tiny_base: str, trained_hub) -> SimpleNam
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         train(get_task("question_type_classifier"), base_model=tiny_base, hub=hub, data=qtype, test_data=qtype,
-              settings=TrainSettings(epochs=30, learning_rate=2e-2, warmup_steps=2, batch_size=4), progress=False)
+              settings=TrainSettings(epochs=30, learning_rate=2e-2, warmup_steps=2, batch_size=4, patience=0,
+                                     group_by_length=False),
+              progress=False)
         train(get_task("question_answer"), base_model=tiny_base, hub=hub, data=qa, test_data=qa,
-              settings=TrainSettings(epochs=3, learning_rate=5e-3, warmup_steps=2, batch_size=16), progress=False)
+              settings=TrainSettings(epochs=3, learning_rate=5e-3, warmup_steps=2, batch_size=16, patience=0,
+                                     group_by_length=False),
+              progress=False)
         manifest = export_hub(tiny_base, hub, root / "out", progress=False, parity_records=_decisive_records())
     # the manifest as the document on disk (tests check the file format); export_hub returned it typed
     assert read_manifest(root / "out") == manifest.to_dict()

@@ -34,6 +34,7 @@ class TaskManifest:
     metrics: dict[str, Any] = field(default_factory=dict)  # of the best epoch, on the test split
     best_epoch: int | None = None
     history: list[dict[str, Any]] = field(default_factory=list)
+    early_stop: dict[str, Any] | None = None  # when training stopped before its last epoch: after which, and why
     train_samples_per_second: float | None = None
     versions: dict[str, str] = field(default_factory=dict)
     created: str = ""
@@ -100,4 +101,4 @@ class TaskManifest:
 
 
 # Written only when they hold something (an adapter of another kind has none).
-_OPTIONAL = ("encoding", "knowledge_base", "calibration", "baseline", "adapter_sha256")
+_OPTIONAL = ("encoding", "knowledge_base", "calibration", "baseline", "adapter_sha256", "early_stop")

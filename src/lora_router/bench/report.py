@@ -141,12 +141,15 @@ def markdown(results: dict) -> str:
 
     t, dt = results["training"], results["training"]["data_tokens"]
     rows = [[mode, _f(t[mode]["samples_per_s"]), _f(t[mode]["step"].get("p50_ms")), _f(t[mode]["mean_width"])]
-            for mode in ("dynamic", "padded")]
+            for mode in ("grouped", "dynamic", "padded") if mode in t]
     lines += _section(f"Training ({t['task']}, batch {t['batch_size']}, LoRA r{t['lora']['r']}, {t['device']})",
                       ["padding", "samples/s", "step p50 ms", "mean padded width"], rows,
                       (f"Bundled data: {dt['n']} examples, tokens mean {dt['mean']}, p50 {dt['p50']:.0f}, p90 "
                        f"{dt['p90']:.0f}, max {dt['max']}.", ""))
-    if t.get("dynamic_speedup"):
+    if t.get("speedup"):
+        lines += [f"Batches grouped by length (the trainer's): {t['speedup']}× the samples/s of padding to "
+                  f"{t['max_length']}; random batches padded to their longest: {t.get('dynamic_speedup')}×.", ""]
+    elif t.get("dynamic_speedup"):
         lines += [f"Dynamic padding: {t['dynamic_speedup']}× the samples/s of padding to {t['max_length']}.", ""]
     rows = [[g["goal"], g["target"], _f(g["value"], 2), {True: "met", False: "missed", None: g.get("note", "–")}
              [g["met"]]] for g in results["goals"]]

@@ -96,7 +96,9 @@ def print_trained(manifest: TaskManifest) -> None:
     else:
         click.echo(f"{task}: exact-span precision {m['precision']:.4f}  recall {m['recall']:.4f}  "
                    f"F1 {m['f1']:.4f}  whole-record match {m['exact_match']:.4f}  (n={m['n']})")
-    click.echo(f"  version {manifest.version}, best epoch {manifest.best_epoch}, "
+    stop = manifest.early_stop
+    ran = f" of {stop['after_epoch']} run; stopped early: {stop['reason']}" if stop else ""
+    click.echo(f"  version {manifest.version}, best epoch {manifest.best_epoch}{ran}, "
                f"{manifest.train_samples_per_second} samples/s, log {manifest.log}")
     files, data = manifest.data.get("files", []), manifest.data
     if len(files) > 1 or data.get("duplicates_folded") or data.get("conflicts_resolved"):

@@ -33,7 +33,9 @@ def init_base_cmd(folder: Path, size: str, seed: int) -> None:
               help="Base model [default: a random tiny base created in the demo folder].")
 @click.option("--dir", "folder", type=click.Path(file_okay=False, path_type=Path), default=Path("lora-router-demo"),
               show_default=True, help="Where the demo writes its base and hub.")
-@click.option("--epochs", default=None, type=int, help="[default: 10 on the random tiny base, else 5]")
+@click.option("--epochs", default=None, type=int,
+              help="Most epochs per task; each task stops once its held-out score stops improving "
+                   "[default: 10 on the random tiny base, else 5].")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def demo_cmd(base_model, folder, epochs, quiet) -> None:
     """The main job end to end, offline: a base, every task trained on the bundled data, sample questions.
@@ -47,6 +49,9 @@ def demo_cmd(base_model, folder, epochs, quiet) -> None:
     def report(event: str, payload) -> None:
         if event == "base":
             click.secho(f"base model: {payload}", bold=True)
+        elif event == "note":
+            click.echo()
+            click.echo(payload)
         elif event == "trained":
             click.secho(f"\n== {payload.name}", bold=True)
             print_trained(payload)

@@ -39,7 +39,7 @@ class DataFile(click.ParamType):
 @opt.from_settings(TrainSettings, epochs={}, batch_size={}, learning_rate={"flag": "--lr"}, warmup_steps={})
 @opt.from_settings(LoraSettings, r={"flag": "--lora-r"}, alpha={"flag": "--lora-alpha"},
                    dropout={"flag": "--lora-dropout"}, target_modules={}, layers={"default": "all"})
-@opt.from_settings(TrainSettings, max_length={}, seed={}, dynamic_padding={})
+@opt.from_settings(TrainSettings, patience={}, max_length={}, seed={}, dynamic_padding={}, group_by_length={})
 @opt.quiet
 @opt.json
 def train_cmd(task_name, data, prefer_last, test_data, knowledge_base, base_model, hub, quiet, as_json,

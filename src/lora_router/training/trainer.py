@@ -63,13 +63,16 @@ def train(
     lora: LoraSettings | None = None,
     settings: TrainSettings | None = None,
     knowledge_base: str | Path | None = None,
+    answer_settings=None,
     progress: bool = True,
 ) -> TaskManifest:
     """Train ``spec``'s adapter on ``base_model`` and save it atomically into ``hub``.
 
     ``data`` is one file, several (merged by ``data.merge_data``; ``"bundled"``
     names the bundled train split), or None for the bundled splits. Returns the
-    saved ``task.json``. Invalid or conflicting data raises before anything is written.
+    saved ``task.json``. Invalid or conflicting data raises before anything is written. ``answer_settings``
+    (``kb.AnswerSettings``, question_answer only) replaces the answerer's defaults; its
+    ``relevance_weight`` caps the cross-encoder's fitted weight (0: answers by retrieval alone).
     """
     torch = require("torch")
     from transformers import get_linear_schedule_with_warmup
@@ -77,6 +80,7 @@ def train(
     from ..modeling.base import fingerprint, is_random, load_base
     from ..modeling.heads import init_head
     from ..progress import progress as progress_bar
+    from .batches import epoch_batches
     from .examples import collate
     from .loop import add_lora, evaluate_examples, forward, loss_fn
 
@@ -91,7 +95,7 @@ def train(
         from .ranking import RankingTask
 
         kb_path = Path(knowledge_base) if knowledge_base else bundled_knowledge_base()
-        job = RankingTask(spec, kb_path, split.train, split.test, encoder, settings.seed)
+        job = RankingTask(spec, kb_path, split.train, split.test, encoder, settings.seed, answer_settings)
         train_examples = job.training_examples()
     else:
         from .examples import make_examples
@@ -105,16 +109,19 @@ def train(
     head = init_head(spec, base.config, settings.seed)
     params = [p for p in model.parameters() if p.requires_grad] + list(head.parameters())
     optimizer = torch.optim.AdamW(params, lr=settings.learning_rate, weight_decay=settings.weight_decay)
-    steps_per_epoch = (len(train_examples) + settings.batch_size - 1) // settings.batch_size
+    pad_to = None if settings.dynamic_padding else settings.max_length
+    lengths = [len(e.enc.input_ids) for e in train_examples]
+    group = settings.group_by_length and settings.dynamic_padding
+    steps_per_epoch = len(epoch_batches(lengths, settings.batch_size, settings.seed, group_by_length=group))
     total = steps_per_epoch * settings.epochs
     scheduler = get_linear_schedule_with_warmup(optimizer, min(settings.warmup_steps, total // 2), total)
-    pad_to = None if settings.dynamic_padding else settings.max_length
 
     log = RunLog(hub, spec.name)
     log.write(event="start", task=spec.name, base_model=base_model, lora=lora.to_dict(),
               settings=settings.to_dict(), n_train=len(train_examples), n_test=len(split.test))
     best: dict | None = None
     history = []
+    stopped: dict | None = None
     step = 0
     seen = 0
     train_seconds = 0.0
@@ -123,11 +130,9 @@ def train(
         for epoch in range(1, settings.epochs + 1):
             model.train()
             head.train()
-            order = list(range(len(train_examples)))
-            random.Random(settings.seed + epoch).shuffle(order)
             t0 = time.perf_counter()
-            for i in range(0, len(order), settings.batch_size):
-                batch = [train_examples[j] for j in order[i : i + settings.batch_size]]
+            for indices in epoch_batches(lengths, settings.batch_size, settings.seed + epoch, group_by_length=group):
+                batch = [train_examples[j] for j in indices]
                 arrays = collate(batch, encoder, pad_to)
                 logits = forward(model, head, arrays)
                 loss = loss_fn(spec, logits, torch.from_numpy(arrays["labels"]))
@@ -150,6 +155,13 @@ def train(
             logger.info("epoch %d: %s", epoch, score)
             if best is None or score > best["score"]:
                 best = {"epoch": epoch, "score": score, "metrics": metrics, "state": _snapshot(model, head)}
+            elif settings.patience and epoch - best["epoch"] >= settings.patience and epoch < settings.epochs:
+                stopped = {"after_epoch": epoch, "best_epoch": best["epoch"], "patience": settings.patience,
+                           "reason": f"no better held-out score in the {settings.patience} epoch(s) "
+                                     f"after epoch {best['epoch']}"}
+                log.write(event="early_stop", epoch=epoch, step=step, **stopped)
+                logger.info("stopping after epoch %d: %s", epoch, stopped["reason"])
+                break
     except BaseException as exc:
         log.write(event="failed", error=f"{type(exc).__name__}: {exc}")
         log.close()
@@ -180,6 +192,7 @@ def train(
         metrics=best["metrics"],
         best_epoch=best["epoch"],
         history=history,
+        early_stop=stopped,
         train_samples_per_second=round(seen / train_seconds, 2) if train_seconds else None,
         versions=_versions(),
         created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
