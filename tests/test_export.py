@@ -190,21 +190,28 @@ def test_bad_arguments_are_refused_before_any_work(exported, tmp_path):
 
 
 def _degraded_quantizer(real):
-    """``quantize_folder``, then the classifier's weights negated: an int8 model that answers badly."""
+    """``_Export._quantize`` (static or dynamic int8), then the classifier's weights negated: an int8 model that
+    answers badly, whichever scheme wrote it."""
 
-    def quantize_folder(folder, config):
+    def quantize(self, folder, *args, **kwargs):
+        import numpy as np
         import onnx
         from onnx import numpy_helper
 
-        real(folder, config)
+        real(self, folder, *args, **kwargs)
         path = folder / "model_quantized.onnx"
         model = onnx.load(str(path))
+        negated = 0
         for init in model.graph.initializer:
-            if "classifier" in init.name and init.data_type == onnx.TensorProto.FLOAT:
-                init.CopyFrom(numpy_helper.from_array(-numpy_helper.to_array(init), init.name))
+            if "classifier" in init.name and init.data_type in (onnx.TensorProto.FLOAT, onnx.TensorProto.INT8):
+                value = numpy_helper.to_array(init)
+                init.CopyFrom(numpy_helper.from_array((-value.astype(np.int16)).astype(value.dtype)
+                                                      if value.dtype == np.int8 else -value, init.name))
+                negated += 1
+        assert negated, "the degraded quantizer found the classifier's weights"
         onnx.save(model, str(path))
 
-    return quantize_folder
+    return quantize
 
 
 def test_export_refuses_a_degraded_int8_model_through_the_cli_and_int8_max_drop_reaches_the_gate(
@@ -212,9 +219,9 @@ def test_export_refuses_a_degraded_int8_model_through_the_cli_and_int8_max_drop_
     from click.testing import CliRunner
 
     from lora_router.cli import main
-    from lora_router.export import quantize
+    from lora_router.export import folder
 
-    monkeypatch.setattr(quantize, "quantize_folder", _degraded_quantizer(quantize.quantize_folder))
+    monkeypatch.setattr(folder._Export, "_quantize", _degraded_quantizer(folder._Export._quantize))
     target = copy_export(exported.export, tmp_path / "out")
     before = {p.relative_to(target): p.read_bytes() for p in target.rglob("*") if p.is_file()}
     args = ["export", "--base-model", str(exported.base), "--hub", str(exported.hub.root), "--out", str(target),
