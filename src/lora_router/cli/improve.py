@@ -26,7 +26,8 @@ from .train import DataFile
 @click.option("--test-data", type=opt.FILE, default=None,
               help="Held-out file to score epochs and compare on [default: each task's bundled test split].")
 @opt.kb(help="Knowledge base for question_answer [default: the one it was trained with].")
-@opt.from_settings(TrainSettings, epochs={}, batch_size={}, learning_rate={"flag": "--lr"}, seed={})
+@opt.from_settings(TrainSettings, epochs={}, batch_size={}, learning_rate={"flag": "--lr"}, seed={}, patience={},
+                   group_by_length={})
 @click.option("--alpha", type=click.FloatRange(0.0001, 0.5), default=ALPHA, show_default=True,
               help="Significance level of the comparison (McNemar's test).")
 @click.option("--layout", default="all", show_default=True, help="Export layouts, as `export --layout`.")
