@@ -23,6 +23,7 @@ from pathlib import Path
 from queue import Full, Queue
 
 from ..errors import ConfigError
+from ..pending import PendingWork
 from .layout import (
     CAPTURES_DIR,
     LINE_VERSION,
@@ -72,8 +73,7 @@ class CaptureWriter:
         self.counts: Counter[str] = Counter({k: 0 for k in COUNTS})
         self._on_count = on_count
         self._queue: Queue = Queue(maxsize=queue_size)
-        self._pending = 0
-        self._idle = threading.Condition()
+        self._pending = PendingWork()
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
         self._fd: int | None = None
@@ -113,12 +113,11 @@ class CaptureWriter:
             self._count("error")
             return capture_id
         self._ensure_thread()
-        with self._idle:
-            self._pending += 1
+        self._pending.started()
         try:
             self._queue.put_nowait(record)
         except Full:
-            self._done()
+            self._pending.done()
             self._count("overload")
         self._count("cpu_seconds", time.thread_time() - t0)
         return capture_id
@@ -126,18 +125,11 @@ class CaptureWriter:
     @property
     def pending(self) -> int:
         """Answers queued and not yet written."""
-        return self._pending
+        return self._pending.count
 
     def drain(self, timeout: float = 5.0) -> bool:
         """Wait until every queued answer is written (or dropped); whether that happened within ``timeout``."""
-        deadline = time.monotonic() + timeout
-        with self._idle:
-            while self._pending:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return False
-                self._idle.wait(left)
-        return True
+        return self._pending.drain(timeout)
 
     def close(self, timeout: float = 10.0) -> None:
         """Write what is queued (up to ``timeout``), then stop the thread and close the segment."""
@@ -175,13 +167,7 @@ class CaptureWriter:
                 self._write(record)
             finally:
                 self._count("cpu_seconds", time.thread_time() - t0)
-                self._done()
-
-    def _done(self) -> None:
-        with self._idle:
-            self._pending -= 1
-            if not self._pending:
-                self._idle.notify_all()
+                self._pending.done()
 
     def _write(self, record: dict) -> None:
         try:

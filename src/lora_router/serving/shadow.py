@@ -33,6 +33,7 @@ from prometheus_client import CollectorRegistry, Counter
 from ..backends.source import ModelSource
 from ..core.options import PredictorOptions
 from ..errors import ConfigError
+from ..pending import PendingWork
 
 logger = logging.getLogger(__name__)
 
@@ -101,8 +102,7 @@ class Shadow:
         self.metrics = metrics
         self._rng = rng
         self._queue: Queue = Queue(maxsize=queue_size)
-        self._pending = 0
-        self._idle = threading.Condition()
+        self._pending = PendingWork()
         self._closed = False
         self._thread = threading.Thread(target=self._run, name="lora-router-shadow", daemon=True)
         self._thread.start()
@@ -113,12 +113,11 @@ class Shadow:
         if self._closed or self._rng() >= self.share:
             self._capture(answer, answer_id)
             return False
-        with self._idle:
-            self._pending += 1
+        self._pending.started()
         try:
             self._queue.put_nowait((answer, answer_id))
         except Full:
-            self._done()
+            self._pending.done()
             self._count_dropped("overload")
             self._capture(answer, answer_id)
             return False
@@ -127,18 +126,11 @@ class Shadow:
     @property
     def pending(self) -> int:
         """Answers queued for the candidate and not yet compared."""
-        return self._pending
+        return self._pending.count
 
     def drain(self, timeout: float = 5.0) -> bool:
         """Wait until every queued answer is compared (and handed to capture); whether that happened in time."""
-        deadline = time.monotonic() + timeout
-        with self._idle:
-            while self._pending:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return False
-                self._idle.wait(left)
-        return True
+        return self._pending.drain(timeout)
 
     def close(self, timeout: float = 10.0) -> None:
         """Compare what is queued (up to ``timeout``), then stop the thread."""
@@ -166,7 +158,7 @@ class Shadow:
                     self._shadow(batch)
             finally:
                 for _ in batch:
-                    self._done()
+                    self._pending.done()
             if stop:
                 return
 
@@ -204,12 +196,6 @@ class Shadow:
     def _count_dropped(self, reason: str) -> None:
         if self.metrics is not None:
             self.metrics.dropped.labels(reason).inc()
-
-    def _done(self) -> None:
-        with self._idle:
-            self._pending -= 1
-            if not self._pending:
-                self._idle.notify_all()
 
 
 def compare(production: dict, candidate: dict) -> dict:
