@@ -254,19 +254,18 @@ class Service:
         try:
             line = await asyncio.to_thread(add)
         except UnknownCaptureError:
-            # Answered a moment ago, it may still be on this process's queue: once that is written, look again.
-            if not await asyncio.to_thread(self._flush_capture, 1.0):
-                raise
+            # Answered a moment ago, it may still be on this process's queue, or written just after the first
+            # look: once the queue is written, look again (always: "nothing pending now" may mean "just written").
+            await asyncio.to_thread(self._flush_capture, 1.0)
             line = await asyncio.to_thread(add)
         self.metrics.feedback.labels(line["verdict"] or "none").inc()
         return line
 
     def _flush_capture(self, timeout: float) -> bool:
-        """Wait for answers still queued to be captured (behind the shadow, with --shadow); whether any were."""
-        pending = self.capture.pending + (self.shadow.pending if self.shadow is not None else 0)
+        """Wait for answers still queued to be captured (behind the shadow, with --shadow); whether all were."""
         if self.shadow is not None:
             self.shadow.drain(timeout)
-        return bool(pending) and self.capture.drain(timeout)
+        return self.capture.drain(timeout)
 
     async def predict(self, task: str, texts: list[str], *, truncate: bool = True) -> tuple[list[dict], list, str]:
         """One task's results for ``texts``, per text the warnings (truncation) it got, and the task's kind."""
