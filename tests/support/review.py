@@ -7,10 +7,6 @@ step results, so an answer has the shape ``ask`` gives without a model.
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -19,7 +15,7 @@ import httpx
 from lora_router.core.chain import Chain, run_chain
 from lora_router.tasks import get_task
 
-from .serve import STARTUP_S, free_port
+from .serve import STARTUP_S, CliProcess
 
 SHARD = "testhost-1-abcd"
 
@@ -71,18 +67,11 @@ def write_feedback(folder: Path, lines: list[dict]) -> None:
             fh.write(json.dumps(full, ensure_ascii=False) + "\n")
 
 
-class ReviewConsole:
+class ReviewConsole(CliProcess):
     """``lora-router review --capture DIR ARGS`` on a free loopback port, stopped on exit."""
 
     def __init__(self, capture: Path, *args: str, log_path: Path, env: dict | None = None):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = log_path
-        self._log = open(log_path, "wb")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-c", "from lora_router.cli import run; run()", "review", "--capture", str(capture),
-             "--host", "127.0.0.1", "--port", str(self.port), *args],
-            stdout=self._log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
+        super().__init__(["review", "--capture", str(capture)], *args, log_path=log_path, env=env)
 
     def __enter__(self) -> ReviewConsole:
         deadline = time.monotonic() + STARTUP_S
@@ -104,17 +93,3 @@ class ReviewConsole:
     def __exit__(self, *exc) -> None:
         self.stop()
 
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-        self._log.close()
-
-    def log(self) -> str:
-        if not self._log.closed:
-            self._log.flush()
-        return self.log_path.read_text("utf-8", errors="replace")

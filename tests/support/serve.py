@@ -28,18 +28,41 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-class Server:
-    """``lora-router serve ARGS`` on a free loopback port; ``url``, ``client()``, ``stop()``, ``log()``."""
+class CliProcess:
+    """``lora-router COMMAND ARGS --host 127.0.0.1 --port P`` on a free loopback port, its output in ``log_path``;
+    ``stop()`` (SIGTERM, then kill) and ``log()``."""
 
-    def __init__(self, *args: str, log_path: Path, env: dict | None = None):
+    def __init__(self, command: list[str], *args: str, log_path: Path, env: dict | None = None):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
         self._log = open(log_path, "wb")
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", "from lora_router.cli import run; run()", "serve", "--host", "127.0.0.1",
+            [sys.executable, "-c", "from lora_router.cli import run; run()", *command, "--host", "127.0.0.1",
              "--port", str(self.port), *args],
             stdout=self._log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        self._log.close()
+
+    def log(self) -> str:
+        if not self._log.closed:
+            self._log.flush()
+        return self.log_path.read_text("utf-8", errors="replace")
+
+
+class Server(CliProcess):
+    """``lora-router serve ARGS`` on a free loopback port; ``url``, ``client()``, ``stop()``, ``log()``."""
+
+    def __init__(self, *args: str, log_path: Path, env: dict | None = None):
+        super().__init__(["serve"], *args, log_path=log_path, env=env)
 
     def __enter__(self) -> Server:
         try:
@@ -74,20 +97,6 @@ class Server:
     def wait(self, timeout: float = 60) -> int:
         return self.proc.wait(timeout)
 
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-        self._log.close()
-
-    def log(self) -> str:
-        if not self._log.closed:
-            self._log.flush()
-        return self.log_path.read_text("utf-8", errors="replace")
 
 
 def same_answer(a, b, tol: float = 1e-4) -> bool:
