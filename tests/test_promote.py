@@ -16,23 +16,13 @@ import httpx
 import pytest
 
 from lora_router.export.previous import previous_dir, swap_in
-from support.export import copy_export
+from support.export import versioned_copy
 from support.serve import SAMPLES, Load, Server, wait_for
 
 pytest.importorskip("fastapi")
 
 KEY = "promote-key"
 AUTH = {"authorization": f"Bearer {KEY}"}
-
-
-def _version(src: Path, dst: Path, version: str, **manifest_fields) -> Path:
-    """A copy of the export ``src`` that names itself ``version`` (its id ``id-<version>``)."""
-    copy_export(src, dst)
-    path = dst / "manifest.json"
-    manifest = json.loads(path.read_text("utf-8"))
-    manifest.update(id=f"id-{version}", version=version, **manifest_fields)
-    path.write_text(json.dumps(manifest, ensure_ascii=False), "utf-8")
-    return dst
 
 
 def _versions(answer: dict) -> set:
@@ -63,13 +53,13 @@ def _keyed_server(*args: str, tmp_path: Path) -> Server:
 
 def test_promote_then_roll_back_under_16_clients_with_two_workers_loses_nothing_and_names_each_version(
         exported, tmp_path):
-    live = _version(exported.export, tmp_path / "export", "v1")
+    live = versioned_copy(exported.export, tmp_path / "export", "v1")
     s = _keyed_server("--onnx", str(live), "--workers", "2", tmp_path=tmp_path)
     try:
         wait_for(lambda: s.log().count("ready: onnx") == 2)
         with Load(s.url, clients=16, limit=200, headers=AUTH) as load:
             wait_for(lambda: len(load.codes) >= 32)
-            swap_in(_version(exported.export, tmp_path / "candidate", "v2"), live)  # as `export --out` does
+            swap_in(versioned_copy(exported.export, tmp_path / "candidate", "v2"), live)  # as `export --out` does
             promoted = httpx.post(f"{s.url}/admin/reload", headers=AUTH, timeout=120)
             assert promoted.status_code == 200, promoted.text
             assert promoted.json()["export"] == {"id": "id-v2", "version": "v2"}
@@ -99,18 +89,18 @@ def test_promote_then_roll_back_under_16_clients_with_two_workers_loses_nothing_
 
 def test_a_candidate_without_the_parity_gate_is_refused_with_the_reason_and_rollback_needs_a_previous(
         exported, tmp_path):
-    live = _version(exported.export, tmp_path / "export", "v1")
+    live = versioned_copy(exported.export, tmp_path / "export", "v1")
     s = _keyed_server("--onnx", str(live), tmp_path=tmp_path)
     try:
         nothing = httpx.post(f"{s.url}/admin/rollback", headers=AUTH, timeout=60)
         assert nothing.status_code == 409 and "no previous export to roll back to" in nothing.json()["error"]
 
-        swap_in(_version(exported.export, tmp_path / "unchecked", "v2", parity=None), live)
+        swap_in(versioned_copy(exported.export, tmp_path / "unchecked", "v2", parity=None), live)
         refused = httpx.post(f"{s.url}/admin/reload", headers=AUTH, timeout=60)
         assert refused.status_code == 409 and "without the parity gate" in refused.json()["error"]
         assert _served(s) == "v1" and _asked_now(s, 3) == {"v1"}, "the export in service keeps answering"
 
-        swap_in(_version(exported.export, tmp_path / "off", "v3", parity={"question_classifier": {
+        swap_in(versioned_copy(exported.export, tmp_path / "off", "v3", parity={"question_classifier": {
             "merged": {"fp32": {"max_abs_logit_diff": 1.0, "label_agreement": 0.5}}}}), live)
         off = httpx.post(f"{s.url}/admin/reload", headers=AUTH, timeout=60)
         assert off.status_code == 409 and "fails the parity gate" in off.json()["error"]

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 
+from support.export import versioned_copy
 from support.serve import same_answer
 
 pytest.importorskip("ray.serve")
@@ -33,6 +34,7 @@ QUESTIONS = ["帮我把sales_2024.csv导入到ODS层", "数据清洗流程是什
              "周末去哪儿吃火锅", "怎么申请订单表的查询权限？", "生成上个月的销售报表", "Python怎么给列表排序",
              "帮我把《2024年度财务报告.xlsx》发给财务部"]
 # Export b answers every question as a general one: a team's chain that differs from a's at a glance.
+KEY = "ray-scenario-key"
 CHAIN_B = {"version": 1, "start": "question_classifier", "steps": [
     {"task": "question_classifier", "threshold": 0.0,
      "on": {"数据平台相关问题": "route:general", "通用问题": "route:general", "无关问题": "route:general"}}]}
@@ -87,14 +89,21 @@ def scenario(exported, tmp_path_factory):
     work = tmp_path_factory.mktemp("ray")
     export_a = Path(exported.export)
     export_b = with_chain(export_a, work / "export-b", CHAIN_B)
-    expected = expected_answers({"a": export_a, "b": export_b}, QUESTIONS)
+    # Export a is served from a folder of the test's own, into which new versions are swapped (DIR.previous beside).
+    served_a = versioned_copy(export_a, work / "live" / "a", "v1")
+    candidate_a = versioned_copy(export_a, work / "candidate-a", "v2")
+    unchecked_a = versioned_copy(export_a, work / "unchecked-a", "v3", parity=None)
+    key_file = work / "key"
+    key_file.write_text(KEY + "\n", "utf-8")
+    expected = expected_answers({"a": served_a, "b": export_b}, QUESTIONS)
     (work / "expected.json").write_text(json.dumps({"questions": QUESTIONS, "expected": expected},
                                                    ensure_ascii=False), "utf-8")
     # A short folder of its own: Ray's socket paths must stay under 107 bytes, and the
     # cleanup check looks for it in every command line on the machine.
     temp_dir = tempfile.mkdtemp(prefix="lr-ray-", dir="/tmp")
     out = work / "summary.json"
-    inner = [sys.executable, str(SCENARIO), "--export-a", str(export_a), "--export-b", str(export_b),
+    inner = [sys.executable, str(SCENARIO), "--served-a", str(served_a), "--candidate-a", str(candidate_a),
+             "--unchecked-a", str(unchecked_a), "--key-file", str(key_file), "--export-b", str(export_b),
              "--expected", str(work / "expected.json"), "--temp-dir", temp_dir, "--out", str(out)]
     # Ray writes its cluster token under $HOME/.ray: a home of the test's own.
     env = {**os.environ, "HOME": temp_dir, "RAY_USAGE_STATS_ENABLED": "0"}
@@ -160,6 +169,42 @@ def test_each_request_is_answered_by_the_export_it_names(scenario):
     assert multiplex["unknown"]["status"] == 404 and multiplex["unknown"]["exports"] == ["a", "b"]
     assert multiplex["path_id"]["status"] == 422 and multiplex["path_id"]["error_type"] == "validation"
     assert multiplex["evictions"] >= 1, "one export per replica: serving both evicts one"
+
+
+@pytest.mark.slow
+def test_every_request_through_rays_proxy_needs_the_key(scenario):
+    assert check(scenario, "keyless") == {"ask": 401, "reload": 401}
+
+
+def _after(answers: list[dict], event: dict, until: dict | None = None) -> list[dict]:
+    """The answers to requests sent after ``event`` was done (and before ``until`` was sent)."""
+    return [a for a in answers if a["t0"] > event["done"] and (until is None or a["t0"] < until["sent"])]
+
+
+@pytest.mark.slow
+def test_promote_and_roll_back_on_ray_roll_through_every_replica_under_load_and_lose_nothing(scenario):
+    promote = check(scenario, "promote")
+    answers, events = promote["answers"], promote["events"]
+    assert promote["clients"] == 16 and len(answers) >= 16 * 9
+    assert [a for a in answers if a.get("status") != 200] == []
+    assert all(a["equal"] for a in answers), "an answer changed beyond the version it names"
+    assert all(len(a["versions"]) == 1 for a in answers), "one chain was answered by two versions"
+    reload, rollback, sighup, refused = (events[k] for k in ("reload", "rollback", "sighup", "refused"))
+    assert reload["status"] == 200 and reload["body"]["status"] == "reloaded", reload
+    assert reload["body"]["candidate"]["version"] == "v2" and reload["body"]["export"]["version"] == "v2"
+    assert "every replica" in reload["body"]["workers"]
+    assert rollback["status"] == 200 and rollback["body"]["export"]["version"] == "v1", rollback
+    assert sighup["logged"], "the server did not log the promotion SIGHUP asked for"
+    assert refused["status"] == 409 and "parity" in refused["body"]["error"], refused
+    # Once the update is answered, every replica serves the new version: no request started later gets the old.
+    assert {v for a in _after(answers, reload, rollback) for v in a["versions"]} == {"v2"}
+    assert {v for a in _after(answers, rollback, sighup) for v in a["versions"]} == {"v1"}
+    assert {v for a in _after(answers, sighup) for v in a["versions"]} == {"v2"}, "the refused v3 must not serve"
+    # Both versions really answered on both replicas, reconfigured in place: no replica was restarted.
+    assert events["replicas_after"] == events["replicas_before"] and len(events["replicas_before"]) == 2
+    print(f"\npromoted in {reload['done'] - reload['sent']:.1f} s, rolled back in "
+          f"{rollback['done'] - rollback['sent']:.1f} s, SIGHUP in {sighup['done'] - sighup['sent']:.1f} s; "
+          f"{len(answers)} answered under 16 clients")
 
 
 @pytest.mark.slow
@@ -411,3 +456,72 @@ def test_an_evicted_export_stops_only_after_its_requests_are_answered(exported):
     answers = asyncio.run(run())
     assert [a["question"] for a in answers] == ["帮我把sales_2024.csv导入到ODS层", "数据清洗流程是什么？"]
     assert all(a["steps"] for a in answers)
+
+
+def _catalog_of(folder: Path):
+    from lora_router.serving.ray import ExportCatalog
+
+    return ExportCatalog(exports={"a": str(folder)})
+
+
+@pytest.mark.slow
+def test_a_replica_reconfigured_reloads_only_the_exports_whose_folder_changed(exported, tmp_path):
+    from lora_router.core.options import PredictorOptions
+    from lora_router.export.previous import swap_in
+    from lora_router.serving import ServeSettings
+    from lora_router.serving.ray import ReplicaApp
+
+    live = versioned_copy(Path(exported.export), tmp_path / "live" / "a", "v1")
+
+    async def run():
+        replica = ReplicaApp(_catalog_of(live).to_json(), PredictorOptions(precision="fp32").to_json(),
+                             ServeSettings().to_json())
+        service = await replica.load_export("a")
+        try:
+            served = lambda: (service.describe()["source"]["export"]["version"],  # noqa: E731
+                              service.describe()["source"]["generation"])
+            await replica.reconfigure({"promotion": 1})  # nothing changed on disk: nothing reloaded
+            unchanged = served()
+            swap_in(versioned_copy(Path(exported.export), tmp_path / "candidate", "v2"), live)
+            await replica.reconfigure({"promotion": 2})
+            promoted = served()
+            swap_in(versioned_copy(Path(exported.export), tmp_path / "unchecked", "v3", parity=None), live)
+            await replica.reconfigure({"promotion": 3})  # fails the gate: v2 keeps answering, nothing raised
+            refused = served()
+            answer = (await service.ask(["数据清洗流程是什么？"]))[0]
+        finally:
+            await service.stop()
+        return unchanged, promoted, refused, answer
+
+    unchanged, promoted, refused, answer = asyncio.run(run())
+    assert unchanged == ("v1", 1)
+    assert promoted == ("v2", 2)
+    assert refused == ("v2", 2)
+    assert {step["model"]["version"] for step in answer["trace"]["steps"]} == {"v2"}
+
+
+@pytest.mark.slow
+def test_the_promoter_deploys_only_a_candidate_that_passes_the_gate_and_swaps_back_a_refused_rollback(
+        exported, tmp_path):
+    from lora_router.export.previous import previous_dir, swap_in
+    from lora_router.serving.ray_promote import Promoter
+
+    live = versioned_copy(Path(exported.export), tmp_path / "live" / "a", "v1")
+    deployed: list[int] = []
+    promoter = Promoter(_catalog_of(live), deployed.append, "lora-router")
+
+    swap_in(versioned_copy(Path(exported.export), tmp_path / "c2", "v2"), live)
+    reloaded = promoter.handle("reload")
+    assert reloaded["status"] == "reloaded" and reloaded["candidate"]["version"] == "v2" and deployed == [1]
+
+    swap_in(versioned_copy(Path(exported.export), tmp_path / "c3", "v3", parity=None), live)
+    refused = promoter.handle("reload", "a")
+    assert "parity" in refused["refused"] and deployed == [1], "a refused candidate must not be deployed"
+
+    # Rolling back to v2 is fine; v3 (no parity) comes back as previous, and rolling back to it is refused.
+    assert promoter.handle("rollback")["candidate"]["version"] == "v2" and deployed == [1, 2]
+    refused_rollback = promoter.handle("rollback")
+    assert "parity" in refused_rollback["refused"] and deployed == [1, 2]
+    assert json.loads((live / "manifest.json").read_text("utf-8"))["version"] == "v2", "not swapped back"
+    assert json.loads((previous_dir(live) / "manifest.json").read_text("utf-8"))["version"] == "v3"
+    assert "no export 'zz'" in promoter.handle("reload", "zz")["refused"]

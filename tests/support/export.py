@@ -105,6 +105,16 @@ def copy_export(src: Path, dst: Path, *, merged: bool = False) -> Path:
     return dst
 
 
+def versioned_copy(src: Path, dst: Path, version: str, **manifest_fields) -> Path:
+    """A copy of the export ``src`` that names itself ``version`` (its id ``id-<version>``): the same models,
+    told apart by which version answers."""
+    copy_export(src, dst)
+    manifest = read_manifest(dst)
+    manifest.update(id=f"id-{version}", version=version, **manifest_fields)
+    (dst / "manifest.json").write_text(json.dumps(manifest, ensure_ascii=False), "utf-8")
+    return dst
+
+
 # Every question answered as a general one at step 1: a chain that differs from the trained one at a glance.
 CHAIN_ALL_GENERAL = {"version": 1, "start": "question_classifier", "steps": [
     {"task": "question_classifier", "threshold": 0.0,

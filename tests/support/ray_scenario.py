@@ -11,7 +11,14 @@ and two exports (one per replica at a time); then:
 1. ``answers``: questions over HTTP through Ray's proxy (the default export);
 2. ``load``: 16 concurrent clients while one replica's process is killed;
 3. ``multiplex``: requests naming export ``a``, ``b``, or none;
-4. ``cleanup``: SIGTERM to the server, its exit code, the Ray processes still alive.
+4. ``promote``: under 16 concurrent clients, a new version of export ``a`` is
+   swapped into its folder and promoted with ``POST /admin/reload``, rolled
+   back with ``POST /admin/rollback``, promoted again with SIGHUP to the
+   server, and a candidate without parity figures is refused;
+5. ``cleanup``: SIGTERM to the server, its exit code, the Ray processes still alive.
+
+Every request bears the key (``--api-key-file``); ``keyless`` records what
+one without it gets.
 
 It prints one JSON summary on stdout (and writes it to ``--out``); the test
 asserts on it. Answers are compared here with the ones the test computed
@@ -24,6 +31,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -39,6 +47,7 @@ import httpx  # noqa: E402
 from support.serve import same_answer  # noqa: E402
 
 URL = "http://127.0.0.1:8000"
+AUTH: dict = {}  # the key's header, set in main
 REPLICA_TITLE = "ServeReplica:lora-router:LoraRouter"
 RAY_PROCESSES = ("raylet", "gcs_server", "ServeReplica", "ServeController", "ProxyActor", "dashboard",
                  "log_monitor", "default_worker", "ray::")
@@ -103,7 +112,7 @@ async def post(http: httpx.AsyncClient, path: str, body: dict, headers: dict | N
 
 def scenario_answers(questions: list[str], expected: dict) -> dict:
     got = []
-    with httpx.Client(base_url=URL, timeout=60) as http:
+    with httpx.Client(base_url=URL, timeout=60, headers=AUTH) as http:
         for q in questions:
             r = http.post("/v1/ask", json={"question": q})
             got.append(r.json() if r.status_code == 200 else {"status": r.status_code, "body": r.text[:300]})
@@ -162,7 +171,7 @@ async def _load(questions: list[str], expected: list, kill_after: int, deadline_
             await asyncio.sleep(0.25)
 
     limits = httpx.Limits(max_connections=CLIENTS, max_keepalive_connections=CLIENTS)
-    async with httpx.AsyncClient(base_url=URL, timeout=60, limits=limits) as http:
+    async with httpx.AsyncClient(base_url=URL, timeout=60, limits=limits, headers=AUTH) as http:
         t0 = time.monotonic()
         workers = [asyncio.create_task(client(http)) for _ in range(CLIENTS)]
         watcher = asyncio.create_task(conductor())
@@ -182,7 +191,7 @@ async def _load(questions: list[str], expected: list, kill_after: int, deadline_
 
 def scenario_multiplex(questions: list[str], expected: dict) -> dict:
     out: dict = {"equal": {"a": 0, "b": 0, "default": 0}, "asked": {"a": 0, "b": 0, "default": 0}}
-    with httpx.Client(base_url=URL, timeout=60) as http:
+    with httpx.Client(base_url=URL, timeout=60, headers=AUTH) as http:
         for _ in range(2):
             for i, q in enumerate(questions):
                 for name in ("a", "b", "default"):
@@ -203,6 +212,104 @@ def scenario_multiplex(questions: list[str], expected: dict) -> dict:
     return out
 
 
+def without_trace(answer: dict) -> dict:
+    """An answer but for its trace, which names the version that gave it."""
+    return {k: v for k, v in answer.items() if k != "trace"}
+
+
+def put_in(template: str, served: str, tag: str) -> None:
+    """A copy of the export ``template`` swapped into ``served`` as ``lora-router export --out`` does."""
+    from lora_router.export.previous import swap_in
+
+    copy = Path(served).parent / f".candidate-{tag}"
+    shutil.copytree(template, copy)
+    swap_in(copy, Path(served))
+
+
+async def _promote(args, server: subprocess.Popen, log_path: Path, questions: list[str], expected: list,
+                   deadline_s: float) -> dict:
+    """Promote, roll back, promote by SIGHUP and refuse a candidate, all under ``CLIENTS`` clients."""
+    answers: list[dict] = []
+    events: dict = {"replicas_before": replica_pids()}
+    stop = asyncio.Event()
+    counter = iter(range(10**9))
+    t_end = time.monotonic() + deadline_s
+
+    async def client(http: httpx.AsyncClient) -> None:
+        while not stop.is_set() and time.monotonic() < t_end:
+            q = next(counter) % len(questions)
+            record: dict = {"t0": time.monotonic()}
+            try:
+                r, record["retries"] = await post(http, "/v1/ask", {"question": questions[q]})
+            except httpx.TransportError as exc:
+                answers.append({**record, "error": repr(exc)})
+                continue
+            record["status"] = r.status_code
+            if r.status_code == 200:
+                body = r.json()
+                record["versions"] = sorted({step["model"]["version"] for step in body["trace"]["steps"]})
+                record["equal"] = same_answer(without_trace(body), without_trace(expected[q]))
+            else:
+                record["body"] = r.text[:300]
+            answers.append(record)
+
+    async def more(n: int) -> None:
+        target = len(answers) + n
+        while len(answers) < target and time.monotonic() < t_end:
+            await asyncio.sleep(0.05)
+
+    async def admin(http: httpx.AsyncClient, name: str, path: str) -> None:
+        t0 = time.monotonic()
+        r = await http.post(path, timeout=300)
+        events[name] = {"sent": t0, "done": time.monotonic(), "status": r.status_code, "body": r.json()}
+
+    async def conductor(http: httpx.AsyncClient) -> None:
+        await more(2 * CLIENTS)
+        await asyncio.to_thread(put_in, args.candidate_a, args.served_a, "v2")
+        await admin(http, "reload", "/admin/reload")
+        await more(2 * CLIENTS)
+        await admin(http, "rollback", "/admin/rollback")
+        await more(2 * CLIENTS)
+        await asyncio.to_thread(put_in, args.candidate_a, args.served_a, "v2-again")
+        promoted_before = log_path.read_bytes().count(b"reloaded export")
+        t0 = time.monotonic()
+        server.send_signal(signal.SIGHUP)
+        while log_path.read_bytes().count(b"reloaded export") == promoted_before and time.monotonic() < t_end:
+            await asyncio.sleep(0.1)
+        events["sighup"] = {"sent": t0, "done": time.monotonic(),
+                            "logged": log_path.read_bytes().count(b"reloaded export") > promoted_before}
+        await more(2 * CLIENTS)
+        await asyncio.to_thread(put_in, args.unchecked_a, args.served_a, "unchecked")
+        await admin(http, "refused", "/admin/reload")
+        await more(2 * CLIENTS)
+        events["replicas_after"] = replica_pids()
+        stop.set()
+
+    limits = httpx.Limits(max_connections=CLIENTS + 1, max_keepalive_connections=CLIENTS + 1)
+    async with httpx.AsyncClient(base_url=URL, timeout=60, limits=limits, headers=AUTH) as http:
+        t0 = time.monotonic()
+        workers = [asyncio.create_task(client(http)) for _ in range(CLIENTS)]
+        try:
+            await asyncio.wait_for(conductor(http), deadline_s)
+        finally:
+            stop.set()
+            await asyncio.gather(*workers)
+    for record in answers:
+        record["t0"] -= t0
+    for event in events.values():
+        if isinstance(event, dict) and "sent" in event:
+            event["sent"] = round(event["sent"] - t0, 2)
+            event["done"] = round(event["done"] - t0, 2)
+    return {"clients": CLIENTS, "answers": answers, "events": events, "seconds": round(time.monotonic() - t0, 1)}
+
+
+def scenario_keyless() -> dict:
+    with httpx.Client(base_url=URL, timeout=60) as http:
+        ask = http.post("/v1/ask", json={"question": "数据清洗流程是什么？"})
+        reload = http.post("/admin/reload")
+    return {"ask": ask.status_code, "reload": reload.status_code}
+
+
 def logged(temp_dir: str, text: str) -> int:
     """How many times the cluster's processes logged ``text`` (stderr files: each line once)."""
     logs = {log.resolve() for log in Path(temp_dir).glob("ray/session_*/logs/*.err")}  # session_latest is a link
@@ -212,7 +319,8 @@ def logged(temp_dir: str, text: str) -> int:
 def start_server(args, log) -> subprocess.Popen:
     """``lora-router serve --engine ray`` with two replicas and two exports, one export per replica at a time."""
     command = [sys.executable, "-c", "from lora_router.cli import run; run()", "serve", "--engine", "ray",
-               "--export", f"a={args.export_a}", "--export", f"b={args.export_b}", "--default-export", "a",
+               "--export", f"a={args.served_a}", "--export", f"b={args.export_b}", "--default-export", "a",
+               "--api-key-file", args.key_file,
                "--replicas", "2", "--max-exports-per-replica", "1", "--precision", "fp32", "--port", "8000"]
     return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env={**os.environ,
                             "RAY_TMPDIR": args.temp_dir})
@@ -220,7 +328,10 @@ def start_server(args, log) -> subprocess.Popen:
 
 def main() -> int:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--export-a", required=True)
+    parser.add_argument("--served-a", required=True, help="export a's folder: versions are swapped in here")
+    parser.add_argument("--candidate-a", required=True, help="a new version of export a, to promote")
+    parser.add_argument("--unchecked-a", required=True, help="a version of export a without parity figures")
+    parser.add_argument("--key-file", required=True)
     parser.add_argument("--export-b", required=True)
     parser.add_argument("--expected", required=True, help="JSON: questions, and answers of a and b")
     parser.add_argument("--temp-dir", required=True)
@@ -229,6 +340,7 @@ def main() -> int:
     args = parser.parse_args()
     data = json.loads(Path(args.expected).read_text("utf-8"))
     questions = data["questions"]
+    AUTH["authorization"] = "Bearer " + Path(args.key_file).read_text("utf-8").strip()
     summary: dict = {"namespace": {"pid": os.getpid(), "interfaces": sorted(n for _, n in socket.if_nameindex())}}
     t_all = time.monotonic()
     # Every wait in this script is bounded; this bounds the whole run on top.
@@ -251,6 +363,9 @@ def main() -> int:
         summary["load"]["replayed_by_proxy"] = logged(args.temp_dir, "stopped before answering")
         summary["multiplex"] = scenario_multiplex(questions[:6], data["expected"])
         summary["multiplex"]["evictions"] = logged(args.temp_dir, "stopped on this replica")
+        summary["keyless"] = scenario_keyless()
+        summary["promote"] = asyncio.run(_promote(args, server, log_path, questions, data["expected"]["a"],
+                                                  deadline_s=args.deadline_s))
         ray.shutdown()
     except Exception as exc:  # noqa: BLE001 - reported in the summary, the test fails on it
         import traceback

@@ -83,43 +83,20 @@ def tell_other_workers() -> bool:
     return True
 
 
-def add_admin_routes(app, resolve, settings) -> None:
-    """``POST /admin/reload`` and ``POST /admin/rollback`` on ``app`` (the key itself is checked by the gate)."""
-    from fastapi import Request
-    from fastapi.responses import JSONResponse
+def served(service) -> dict:
+    """The export a service answers with now, and its generation: what an admin answer names."""
+    described = service.describe()
+    return {"export": described["source"].get("export"), "generation": described["source"]["generation"]}
 
-    def need_key() -> None:
-        if not settings.key():
-            raise RefusedError("the admin endpoints need an API key, and this service has none: anyone who reaches "
-                               "the port could swap its models. Start it with --api-key-file FILE (or "
-                               "LORA_ROUTER_API_KEY), or send SIGHUP to the server process", status=403)
 
-    def served(service) -> dict:
-        described = service.describe()
-        return {"export": described["source"].get("export"), "generation": described["source"]["generation"]}
+async def promote_here(action: str, service) -> dict:
+    """``/admin/reload`` or ``/admin/rollback`` where this process owns its models (uvicorn, ``--workers N``).
 
-    @app.post("/admin/reload", tags=["operations"], summary="Load the export folder's new version, in every worker")
-    async def admin_reload(request: Request) -> JSONResponse:
-        """What SIGHUP does: the candidate must pass the parity gate (409 with the reason otherwise); this
-        worker reloads in place and, with `--workers N`, every other worker does too. Needs the key."""
-        need_key()
-        service = await resolve(request)
-        ok, why = await gated_reload(service)
-        if not ok:
-            raise RefusedError(f"reload refused, the export in service keeps answering: {why}")
-        everywhere = tell_other_workers()
-        return JSONResponse({"status": "reloaded", **served(service),
-                             "workers": "every worker (SIGHUP passed on)" if everywhere else "this process"})
-
-    @app.post("/admin/rollback", tags=["operations"], summary="Serve the previous export again, in every worker")
-    async def admin_rollback(request: Request) -> JSONResponse:
-        """Swap the export folder DIR with DIR.previous (the export it replaced) and reload as
-        `/admin/reload` does; a previous export that fails the gate is swapped back and refused (409).
-        A second rollback rolls forward. Needs the key."""
+    Raises ``RefusedError`` with the reason when the candidate fails the gate or there is nothing to roll back to.
+    """
+    if action == "rollback":
         from ..export.previous import roll_back
 
-        need_key()
-        service = await resolve(request)
         if service.source is None or not service.source.onnx:
             raise RefusedError("rollback swaps export folders; this service does not serve an export (--onnx DIR)")
         folder = service.source.onnx
@@ -132,9 +109,47 @@ def add_admin_routes(app, resolve, settings) -> None:
         if not ok:
             await asyncio.to_thread(roll_back, folder, now["id"])  # put the export that served back
             raise RefusedError(f"rollback refused, the export in service keeps answering: {why}")
-        everywhere = tell_other_workers()
-        return JSONResponse({"status": "rolled back", **served(service),
-                             "workers": "every worker (SIGHUP passed on)" if everywhere else "this process"})
+        status = "rolled back"
+    else:
+        ok, why = await gated_reload(service)
+        if not ok:
+            raise RefusedError(f"reload refused, the export in service keeps answering: {why}")
+        status = "reloaded"
+    everywhere = tell_other_workers()
+    return {"status": status, **served(service),
+            "workers": "every worker (SIGHUP passed on)" if everywhere else "this process"}
+
+
+def add_admin_routes(app, resolve, settings, promote=promote_here) -> None:
+    """``POST /admin/reload`` and ``POST /admin/rollback`` on ``app`` (the key itself is checked by the gate).
+
+    ``promote(action, service)`` does the work: ``promote_here`` where the process owns its models; on Ray
+    Serve, a rolling update of every replica (``ray_promote``).
+    """
+    from fastapi import Request
+    from fastapi.responses import JSONResponse
+
+    def need_key() -> None:
+        if not settings.key():
+            raise RefusedError("the admin endpoints need an API key, and this service has none: anyone who reaches "
+                               "the port could swap its models. Start it with --api-key-file FILE (or "
+                               "LORA_ROUTER_API_KEY), or send SIGHUP to the server process", status=403)
+
+    @app.post("/admin/reload", tags=["operations"], summary="Load the export folder's new version, in every worker")
+    async def admin_reload(request: Request) -> JSONResponse:
+        """What SIGHUP does: the candidate must pass the parity gate (409 with the reason otherwise); this
+        worker reloads in place and, with `--workers N`, every other worker does too; on Ray Serve, every
+        replica in a rolling update. Needs the key."""
+        need_key()
+        return JSONResponse(await promote("reload", await resolve(request)))
+
+    @app.post("/admin/rollback", tags=["operations"], summary="Serve the previous export again, in every worker")
+    async def admin_rollback(request: Request) -> JSONResponse:
+        """Swap the export folder DIR with DIR.previous (the export it replaced) and reload as
+        `/admin/reload` does; a previous export that fails the gate is swapped back and refused (409).
+        A second rollback rolls forward. Needs the key."""
+        need_key()
+        return JSONResponse(await promote("rollback", await resolve(request)))
 
     @app.exception_handler(RefusedError)
     async def refused(request: Request, exc: RefusedError):

@@ -49,14 +49,17 @@ configured), 404 not_found, 409 refused (a reload or rollback whose export fails
 def create_app(source: ModelSource | None = None, settings: ServeSettings | None = None, *, predictor=None,
                service: Service | None = None, handle_sighup: bool = True,
                resolve: Callable[[Request], Awaitable[Service]] | None = None,
-               metrics: ServiceMetrics | None = None, tracer_provider=None) -> FastAPI:
+               metrics: ServiceMetrics | None = None, tracer_provider=None,
+               promote: Callable[[str, Service], Awaitable[dict]] | None = None) -> FastAPI:
     """The ASGI app over a model source (or an already loaded predictor, or a ``Service``).
 
     ``resolve(request)`` picks the ``Service`` that answers a request, for a
     host that serves several exports (Ray Serve's multiplexing); without it,
     the one service made here answers every request. With ``settings.otel``,
     requests and chain steps are traced to ``tracer_provider`` (default: the
-    process's, exporting over OTLP as the ``OTEL_*`` variables say).
+    process's, exporting over OTLP as the ``OTEL_*`` variables say). ``promote(action, service)``
+    answers ``/admin/reload`` and ``/admin/rollback`` where another process swaps the models (Ray Serve);
+    by default this process reloads its own (``admin.promote_here``).
     """
     settings = settings or ServeSettings()
     metrics = metrics or (service.metrics if service is not None else ServiceMetrics())
@@ -159,8 +162,8 @@ def create_app(source: ModelSource | None = None, settings: ServeSettings | None
     async def prometheus() -> Response:
         return Response(metrics.render(), media_type=metrics.content_type)
 
-    if handle_sighup:  # this process owns its models (uvicorn); Ray Serve's replicas are not swapped here yet
-        add_admin_routes(app, resolve, settings)  # POST /admin/reload, /admin/rollback
+    if promote is not None or handle_sighup:  # POST /admin/reload, /admin/rollback
+        add_admin_routes(app, resolve, settings, *([promote] if promote is not None else []))
     _add_error_handlers(app, settings)
     if settings.cors_origins:
         from fastapi.middleware.cors import CORSMiddleware

@@ -36,6 +36,7 @@ logger = logging.getLogger(__name__)
 
 OPEN_PATHS = frozenset({"/health"})
 PROBE_PATHS = frozenset({"/health", "/ready", "/metrics"})
+ADMIN_PREFIX = "/admin/"
 _CLOSE = [(b"connection", b"close")]  # what was not read of a request must not be read as the next one
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 
@@ -131,8 +132,9 @@ class Gatekeeper:
                 status["code"] = 499  # the client left before sending its whole body
                 return
             count(True)
-            stopped = await run_watched(self.app, scope, receive, send_with_id, body,
-                                        timeout_s=self.settings.request_timeout_s)
+            # A promotion waits for every worker or replica to load the new export: no answer deadline.
+            timeout_s = 0 if path.startswith(ADMIN_PREFIX) else self.settings.request_timeout_s
+            stopped = await run_watched(self.app, scope, receive, send_with_id, body, timeout_s=timeout_s)
             if stopped is not None:
                 self.metrics.abandoned.labels(stopped).inc()
                 if stopped == "disconnect":

@@ -26,6 +26,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import hashlib
+import json
 import logging
 import os
 import re
@@ -33,6 +35,7 @@ import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .. import __version__
 from ..backends.source import ModelSource
 from ..config import JsonSettings
 from ..core.options import PredictorOptions
@@ -235,6 +238,7 @@ class ReplicaApp:
             self.settings = dataclasses.replace(self.settings, api_key=key)
         self.metrics = ServiceMetrics()
         self.live: weakref.WeakSet[ExportService] = weakref.WeakSet()  # evicted ones leave when collected
+        self.promotion = None  # user_config's counter, raised by each promotion (ray_promote)
         _configure_logging(self.settings.log_format)
 
     async def __serve_build_asgi_app__(self):
@@ -251,7 +255,8 @@ class ReplicaApp:
             self.catalog.folder(export_id)  # unknown ids fail here, before the multiplexer evicts anything for them
             return await self.export(export_id)
 
-        app = create_app(settings=self.settings, resolve=resolve, metrics=self.metrics, handle_sighup=False)
+        app = create_app(settings=self.settings, resolve=resolve, metrics=self.metrics, handle_sighup=False,
+                         promote=self.promote)
 
         @app.exception_handler(UnknownExportError)
         async def unknown_export(request: Request, exc: UnknownExportError):
@@ -265,6 +270,38 @@ class ReplicaApp:
         if self.catalog.default is not None:
             await self.export(self.catalog.default)
         return app
+
+    async def reconfigure(self, config: dict | None) -> None:
+        """Ray Serve's lightweight update (``user_config`` changed: a promotion, see ``ray_promote``): reload
+        every export held here whose folder now holds another export. Never raises: a replica that failed
+        here would be restarted by Ray; a reload that fails leaves the export in service answering."""
+        from ..export.previous import export_identity
+        from .admin import gated_reload
+
+        self.promotion = (config or {}).get("promotion")
+        for service in list(self.live):
+            if service._stopped or not service.ready:
+                continue
+            folder = service.source.onnx
+            on_disk = await asyncio.to_thread(export_identity, folder)
+            served = service.describe()["source"].get("export") or {}
+            if on_disk is None or on_disk.get("id") == served.get("id"):
+                continue
+            ok, why = await gated_reload(service)
+            if ok:
+                logger.info("export %r now serves %s (promotion %s)", service.export_id, on_disk, self.promotion)
+            else:
+                logger.error("export %r keeps serving %s: %s", service.export_id, served, why)
+
+    async def promote(self, action: str, service: ExportService) -> dict:
+        """``/admin/reload`` and ``/admin/rollback``: the promoter updates every replica (``ray_promote``)."""
+        from ray import serve
+
+        from .admin import served
+        from .ray_promote import ask_promoter
+
+        result = await ask_promoter(serve.get_replica_context().app_name, action, service.export_id)
+        return {**result, **served(service)}
 
     async def export(self, export_id: str) -> ExportService:  # replaced by the multiplexed loader
         raise NotImplementedError
@@ -311,7 +348,7 @@ def build_app(catalog: ExportCatalog, options: PredictorOptions | dict | None = 
               settings: ServeSettings | None = None, *,
               num_replicas: int | None = 1, autoscaling_config: dict | None = None,
               max_ongoing_requests: int = MAX_ONGOING_REQUESTS, replica_cpus: float = 1.0,
-              key_from_env: bool = False):
+              key_from_env: bool = False, promotion: int = 0):
     """A Ray Serve application (``serve.run`` it): ``num_replicas`` replicas, or autoscaling between bounds.
 
     ``autoscaling_config`` is Ray Serve's (``min_replicas``, ``max_replicas``,
@@ -335,7 +372,14 @@ def build_app(catalog: ExportCatalog, options: PredictorOptions | dict | None = 
     # from their environment (LORA_ROUTER_API_KEY) or from api_key_file, a path.
     key_from_env = key_from_env or settings.api_key is not None
     travelling = dataclasses.replace(settings, api_key=None) if settings.api_key is not None else settings
-    return deployment.bind(catalog.to_json(), options.to_json(), travelling.to_json(), key_from_env)
+    arguments = (catalog.to_json(), options.to_json(), travelling.to_json(), key_from_env)
+    # Ray Serve gives an app deployed from code a random version, so deploying it again restarts every replica;
+    # pinned to the arguments, a change of user_config alone reconfigures the replicas in place, one at a time.
+    version = hashlib.sha256(json.dumps([*arguments, __version__, max_ongoing_requests, replica_cpus,
+                                         num_replicas, autoscaling_config], sort_keys=True,
+                                        default=str).encode("utf-8")).hexdigest()[:16]
+    deployment = deployment.options(version=version, user_config={"promotion": promotion}, _internal=True)
+    return deployment.bind(*arguments)
 
 
 BUILDER_ARGS = ("exports", "exports_root", "default_export", "max_exports_per_replica", "settings", "num_replicas",

@@ -1,4 +1,4 @@
-"""Run the Ray Serve app: start or join a cluster, deploy, serve until SIGTERM or Ctrl-C.
+"""Run the Ray Serve app: start or join a cluster, deploy, serve until SIGTERM or Ctrl-C; promote on SIGHUP.
 
 What ``host`` is for uvicorn, this is for Ray: ``serve_exports`` is what
 ``lora-router serve --engine ray`` runs. The app itself (catalog, replicas,
@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from ..core.options import PredictorOptions
 from ..errors import ConfigError, require
 from .ray import APP_NAME, ExportCatalog, build_app
+from .ray_promote import Promoter
 from .ray_proxy import KEY_FILE_ENV, PROXY_CALLBACK, PROXY_CALLBACK_ENV
 from .settings import API_KEY_ENV, ServeSettings
 
@@ -75,18 +76,32 @@ def connect(address: str | None = None, *, init_options: dict | None = None,
 
 def serve_on_ray(app, *, address: str | None = None, host: str = "127.0.0.1", port: int = 8000,
                  app_name: str = APP_NAME, on_ready=None, init_options: dict | None = None,
-                 needed_cpus: float | None = None) -> int:
-    """Deploy, call ``on_ready(url)``, and block until SIGTERM or Ctrl-C; then shut the app down. Exit code 0."""
+                 needed_cpus: float | None = None, promoter: Promoter | None = None) -> int:
+    """Deploy, call ``on_ready(url)``, and block until SIGTERM or Ctrl-C; then shut the app down. Exit code 0.
+
+    With ``promoter``, this process answers the replicas' ``/admin/reload`` and ``/admin/rollback`` and
+    takes SIGHUP as a reload: each a rolling update of every replica (``ray_promote``).
+    """
     cluster = connect(address, init_options=init_options, needed_cpus=needed_cpus)
     # After ray.init, which installs a SIGTERM handler of its own that aborts the process.
-    stop = threading.Event()
+    stop, hangup = threading.Event(), threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
+    if promoter is not None and hasattr(signal, "SIGHUP"):
+        previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, lambda *_: hangup.set())
     try:
         url = cluster.run(app, host=host, port=port, app_name=app_name)
+        if promoter is not None:
+            promoter.open_mailbox()
         if on_ready is not None and not stop.is_set():
             on_ready(url)
-        while not stop.wait(1.0):
-            pass
+        while not stop.is_set():
+            if promoter is None:
+                stop.wait(1.0)
+                continue
+            if hangup.is_set():
+                hangup.clear()
+                promoter.handle("reload")  # logs what it did, or why it refused
+            promoter.answer_mailbox(wait_s=1.0)
         logger.info("stopping the %s app", app_name)
         return 0
     finally:
@@ -113,9 +128,18 @@ def serve_exports(catalog: ExportCatalog, options: PredictorOptions | dict, sett
         init_options = {"runtime_env": {"working_dir": catalog.root}}
         catalog = dataclasses.replace(catalog, root=".")  # a replica runs inside its copy of the folder
     _key_for_the_cluster(settings, starting=address is None)
-    app = build_app(catalog, options, settings, num_replicas=replicas, replica_cpus=replica_cpus)
-    return serve_on_ray(app, address=address, host=host, port=port, on_ready=on_ready, init_options=init_options,
-                        needed_cpus=replicas * replica_cpus)
+
+    def app(promotion: int = 0):
+        return build_app(catalog, options, settings, num_replicas=replicas, replica_cpus=replica_cpus,
+                         promotion=promotion)
+
+    def deploy(promotion: int) -> None:  # the same app, user_config raised: each replica reconfigured in turn
+        from ray import serve
+
+        serve.run(app(promotion), name=APP_NAME, route_prefix="/")
+
+    return serve_on_ray(app(), address=address, host=host, port=port, on_ready=on_ready, init_options=init_options,
+                        needed_cpus=replicas * replica_cpus, promoter=Promoter(catalog, deploy, APP_NAME))
 
 
 def _key_for_the_cluster(settings: ServeSettings, *, starting: bool) -> None:

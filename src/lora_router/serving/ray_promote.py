@@ -1,0 +1,170 @@
+"""Promote and roll back on Ray Serve: every replica, one at a time, through Ray Serve's own config update.
+
+Under uvicorn the process that takes ``/admin/reload`` owns its models
+(``admin.py``). On Ray Serve the models live in replicas, and a request
+reaches only one of them. What Ray Serve offers is its lightweight update:
+deploying the app again with only ``user_config`` changed makes it call each
+replica's ``reconfigure`` in turn (``rolling_update_percentage`` of them at a
+time: one of two), restarting none. ``build_app`` pins the deployment's
+version, so a changed ``user_config`` is such an update and not a restart of
+every replica.
+
+A promotion, then: the process that deployed the app (``lora-router serve
+--engine ray``, the *promoter*) checks the candidate against the gate
+(``admin.candidate_refusal``), swaps the folders for a rollback, and deploys
+again with ``user_config = {"promotion": N}``. Each replica's
+``reconfigure`` reloads every export it holds whose folder now holds another
+export (``Service.reload``: load beside, check, swap; a request keeps the
+generation it started on, so no chain mixes versions). An export a replica
+does not hold is read from its folder when first asked.
+
+``/admin/reload`` reaches one replica; that replica hands the action to the
+promoter through a named Ray actor (the *mailbox*) and answers with the
+promoter's result. SIGHUP to the promoter does the same. A deployment made
+from a Serve config file has no promoter: raise ``user_config.promotion`` of
+the ``LoraRouter`` deployment in the file and ``serve deploy`` it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Callable
+
+from ..errors import LoraRouterError
+from .admin import RefusedError, candidate_refusal
+
+logger = logging.getLogger(__name__)
+
+MAILBOX_NAMESPACE = "lora-router"
+PROMOTE_TIMEOUT_S = 600.0  # a replica's wait for the promoter: two reloads of a base-size export fit many times
+EVERY_REPLICA = "every replica (a rolling update through Ray Serve, one replica at a time)"
+
+
+def mailbox_name(app_name: str) -> str:
+    return f"{app_name}-promoter"
+
+
+class Mailbox:
+    """Promotion requests from replicas to the promoter, and the promoter's answers (a named Ray actor)."""
+
+    def __init__(self) -> None:
+        self._queue: asyncio.Queue = asyncio.Queue()
+        self._waiting: dict[str, asyncio.Future] = {}
+
+    async def submit(self, action: str, export_id: str | None, timeout_s: float = PROMOTE_TIMEOUT_S) -> dict:
+        """Queue ``action`` for the promoter and return its result (``{"refused": why}`` when refused)."""
+        ticket = uuid.uuid4().hex
+        self._waiting[ticket] = asyncio.get_running_loop().create_future()
+        await self._queue.put((ticket, action, export_id))
+        try:
+            return await asyncio.wait_for(self._waiting[ticket], timeout_s)
+        except TimeoutError:
+            return {"refused": f"the promoter did not finish the {action} in {timeout_s:g} s; see its log"}
+        finally:
+            self._waiting.pop(ticket, None)
+
+    async def take(self, wait_s: float) -> tuple | None:
+        """The next ``(ticket, action, export_id)``, or None after ``wait_s`` without one."""
+        try:
+            return await asyncio.wait_for(self._queue.get(), wait_s)
+        except TimeoutError:
+            return None
+
+    async def finish(self, ticket: str, result: dict) -> None:
+        waiting = self._waiting.get(ticket)
+        if waiting is not None and not waiting.done():
+            waiting.set_result(result)
+
+
+class Promoter:
+    """The deploying process's side: checks a candidate, swaps folders to roll back, deploys the update.
+
+    ``deploy(n)`` deploys the app again with ``user_config = {"promotion": n}``
+    and returns when every replica is reconfigured (``serve.run`` blocks
+    until the app is running again).
+    """
+
+    def __init__(self, catalog, deploy: Callable[[int], None], app_name: str):
+        self.catalog = catalog
+        self.deploy = deploy
+        self.app_name = app_name
+        self.promotion = 0
+        self.mailbox = None
+
+    def open_mailbox(self) -> bool:
+        """Start the named mailbox actor; False (and a warning) when another promoter of this app holds it."""
+        import ray
+
+        try:
+            self.mailbox = ray.remote(num_cpus=0)(Mailbox).options(
+                name=mailbox_name(self.app_name), namespace=MAILBOX_NAMESPACE).remote()
+        except ValueError:
+            logger.warning("another `lora-router serve --engine ray` promotes the app %r on this cluster; "
+                           "/admin/reload and /admin/rollback go to it", self.app_name)
+            return False
+        return True
+
+    def answer_mailbox(self, wait_s: float = 1.0) -> None:
+        """Take one action from the mailbox (waiting up to ``wait_s``), do it, and send back the result."""
+        import ray
+
+        if self.mailbox is None:
+            time.sleep(wait_s)
+            return
+        item = ray.get(self.mailbox.take.remote(wait_s))
+        if item is not None:
+            ticket, action, export_id = item
+            self.mailbox.finish.remote(ticket, self.handle(action, export_id))
+
+    def handle(self, action: str, export_id: str | None = None) -> dict:
+        """Reload or roll back ``export_id`` (the default export when None) on every replica: the result,
+        or ``{"refused": why}`` with the export in service still answering."""
+        from ..export.previous import export_identity, roll_back
+
+        t0 = time.perf_counter()
+        try:
+            export_id = self.catalog.choose(export_id)
+            folder = self.catalog.folder(export_id)
+            swapped = roll_back(folder, (export_identity(folder) or {}).get("id")) if action == "rollback" else None
+        except LoraRouterError as exc:
+            return self._refused(action, str(exc))
+        problem = candidate_refusal(folder)
+        if problem:
+            if swapped is not None:
+                roll_back(folder, swapped["id"])  # put the export that served back
+            return self._refused(action, problem)
+        self.promotion += 1
+        try:
+            self.deploy(self.promotion)
+        except Exception as exc:  # noqa: BLE001 - Ray's reason goes back to the caller
+            return self._refused(action, f"Ray Serve did not apply the update: {exc}")
+        result = {"status": "rolled back" if action == "rollback" else "reloaded", "export_id": export_id,
+                  "candidate": export_identity(folder), "promotion": self.promotion, "workers": EVERY_REPLICA,
+                  "seconds": round(time.perf_counter() - t0, 2)}
+        logger.info("%s export %r to %s on every replica in %.1f s", result["status"], export_id,
+                    result["candidate"], result["seconds"])
+        return result
+
+    def _refused(self, action: str, why: str) -> dict:
+        logger.error("%s refused, the export in service keeps answering: %s", action, why)
+        return {"refused": f"{action} refused, the export in service keeps answering: {why}"}
+
+
+async def ask_promoter(app_name: str, action: str, export_id: str | None) -> dict:
+    """From a replica: have the promoter do ``action``; its result, or ``RefusedError`` with the reason."""
+    import ray
+
+    try:
+        mailbox = ray.get_actor(mailbox_name(app_name), namespace=MAILBOX_NAMESPACE)
+    except ValueError:
+        raise RefusedError(
+            "this Ray Serve app has no promoter (it was not started by `lora-router serve --engine ray`): raise "
+            "user_config.promotion of the LoraRouter deployment in your Serve config and `serve deploy` it; "
+            "Ray Serve then reconfigures the replicas one at a time and each reloads its exports") from None
+    result = await mailbox.submit.remote(action, export_id)
+    if "refused" in result:
+        raise RefusedError(result["refused"])
+    return result
