@@ -297,3 +297,43 @@ def test_the_retry_after_of_a_full_queue_is_the_expected_wait():
     meter.record(100, 1.0)  # 100 questions a second
     assert meter.retry_after(500, fallback=1) == 5 and meter.retry_after(10, fallback=1) == 1
     assert meter.retry_after(10**9, fallback=1) == 60, "never more than a minute"
+
+
+@pytest.mark.slow
+def test_a_question_sent_while_the_models_load_waits_for_them_and_one_after_a_failed_load_is_503(exported):
+    """Under --workers N a client cannot pick its worker: one still loading must answer, not refuse."""
+    import threading
+
+    from lora_router.backends.source import ModelSource
+    from lora_router.core.options import PredictorOptions
+    from lora_router.serving.service import NotReadyError, Service
+
+    released = threading.Event()
+
+    class SlowSource(ModelSource):
+        def load(self):
+            if not released.wait(30):
+                raise RuntimeError("the test never released the load")
+            if self.onnx.endswith("broken"):
+                raise RuntimeError("this export is broken")
+            return super().load()
+
+    async def ask_while_loading(folder: str):
+        service = Service(SlowSource(onnx=folder, options=PredictorOptions(precision="fp32")), ServeSettings())
+        starting = asyncio.create_task(service.start())
+        asking = asyncio.create_task(service.ask(["数据清洗流程是什么？"]))
+        for _ in range(50):  # the request gets as far as it can while the load is held
+            await asyncio.sleep(0)
+        waiting = not asking.done()
+        released.set()
+        outcome = await asyncio.gather(asking, starting, return_exceptions=True)
+        released.clear()
+        await service.stop()
+        return waiting, outcome
+
+    waiting, (answers, started) = asyncio.run(ask_while_loading(str(exported.export)))
+    assert waiting, "the request did not wait for the models"
+    assert started is None and answers[0]["question"] == "数据清洗流程是什么？" and answers[0]["steps"]
+    waiting, (refused, failed) = asyncio.run(ask_while_loading(str(exported.export) + "-broken"))
+    assert waiting and isinstance(failed, RuntimeError)
+    assert isinstance(refused, NotReadyError) and "this export is broken" in str(refused)

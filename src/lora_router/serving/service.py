@@ -36,6 +36,8 @@ from .tracing import tracing_for
 
 logger = logging.getLogger(__name__)
 
+# How long a request waits for the models of a service still starting before it is answered 503.
+STARTUP_WAIT_S = 30.0
 # Asked of every task before a generation is served: loads lazy parts, fails fast on a broken model.
 WARM_UP_TEXT = "帮我把sales_2024.csv导入到ODS层"
 
@@ -86,6 +88,7 @@ class Service:
         self._executor = ThreadPoolExecutor(settings.inference_threads, thread_name_prefix="lora-router-infer")
         self._reload_lock = asyncio.Lock()
         self.load_error: str | None = None
+        self._first_load = asyncio.Event()  # set when start() has loaded the models or failed to
         self.reload_error: str | None = None  # why the last reload was refused (None after one that worked)
         self.tracing = tracing_for(settings, tracer_provider)  # None unless settings.otel
         self.capture: CaptureWriter | None = None  # with settings.capture: every answer, off the request's path
@@ -108,11 +111,14 @@ class Service:
             await asyncio.to_thread(self._check, predictor)
             if self.settings.shadow:
                 self.shadow = await asyncio.to_thread(start_shadow, self, self._check)
-        except Exception as exc:
-            self.load_error = str(exc)
-            logger.error("models failed to load: %s", exc, exc_info=not isinstance(exc, LoraRouterError))
+        except BaseException as exc:  # failed, or cancelled (shutdown): requests waiting for the models stop waiting
+            if isinstance(exc, Exception):
+                self.load_error = str(exc)
+                logger.error("models failed to load: %s", exc, exc_info=not isinstance(exc, LoraRouterError))
+            self._first_load.set()
             raise
         self._swap(predictor)
+        self._first_load.set()
         logger.info("ready: %s", self._describe_source())
 
     async def reload(self) -> bool:
@@ -171,6 +177,12 @@ class Service:
     @contextlib.asynccontextmanager
     async def _use(self, questions: int):
         loaded = self._loaded
+        if loaded is None and not self._first_load.is_set():
+            # A request that reaches a worker still loading (under --workers N the others may be ready, and a
+            # client cannot pick its worker) waits for the models rather than getting a 503; /ready stays 503.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._first_load.wait(), STARTUP_WAIT_S)
+            loaded = self._loaded
         if loaded is None:
             raise NotReadyError(f"models are not loaded yet{': ' + self.load_error if self.load_error else ''}")
         queued, limit = self._questions_in_flight, self.settings.max_queued_questions
