@@ -29,7 +29,6 @@ import random
 import sys
 import threading
 import time
-import weakref
 from collections.abc import Callable
 from queue import Empty, Full, Queue
 
@@ -50,17 +49,17 @@ _STOP = object()
 class ShadowMetrics:
     """The shadow's counters, in the service's registry (``of(registry)``: the ones already there, if any)."""
 
-    _registered: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
     _lock = threading.Lock()
 
     @classmethod
     def of(cls, registry: CollectorRegistry) -> ShadowMetrics:
         """The counters of ``registry``, registered on first use. A Ray replica's exports share one registry, and
         its default export, with the shadow, may be unloaded and loaded again: its counters go on counting."""
-        with cls._lock:
-            metrics = cls._registered.get(registry)
+        with cls._lock:  # kept on the registry itself, so they live and go with it
+            metrics = getattr(registry, "_lora_router_shadow", None)
             if metrics is None:
-                metrics = cls._registered[registry] = cls(registry)
+                metrics = cls(registry)
+                registry._lora_router_shadow = metrics
             return metrics
 
     def __init__(self, registry: CollectorRegistry):
