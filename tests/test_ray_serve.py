@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from support.export import versioned_copy
+from support.export import copy_export, versioned_copy
 from support.serve import same_answer
 
 pytest.importorskip("ray.serve")
@@ -93,6 +93,7 @@ def scenario(exported, tmp_path_factory):
     served_a = versioned_copy(export_a, work / "live" / "a", "v1")
     candidate_a = versioned_copy(export_a, work / "candidate-a", "v2")
     unchecked_a = versioned_copy(export_a, work / "unchecked-a", "v3", parity=None)
+    shadow_a = copy_export(export_a, work / "shadow-a")  # the candidate shadowing export a
     key_file = work / "key"
     key_file.write_text(KEY + "\n", "utf-8")
     expected = expected_answers({"a": served_a, "b": export_b}, QUESTIONS)
@@ -103,8 +104,9 @@ def scenario(exported, tmp_path_factory):
     temp_dir = tempfile.mkdtemp(prefix="lr-ray-", dir="/tmp")
     out = work / "summary.json"
     inner = [sys.executable, str(SCENARIO), "--served-a", str(served_a), "--candidate-a", str(candidate_a),
-             "--unchecked-a", str(unchecked_a), "--key-file", str(key_file), "--export-b", str(export_b),
-             "--expected", str(work / "expected.json"), "--temp-dir", temp_dir, "--out", str(out)]
+             "--unchecked-a", str(unchecked_a), "--shadow-a", str(shadow_a), "--key-file", str(key_file),
+             "--export-b", str(export_b), "--expected", str(work / "expected.json"), "--temp-dir", temp_dir,
+             "--out", str(out)]
     # Ray writes its cluster token under $HOME/.ray: a home of the test's own.
     env = {**os.environ, "HOME": temp_dir, "RAY_USAGE_STATS_ENABLED": "0"}
     script = "ip link set lo up && exec " + " ".join(f"'{a}'" for a in inner)
@@ -137,6 +139,16 @@ def test_two_replicas_answer_through_rays_proxy_as_onnx_router_does(scenario):
     assert answers["replicas_running"] == 2 and len(answers["replica_pids"]) == 2
     assert answers["equal"] == len(QUESTIONS), answers["first_mismatch"]
     assert answers["batch_equal"]
+
+
+@pytest.mark.slow
+def test_the_default_export_is_shadowed_on_rays_replicas_and_each_counts_in_its_metrics(scenario):
+    shadow = check(scenario, "shadow")
+    assert shadow["announced"], "the server did not say it shadows the default export"
+    assert shadow["metrics_status"] == 200
+    assert sum(shadow["counted"].values()) > 0, f"no shadowed question in a replica's /metrics: {shadow}"
+    assert set(shadow["counted"]) <= {"agree", "disagree"}
+    print(f"\nshadowed questions in one replica's /metrics after {shadow['rounds']} round(s): {shadow['counted']}")
 
 
 @pytest.mark.slow
@@ -293,6 +305,19 @@ def test_a_replica_reads_the_key_from_its_environment_and_fails_loudly_without_i
     monkeypatch.setenv("LORA_ROUTER_API_KEY", "from-the-environment")
     assert ReplicaApp(*args, key_from_env=True).settings.key() == "from-the-environment"
     assert ReplicaApp(*args).settings.key() is None, "no key asked, none taken from the environment"
+
+
+def test_a_shadow_runs_beside_the_default_export_so_a_deployment_without_one_is_refused(tmp_path):
+    from lora_router.errors import ConfigError
+    from lora_router.serving.ray import app_builder
+    from lora_router.serving.settings import ServeSettings
+
+    shadow = {"shadow": str(tmp_path / "candidate"), "shadow_share": 0.1}
+    with pytest.raises(ConfigError, match="beside the default export, and this deployment has none"):
+        app_builder({"exports_root": str(tmp_path), "settings": shadow})
+    app = app_builder({"exports_root": str(tmp_path), "default_export": "a", "settings": shadow})
+    settings = ServeSettings.from_json(app._bound_deployment.init_args[2])
+    assert (settings.shadow, settings.shadow_share) == (shadow["shadow"], 0.1)
 
 
 def _asgi_call(app, body: bytes = b'{"question": "q"}', disconnect: bool = False) -> tuple[int, dict, bytes]:
@@ -525,3 +550,59 @@ def test_the_promoter_deploys_only_a_candidate_that_passes_the_gate_and_swaps_ba
     assert json.loads((live / "manifest.json").read_text("utf-8"))["version"] == "v2", "not swapped back"
     assert json.loads((previous_dir(live) / "manifest.json").read_text("utf-8"))["version"] == "v3"
     assert "no export 'zz'" in promoter.handle("reload", "zz")["refused"]
+
+
+def _shadowed(registry) -> dict[str, float]:
+    """The replica's shadowed questions by result (agree / disagree)."""
+    out: dict[str, float] = {}
+    for family in registry.collect():
+        for sample in family.samples:
+            if sample.name == "lora_router_shadow_questions_total":
+                out[sample.labels["result"]] = out.get(sample.labels["result"], 0) + sample.value
+    return out
+
+
+@pytest.mark.slow
+def test_a_replica_shadows_its_default_export_only_and_counts_in_its_metrics(exported, tmp_path):
+    from lora_router.core.options import PredictorOptions
+    from lora_router.serving import ServeSettings
+    from lora_router.serving.ray import ExportCatalog, ReplicaApp
+    from support.export import CHAIN_ALL_GENERAL, copy_export, set_chain
+
+    export_b = set_chain(copy_export(Path(exported.export), tmp_path / "b"), CHAIN_ALL_GENERAL)
+    candidate = copy_export(Path(exported.export), tmp_path / "candidate")  # production's own models and chain
+    catalog = ExportCatalog(exports={"a": str(exported.export), "b": str(export_b)}, default="a")
+    questions = QUESTIONS[:6]
+
+    async def run():
+        # One onnxruntime thread and the export's own precision, as the candidate runs: the same answers.
+        replica = ReplicaApp(catalog.to_json(), PredictorOptions(threads=1).to_json(),
+                             ServeSettings(shadow=str(candidate)).to_json())
+        a, b = await replica.load_export("a"), await replica.load_export("b")
+        services = [a, b]
+        try:
+            shadows = (a.shadow is not None, b.shadow)
+            for q in questions:  # one at a time: both sides answer each question alone
+                await a.ask([q])
+                assert a.shadow.drain(30)
+            await b.ask(questions)
+            counted = _shadowed(replica.metrics.registry)
+            # The multiplexer unloads the default export to make room, and loads it again: its shadow comes
+            # back and counts on in the replica's counters.
+            await a.stop()
+            again = await replica.load_export("a")
+            services.append(again)
+            await again.ask(questions[:2])
+            assert again.shadow.drain(30)
+            counted_again = _shadowed(replica.metrics.registry)
+            metrics_page = replica.metrics.render().decode()
+        finally:
+            for service in services:
+                await service.stop()
+        return shadows, counted, counted_again, metrics_page
+
+    shadows, counted, counted_again, metrics_page = asyncio.run(run())
+    assert shadows == (True, None), "the default export is shadowed, the other export is not"
+    assert counted == {"agree": len(questions)}, "a candidate with production's models agrees on every question"
+    assert counted_again == {"agree": len(questions) + 2}
+    assert "lora_router_shadow_questions_total" in metrics_page

@@ -126,6 +126,17 @@ def test_a_share_of_questions_is_shadowed_and_a_failing_candidate_costs_only_its
     assert sample(metrics, "dropped", reason="error") == 4
 
 
+def test_shadow_counters_are_registered_once_per_registry_and_go_on_counting():
+    # A Ray replica's default export, with its shadow, can be unloaded and loaded again in the same registry.
+    registry = prometheus_client.CollectorRegistry()
+    first = ShadowMetrics.of(registry)
+    first.questions.labels("general", "general", "agree").inc()
+    again = ShadowMetrics.of(registry)
+    again.questions.labels("general", "general", "agree").inc()
+    assert sample(again, "questions", route="general", candidate_route="general", result="agree") == 2
+    assert ShadowMetrics.of(prometheus_client.CollectorRegistry()) is not first
+
+
 @pytest.mark.parametrize("share", [0, -0.5, 1.5, "all"])
 def test_a_share_outside_0_to_1_is_refused_naming_the_setting(share):
     from lora_router.errors import ConfigError
@@ -135,14 +146,40 @@ def test_a_share_outside_0_to_1_is_refused_naming_the_setting(share):
         ServeSettings(shadow="./candidate", shadow_share=share)
 
 
-def test_shadow_on_ray_is_refused_as_not_yet(tmp_path):
+@pytest.mark.parametrize("engine", ["uvicorn", "ray"])
+def test_a_shadow_folder_that_is_not_an_export_is_refused_before_anything_starts(engine, tmp_path):
     pytest.importorskip("fastapi")
     from click.testing import CliRunner
 
     from lora_router.cli import main
 
-    result = CliRunner().invoke(main, ["serve", "--engine", "ray", "--onnx", str(tmp_path), "--shadow", str(tmp_path)])
-    assert result.exit_code == 2 and "--shadow runs with --engine uvicorn only" in result.output
+    (tmp_path / "notes").mkdir()
+    result = CliRunner().invoke(main, ["serve", "--engine", engine, "--onnx", str(tmp_path),
+                                       "--shadow", str(tmp_path / "notes")])
+    assert result.exit_code == 2, result.output
+    assert "Invalid value for --shadow" in result.output and "is not a lora-router export" in result.output
+
+
+@pytest.mark.slow
+def test_serve_on_ray_hands_its_replicas_the_shadow_as_an_absolute_folder(exported, tmp_path, monkeypatch):
+    pytest.importorskip("fastapi")
+    from click.testing import CliRunner
+
+    from lora_router.cli import main
+    from support.export import copy_export
+
+    seen = {}
+    monkeypatch.setattr("lora_router.serving.ray_host.serve_exports",
+                        lambda catalog, options, settings, **kw: seen.update(catalog=catalog, settings=settings) or 0)
+    monkeypatch.setattr("lora_router.cli.serve.configure_logging", lambda *a, **kw: None)
+    candidate = copy_export(exported.export, tmp_path / "candidate")
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(main, ["serve", "--engine", "ray", "--onnx", str(exported.export),
+                                       "--shadow", "candidate", "--shadow-share", "0.25", "--shadow-queue", "8"])
+    assert result.exit_code == 0, result.output
+    settings = seen["settings"]
+    assert (settings.shadow, settings.shadow_share, settings.shadow_queue) == (str(candidate.resolve()), 0.25, 8)
+    assert seen["catalog"].default == "default", "the export the shadow runs beside"
 
 
 # ------------------------------------------------------------ real servers

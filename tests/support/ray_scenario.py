@@ -6,9 +6,11 @@ up; the HTTP clients run here too, inside the same namespace. Each step is
 bounded in count and time.
 
 ``lora-router serve --engine ray`` starts the cluster, with two replicas
-and two exports (one per replica at a time); then:
+and two exports (one per replica at a time), the default one shadowed by a
+candidate (``--shadow``, a share of its questions); then:
 
 1. ``answers``: questions over HTTP through Ray's proxy (the default export);
+   ``shadow``: ``/metrics`` of a replica counts shadowed questions;
 2. ``load``: 16 concurrent clients while one replica's process is killed;
 3. ``multiplex``: requests naming export ``a``, ``b``, or none;
 4. ``promote``: under 16 concurrent clients, a new version of export ``a`` is
@@ -55,6 +57,8 @@ CLIENTS = 16
 LOAD_REQUESTS = 320  # at least; more while the killed replica is being replaced
 RETRY_STATUSES = {503}
 MAX_TRIES = 60
+SHADOW_SHARE = 0.2  # enough for the counts to show soon, little work added to the other phases
+SHADOW_ROUNDS = 20
 
 
 def processes(*needles: str) -> list[dict]:
@@ -122,6 +126,39 @@ def scenario_answers(questions: list[str], expected: dict) -> dict:
             "batch_equal": batch.status_code == 200 and same_answer(batch.json(), expected["a"]),
             "first_mismatch": next(({"got": a, "expected": e} for a, e in zip(got, expected["a"])
                                     if not same_answer(a, e)), None)}
+
+
+def shadowed(metrics_text: str) -> dict[str, float]:
+    """A replica's shadowed questions by result (agree / disagree), from its ``/metrics``."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    out: dict[str, float] = {}
+    for family in text_string_to_metric_families(metrics_text):
+        for sample in family.samples:
+            if sample.name == "lora_router_shadow_questions_total":
+                out[sample.labels["result"]] = out.get(sample.labels["result"], 0) + sample.value
+    return out
+
+
+def scenario_shadow(questions: list[str], deadline_s: float = 60) -> dict:
+    """Ask the default export until the ``/metrics`` of the replica that answers counts shadowed questions.
+
+    Each replica counts its own shadow, and a request for ``/metrics`` reaches either one: a round asks the
+    questions again (a share of them is shadowed) and reads ``/metrics`` once more, bounded in rounds and time.
+    """
+    t_end = time.monotonic() + deadline_s
+    out: dict = {"rounds": 0, "counted": {}, "metrics_status": None}
+    with httpx.Client(base_url=URL, timeout=60, headers=AUTH) as http:
+        while out["rounds"] < SHADOW_ROUNDS and time.monotonic() < t_end:
+            out["rounds"] += 1
+            r = http.get("/metrics")
+            out["metrics_status"] = r.status_code
+            if r.status_code == 200:
+                out["counted"] = shadowed(r.text)
+                if sum(out["counted"].values()) > 0:
+                    break
+            http.post("/v1/ask", json={"questions": questions})
+    return out
 
 
 async def _load(questions: list[str], expected: list, kill_after: int, deadline_s: float) -> dict:
@@ -317,10 +354,12 @@ def logged(temp_dir: str, text: str) -> int:
 
 
 def start_server(args, log) -> subprocess.Popen:
-    """``lora-router serve --engine ray`` with two replicas and two exports, one export per replica at a time."""
+    """``lora-router serve --engine ray`` with two replicas and two exports, one export per replica at a time;
+    the default export (``a``) shadowed by ``--shadow-a``."""
     command = [sys.executable, "-c", "from lora_router.cli import run; run()", "serve", "--engine", "ray",
                "--export", f"a={args.served_a}", "--export", f"b={args.export_b}", "--default-export", "a",
                "--api-key-file", args.key_file,
+               "--shadow", args.shadow_a, "--shadow-share", str(SHADOW_SHARE),
                "--replicas", "2", "--max-exports-per-replica", "1", "--precision", "fp32", "--port", "8000"]
     return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env={**os.environ,
                             "RAY_TMPDIR": args.temp_dir})
@@ -333,6 +372,7 @@ def main() -> int:
     parser.add_argument("--unchecked-a", required=True, help="a version of export a without parity figures")
     parser.add_argument("--key-file", required=True)
     parser.add_argument("--export-b", required=True)
+    parser.add_argument("--shadow-a", required=True, help="a copy of export a, the candidate shadowing it")
     parser.add_argument("--expected", required=True, help="JSON: questions, and answers of a and b")
     parser.add_argument("--temp-dir", required=True)
     parser.add_argument("--out", required=True)
@@ -358,6 +398,8 @@ def main() -> int:
         os.environ["RAY_TMPDIR"] = args.temp_dir
         ray.init(address="auto", log_to_driver=False, logging_level="warning")  # to read serve.status()
         summary["answers"] = scenario_answers(questions, data["expected"])
+        summary["shadow"] = {**scenario_shadow(questions),
+                             "announced": b"shadowing the default export" in log_path.read_bytes()}
         summary["load"] = asyncio.run(_load(questions, data["expected"]["a"], kill_after=3 * CLIENTS,
                                             deadline_s=args.deadline_s))
         summary["load"]["replayed_by_proxy"] = logged(args.temp_dir, "stopped before answering")

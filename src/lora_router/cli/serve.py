@@ -1,5 +1,6 @@
 """`lora-router serve`: the chain over HTTP, on one machine (uvicorn) or as replicas on a Ray cluster."""
 
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -90,6 +91,11 @@ def serve_cmd(onnx, hub_dir, base_model, host, port, workers, log_level, engine,
     lora-router serve --onnx ./export --shadow ./candidate --capture ./captures
     lora-router serve --engine ray --onnx ./export --replicas 2
     lora-router serve --engine ray --address auto --exports-root /mnt/exports --default-export team-a
+    lora-router serve --engine ray --onnx ./export --shadow /mnt/candidate --shadow-share 0.1
+
+    With --engine ray, --shadow runs the candidate on every replica beside the
+    default export (--onnx or --default-export) only; requests naming another
+    export are not shadowed. Each replica's /metrics counts its own.
     """
     require("fastapi", "serve")
     if click.get_current_context().get_parameter_source("api_key") == ParameterSource.COMMANDLINE:
@@ -102,9 +108,9 @@ def serve_cmd(onnx, hub_dir, base_model, host, port, workers, log_level, engine,
         require_otel()  # here, with the install command, rather than in every worker or replica
     ray = {name: params.pop(name) for name in RAY_ONLY}
     options = opt.predictor_options(**params)
+    if settings.shadow:
+        _check_candidate(settings.shadow)
     if engine == "ray":
-        if settings.shadow:
-            raise click.UsageError("--shadow runs with --engine uvicorn only (not yet on Ray Serve)")
         if hub_dir is not None or workers > 1:
             raise click.UsageError("--engine ray serves exports (--onnx, --export, --exports-root) and scales "
                                    "with --replicas; --hub and --workers are for --engine uvicorn")
@@ -115,13 +121,21 @@ def serve_cmd(onnx, hub_dir, base_model, host, port, workers, log_level, engine,
         from ..backends.onnx import read_manifest
 
         read_manifest(onnx)  # a folder that is not an export fails here, before the server starts
-    if settings.shadow:
-        from ..backends.onnx import read_manifest
-
-        read_manifest(settings.shadow)  # the candidate too (one that cannot load stops the server, with the reason)
     source = ModelSource(onnx=onnx and str(onnx), hub=hub_dir and str(hub_dir), base_model=base_model, options=options)
     _warn_if_open(host, settings)
     sys.exit(serve(source, settings, host=host, port=port, workers=workers, log_level=log_level))
+
+
+def _check_candidate(folder: str) -> None:
+    """A --shadow folder that is not an export fails here, before a server or a cluster starts (one that is but
+    cannot load stops the server, or fails the replicas, with the reason)."""
+    from ..backends.onnx import read_manifest
+    from ..errors import ExportFormatError
+
+    try:
+        read_manifest(folder)
+    except ExportFormatError as exc:
+        raise click.BadParameter(str(exc), param_hint="--shadow") from None
 
 
 def _warn_if_open(host: str, settings: ServeSettings) -> None:
@@ -142,12 +156,17 @@ def _serve_on_ray(onnx, settings, options, *, exports, replicas, replica_cpus, a
             raise click.BadParameter(f"{item!r} is not ID=DIR", param_hint="--export")
         folders[export_id] = Path(folder)
     catalog = ExportCatalog.of_folders(onnx, folders, **catalog)
+    if settings.shadow:  # absolute, as the exports' folders: replicas run in other processes, on other nodes
+        settings = dataclasses.replace(settings, shadow=str(Path(settings.shadow).resolve()))
     configure_logging(settings.log_format, log_level)
     _warn_if_open(host, settings)
 
     def ready(url: str) -> None:
         click.echo(f"serving on Ray Serve at {url} ({replicas} replica{'s' * (replicas > 1)}; exports: "
                    f"{', '.join(catalog.known())}; default: {catalog.default or 'none'})")
+        if settings.shadow:
+            click.echo(f"shadowing the default export with {settings.shadow} on every replica "
+                       f"(share {settings.shadow_share:g}; counts in each replica's /metrics)")
         click.echo(f"name an export with the header {EXPORT_HEADER}: ID; Ctrl-C or SIGTERM stops")
 
     sys.exit(serve_exports(catalog, options, settings, replicas=replicas, replica_cpus=replica_cpus,

@@ -15,6 +15,10 @@ Export ids map to folders that every replica can read: an explicit map
 (``--exports-root DIR``: ``DIR/team-a/`` answers id ``team-a``). Ids are
 letters, digits, ``.``, ``_`` and ``-``: never a path.
 
+With ``settings.shadow`` (``--shadow DIR``), every replica runs that
+candidate export beside the default export, off the response path
+(``serving.shadow``); the other exports are not shadowed.
+
 ``app_builder(args)`` is the entry a Ray Serve config file names
 (``import_path: lora_router.serving.ray:app_builder``); ``ray_host`` runs the
 app on a cluster (``lora-router serve --engine ray``).
@@ -236,6 +240,8 @@ class ReplicaApp:
                 raise ConfigError(f"this deployment needs a key and the replica has no {API_KEY_ENV} in its "
                                   "environment; set it where `ray start` runs, or give settings.api_key_file")
             self.settings = dataclasses.replace(self.settings, api_key=key)
+        # settings.shadow runs beside the default export only: every other export is served without it.
+        self.unshadowed = dataclasses.replace(self.settings, shadow=None) if self.settings.shadow else self.settings
         self.metrics = ServiceMetrics()
         self.live: weakref.WeakSet[ExportService] = weakref.WeakSet()  # evicted ones leave when collected
         self.promotion = None  # user_config's counter, raised by each promotion (ray_promote)
@@ -309,8 +315,8 @@ class ReplicaApp:
     async def load_export(self, export_id: str) -> ExportService:
         """A started ``Service`` over the export's folder (on a thread: the replica keeps answering)."""
         folder = self.catalog.folder(export_id)
-        service = ExportService(export_id, ModelSource(onnx=folder, options=self.options), self.settings,
-                                self.metrics)
+        settings = self.settings if export_id == self.catalog.default else self.unshadowed
+        service = ExportService(export_id, ModelSource(onnx=folder, options=self.options), settings, self.metrics)
         try:
             await service.start()
         except Exception as exc:  # noqa: BLE001 - the request gets a 503 naming the export and the cause
@@ -358,6 +364,9 @@ def build_app(catalog: ExportCatalog, options: PredictorOptions | dict | None = 
     """
     options = predictor_options(options)
     settings = settings or ServeSettings()
+    if settings.shadow and catalog.default is None:
+        raise ConfigError("shadow runs its candidate beside the default export, and this deployment has none; "
+                          "give --default-export ID (default_export in a config file), or leave --shadow out")
     if not replica_cpus > 0:
         raise ConfigError(f"replica_cpus must be > 0, got {replica_cpus!r}")
     if options.threads is None:
@@ -393,7 +402,8 @@ def app_builder(args: dict):
     ``max_exports_per_replica``; the ``PredictorOptions`` fields (``precision``,
     ``layout``, ``threads``, ``thresholds``, ``knowledge_base``, ``chain``,
     ``device``, ...); ``settings`` (``ServeSettings`` fields: limits, batching,
-    ``api_key_file``; never ``api_key``: a key in a config file is in clear);
+    ``api_key_file``, ``shadow`` (beside the default export); never
+    ``api_key``: a key in a config file is in clear);
     ``api_key_from_env: true`` (replicas read ``LORA_ROUTER_API_KEY`` from
     their environment); ``num_replicas`` or ``autoscaling_config``,
     ``max_ongoing_requests``, ``replica_cpus``. A ``deployments:`` entry named

@@ -11,6 +11,10 @@ answer is captured once the candidate has run, with the candidate's trace
 beside it (``"shadow"`` on the capture line; lines without it are plain
 answers, as before).
 
+On Ray Serve (``serve --engine ray``) every replica runs the candidate
+beside the deployment's default export only (``serving.ray``), and counts
+in that replica's ``/metrics``.
+
 What "agree" means: a step agrees when both sides ran it and decided the
 same (the label, whether it passed its threshold, and the file names it
 picked); a step only one side ran disagrees. A question agrees when its
@@ -43,7 +47,20 @@ _STOP = object()
 
 
 class ShadowMetrics:
-    """The shadow's counters, in the service's registry."""
+    """The shadow's counters, in the service's registry (``of(registry)``: the ones already there, if any)."""
+
+    _lock = threading.Lock()
+
+    @classmethod
+    def of(cls, registry: CollectorRegistry) -> ShadowMetrics:
+        """The counters of ``registry``, registered on first use. A Ray replica's exports share one registry, and
+        its default export, with the shadow, may be unloaded and loaded again: its counters go on counting."""
+        with cls._lock:  # kept on the registry itself, so they live and go with it
+            metrics = getattr(registry, "_lora_router_shadow", None)
+            if metrics is None:
+                metrics = cls(registry)
+                registry._lora_router_shadow = metrics
+            return metrics
 
     def __init__(self, registry: CollectorRegistry):
         self.registry = registry
@@ -82,7 +99,7 @@ def start_shadow(service, check: Callable[[object], None]) -> Shadow:
     except Exception as exc:  # noqa: BLE001 - whatever failed, the service refuses to start and says why
         raise ConfigError(f"the --shadow candidate {settings.shadow} cannot be run: {exc}") from exc
     return Shadow(candidate, folder=settings.shadow, share=settings.shadow_share, queue_size=settings.shadow_queue,
-                  capture=service.capture, metrics=ShadowMetrics(service.metrics.registry))
+                  capture=service.capture, metrics=ShadowMetrics.of(service.metrics.registry))
 
 
 class Shadow:
