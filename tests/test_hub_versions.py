@@ -1,12 +1,14 @@
-"""The hub keeps a version per adapter: the newest in <hub>/<task>/, earlier ones loadable as HUB@TASK=vN."""
+"""The hub keeps a version per adapter: the current one in <hub>/<task>/, the others loadable as HUB@TASK=vN."""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
 from lora_router.adapters import ADAPTER_FILES, TASK_FILE, AdapterHub, parse_hub
+from lora_router.adapters.hub import REJECTED_FILE
 from lora_router.errors import AdapterNotFoundError
 
 TASK = "question_classifier"
@@ -119,3 +121,73 @@ def test_hub_versions_lists_each_version_with_the_hub_string_that_loads_it(tmp_p
     assert rows[0]["data"] == [{"file": "bundled", "lines": 5, "used": 5, "sha256": "x"}]
     listed = CliRunner().invoke(main, ["hub", "list", "--hub", f"{hub.root}@v1", "--json"], catch_exceptions=False)
     assert json.loads(listed.stdout)[0]["version"] == 1  # --hub takes the selector like every command
+
+
+def test_a_rejected_version_steps_aside_for_the_one_it_replaced_and_stays_loadable_by_its_number(tmp_path):
+    hub = AdapterHub(tmp_path / "hub")
+    for tag in ("first", "second"):
+        hub.save(TASK, _writer(tag))
+    hub.reject(TASK, ["v2 is worse on the test split"], restore=1, by="a test")
+    assert hub.latest_version(TASK) == 1 and hub.manifest(TASK).extra["tag"] == "first"  # what a plain --hub loads
+    assert hub.versions(TASK) == [1, 2]
+    assert AdapterHub(f"{hub.root}@{TASK}=v2").manifest(TASK).extra["tag"] == "second"
+    why = hub.rejection(TASK, 2)
+    assert why["reasons"] == ["v2 is worse on the test split"] and why["restored"] == 1 and why["by"] == "a test"
+    assert hub.rejection(TASK, 1) is None and not (hub.root / TASK / REJECTED_FILE).exists()
+    hub.save(TASK, _writer("third"))  # never reuses the rejected number
+    assert hub.versions(TASK) == [1, 2, 3] and hub.manifest(TASK).extra["tag"] == "third"
+    assert hub.rejection(TASK, 2)["reasons"] == ["v2 is worse on the test split"]
+
+
+@pytest.mark.parametrize("dies_at_rename", [1, 2, 3])
+def test_a_rejection_interrupted_between_its_renames_is_finished_by_the_next_open(tmp_path, monkeypatch,
+                                                                                  dies_at_rename):
+    hub = AdapterHub(tmp_path / "hub")
+    for tag in ("first", "second"):
+        hub.save(TASK, _writer(tag))
+    real_rename, calls = Path.rename, []
+
+    def rename(self, target):
+        calls.append(self)
+        if len(calls) == dies_at_rename:
+            raise KeyboardInterrupt  # the process dies here
+        return real_rename(self, target)
+
+    monkeypatch.setattr(Path, "rename", rename)
+    with pytest.raises(KeyboardInterrupt):
+        hub.reject(TASK, ["refused"], restore=1)
+    monkeypatch.undo()
+    reopened = AdapterHub(hub.root)
+    assert reopened.latest_version(TASK) == 1 and reopened.manifest(TASK).extra["tag"] == "first"
+    assert reopened.versions(TASK) == [1, 2] and reopened.rejection(TASK, 2)["reasons"] == ["refused"]
+    assert AdapterHub(hub.root, {TASK: 2}).manifest(TASK).extra["tag"] == "second"
+    assert not list(hub.root.glob(".old-*"))
+
+
+def test_rejecting_in_favour_of_a_version_the_hub_does_not_keep_changes_nothing(tmp_path):
+    hub = AdapterHub(tmp_path / "hub")
+    hub.save(TASK, _writer("first"))
+    hub.save(TASK, _writer("second"))
+    for restore in (2, 5):
+        with pytest.raises(AdapterNotFoundError, match=rf"cannot put question_classifier v{restore} back .*kept: v1"):
+            hub.reject(TASK, ["refused"], restore=restore)
+    assert AdapterHub(hub.root).manifest(TASK).extra["tag"] == "second" and hub.rejection(TASK, 2) is None
+
+
+def test_hub_versions_marks_the_current_version_and_a_rejected_one_with_its_reasons(tmp_path):
+    from click.testing import CliRunner
+
+    from lora_router.cli import main
+
+    hub = AdapterHub(tmp_path / "hub")
+    for tag in ("first", "second"):
+        hub.save(TASK, _writer(tag))
+    hub.reject(TASK, ["question_classifier v2 is not better than v1 on the corrections"], restore=1)
+    result = CliRunner().invoke(main, ["hub", "versions", TASK, "--hub", str(hub.root), "--json"],
+                                catch_exceptions=False)
+    rows = {r["version"]: r for r in json.loads(result.stdout)}
+    assert rows[1]["current"] and rows[1]["rejected"] is None
+    assert not rows[2]["current"] and rows[2]["hub"] == f"{hub.root}@{TASK}=v2"
+    assert rows[2]["rejected"]["reasons"] == ["question_classifier v2 is not better than v1 on the corrections"]
+    text = CliRunner().invoke(main, ["hub", "versions", TASK, "--hub", str(hub.root)], catch_exceptions=False).output
+    assert "rejected" in text and "v2 rejected: question_classifier v2 is not better than v1" in text

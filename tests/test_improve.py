@@ -6,7 +6,8 @@ router got wrong; ``improve`` retrains on the nine + the corrections, shows
 the new version right where the old was wrong, and exports it. In a second
 week the reviewers only confirmed what the router said: a new version cannot
 get more of those right, so ``improve`` stops with the comparison, exits 3,
-and the export in service stays the one it was.
+the export in service stays the one it was, and the hub serves the version
+it served before (the refused one kept, rejected, loadable by its number).
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ def _scene(router, questions: list[str]) -> list[str]:
 
 
 @pytest.mark.slow  # trains twice, exports once (trained_hub marks it too)
-def test_improve_exports_a_version_right_on_the_corrections_and_refuses_one_that_cannot_be_better(
+def test_improve_exports_a_version_right_on_the_corrections_and_a_refused_one_is_never_shipped_later(
         tiny_base, trained_hub, scene_file, tmp_path):
     from lora_router.backends.onnx import OnnxRouter
     from lora_router.backends.torch_peft import Router
@@ -79,15 +80,37 @@ def test_improve_exports_a_version_right_on_the_corrections_and_refuses_one_that
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         _correct(week2, dict(zip(questions, _scene(Router(tiny_base, hub), questions), strict=True)))
-    second = CliRunner().invoke(main, [*common, "--capture", str(week2), "--work", str(tmp_path / "run2")],
-                                catch_exceptions=False)
+    # Another seed: the same data as week 1 would train v2's very weights again, and the test must tell them apart.
+    second = CliRunner().invoke(main, [*common, "--capture", str(week2), "--work", str(tmp_path / "run2"),
+                                       "--seed", "1"], catch_exceptions=False)
     assert second.exit_code == 3, second.output
     assert "not promoted: question_classifier v3 is not better than v2 on the corrections" in second.output
     assert "McNemar" in second.output  # the comparison is printed
     assert json.loads((export / "manifest.json").read_text("utf-8"))["id"] == manifest["id"]  # untouched
     refused = json.loads((tmp_path / "run2" / "report.json").read_text("utf-8"))
     assert not refused["promoted"] and refused["export"] is None
-    assert AdapterHub(hub).versions(SCENE) == [1, 2, 3]  # the refused version is kept, numbered, not exported
+    assert refused["rejected"] == {SCENE: {"rejected": 3, "current": 2}}
+
+    # The refused v3 is kept and listed as rejected, but the hub serves v2 again: a later plain export ships v2.
+    store = AdapterHub(hub)
+    assert store.versions(SCENE) == [1, 2, 3] and store.latest_version(SCENE) == 2
+    listed = {r["version"]: r for r in json.loads(CliRunner().invoke(
+        main, ["hub", "versions", SCENE, "--hub", str(hub), "--json"], catch_exceptions=False).stdout)}
+    assert listed[2]["current"] and listed[3]["rejected"]["reasons"] == refused["reasons"]
+    assert any(listed[3]["rejected"]["comparison"]["labels"]["headline"] in r for r in refused["reasons"])
+    v2_sha, v3_sha = (AdapterHub(f"{hub}@{SCENE}=v{v}").adapter_sha256(SCENE) for v in (2, 3))
+    assert v2_sha != v3_sha
+    later = CliRunner().invoke(main, ["export", "--hub", str(hub), "--base-model", tiny_base, "--out",
+                                      str(tmp_path / "later"), "--layout", "merged", "--quantize", "none"],
+                               catch_exceptions=False)
+    assert later.exit_code == 0, later.output
+    shipped = json.loads((tmp_path / "later" / "tasks" / SCENE / "task.json").read_text("utf-8"))
+    assert shipped["adapter_sha256"] == v2_sha and shipped["version"] == 2
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        by_name = Router(tiny_base, f"{hub}@{SCENE}=v3")  # still loadable, for a look at what was refused
+    assert v3_sha.startswith(by_name.model_identity(SCENE)["adapter"])
+    assert len(_scene(by_name, NEW_QUESTIONS)) == len(NEW_QUESTIONS)
 
 
 def _report(old_right: list[bool], new_right: list[bool], data: str) -> dict:
@@ -127,3 +150,41 @@ def test_the_promotion_gate_refuses_a_version_worse_on_the_test_split_or_no_bett
         (why,) = refusals("t", versions, labels, same)
         assert why.startswith("t v5 is not better than v4 on the corrections")
     assert len(refusals("t", versions, unchanged, worse)) == 2
+
+
+def test_an_improve_run_stopped_after_training_rejects_what_it_trained(tmp_path, monkeypatch):
+    """Ctrl-C (or any error) between training and export: the hub goes back to what it served, the reason kept."""
+    import lora_router.improve as improve_module
+    import lora_router.training as training
+    from lora_router.adapters import ADAPTER_FILES
+
+    def write(tag):
+        def fill(folder):
+            for name in ADAPTER_FILES:
+                (folder / name).write_text(json.dumps({"tag": tag, "task": {
+                    "name": SCENE, "instruction": "问题场景分类", "kind": "sequence_classification",
+                    "labels": list(OTHER)}, "base_model": {"name": "b", "fingerprint": "abc"}}))
+        return fill
+
+    hub = AdapterHub(tmp_path / "hub")
+    hub.save(SCENE, write("in service"))
+
+    def train(spec, *, hub, **_):  # stands in for training: saves a new version as training.train does
+        hub.save(spec.name, write("retrained"))
+        return hub.manifest(spec.name)
+
+    def interrupted(*_args, **_kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(training, "train", train)
+    monkeypatch.setattr(improve_module, "_router", interrupted)  # stopped while loading the routers to compare
+    _correct(tmp_path / "capture", {NEW_QUESTIONS[0]: "通用问题"})
+    with pytest.raises(KeyboardInterrupt):
+        improve_module.improve(tmp_path / "capture", hub.root, "unused-base", tmp_path / "export",
+                               work_dir=tmp_path / "work")
+    reopened = AdapterHub(hub.root)
+    assert reopened.latest_version(SCENE) == 1 and reopened.manifest(SCENE).extra["tag"] == "in service"
+    assert "stopped before it could export" in reopened.rejection(SCENE, 2)["reasons"][0]
+    report = json.loads((tmp_path / "work" / "report.json").read_text("utf-8"))
+    assert report["rejected"] == {SCENE: {"rejected": 2, "current": 1}} and "KeyboardInterrupt" in report["error"]
+    assert not (tmp_path / "export").exists()

@@ -118,3 +118,39 @@ def test_the_admin_endpoints_refuse_without_a_key_configured_and_say_why(exporte
             r = httpx.post(f"{s.url}{path}", timeout=30)
             assert r.status_code == 403 and "need an API key" in r.json()["error"], path
         assert httpx.post(f"{s.url}/v1/ask", json={"question": SAMPLES[0]}, timeout=60).status_code == 200
+
+
+def test_reload_unchecked_lets_an_export_without_parity_figures_through_with_a_warning_but_not_failing_figures(
+        exported, tmp_path):
+    live = versioned_copy(exported.export, tmp_path / "export", "v1")
+    s = _keyed_server("--onnx", str(live), "--reload-unchecked", tmp_path=tmp_path)
+    try:
+        swap_in(versioned_copy(exported.export, tmp_path / "unchecked", "v2", parity=None), live)
+        loaded = httpx.post(f"{s.url}/admin/reload", headers=AUTH, timeout=60)
+        assert loaded.status_code == 200, loaded.text
+        assert loaded.json()["export"] == {"id": "id-v2", "version": "v2"}
+        assert _served(s) == "v2" and _asked_now(s, 3) == {"v2"}
+        wait_for(lambda: "(id id-v2, version v2) was written without the parity gate" in s.log())
+
+        swap_in(versioned_copy(exported.export, tmp_path / "off", "v3", parity={"question_classifier": {
+            "merged": {"fp32": {"max_abs_logit_diff": 1.0, "label_agreement": 0.5}}}}), live)
+        off = httpx.post(f"{s.url}/admin/reload", headers=AUTH, timeout=60)
+        assert off.status_code == 409 and "fails the parity gate" in off.json()["error"]
+        assert _served(s) == "v2", "figures that fail are refused even with --reload-unchecked"
+    finally:
+        s.stop()
+
+
+def test_the_ray_promoter_takes_reload_unchecked_as_the_uvicorn_workers_do(exported, tmp_path):
+    from types import SimpleNamespace
+
+    from lora_router.serving.ray_promote import Promoter
+
+    live = versioned_copy(exported.export, tmp_path / "export", "v1")
+    catalog = SimpleNamespace(choose=lambda export_id: export_id or "default", folder=lambda export_id: live)
+    deployed_strict, deployed = [], []
+    strict = Promoter(catalog, deployed_strict.append, "app")
+    unchecked = Promoter(catalog, deployed.append, "app", reload_unchecked=True)
+    swap_in(versioned_copy(exported.export, tmp_path / "unchecked", "v2", parity=None), live)
+    assert "without the parity gate" in strict.handle("reload")["refused"] and deployed_strict == []
+    assert unchecked.handle("reload")["candidate"]["version"] == "v2" and deployed == [1]

@@ -16,9 +16,14 @@
    (beside the folder, behind the parity gate, swapped in at once).
 
 Otherwise nothing is exported and the report says why: the comparison of each
-task, the questions that flipped. The new versions stay in the hub (numbered,
-so a later run or ``--hub HUB@TASK=vN`` can name either); the export in
-service is untouched. Everything a run decided is written to ``WORK/report.json``.
+task, the questions that flipped. The export in service is untouched, and so
+is what the hub serves: every version the run trained is rejected
+(``AdapterHub.reject``), the previous one current again, so a later plain
+``lora-router export`` ships what it shipped before. The rejected versions stay
+in the hub, numbered, with the reasons (``hub versions TASK``), loadable as
+``--hub HUB@TASK=vN``. A run that stops on an error after training (or is
+interrupted) rejects what it trained the same way, the error as the reason.
+Everything a run decided is written to ``WORK/report.json``.
 """
 
 from __future__ import annotations
@@ -57,11 +62,12 @@ class ImproveReport:
     promoted: bool = False
     reasons: list[str] = field(default_factory=list)  # why not promoted (empty when promoted)
     export: dict[str, Any] | None = None  # the new export's manifest, when promoted
+    rejected: dict[str, dict[str, int]] = field(default_factory=dict)  # task -> {"rejected": vN, "current": vK}
 
     def to_dict(self) -> dict:
         return {"work_dir": self.work_dir, "labels": self.labels, "skipped": self.skipped, "trained": self.trained,
                 "comparisons": self.comparisons, "promoted": self.promoted, "reasons": self.reasons,
-                "export": self.export}
+                "export": self.export, "rejected": self.rejected}
 
 
 def improve(
@@ -90,10 +96,8 @@ def improve(
     and the comparison uses [default: the task's bundled test split]; ``lora``:
     [default: the settings the previous version was trained with].
     """
-    from .evaluation.compare import compare_task
     from .evaluation.significance import ALPHA
     from .review import export_labels
-    from .training import train
 
     alpha = ALPHA if alpha is None else alpha
     tell = on_stage or (lambda stage, info: None)
@@ -115,6 +119,35 @@ def improve(
     if not tasks:
         raise LoraRouterError("none of the labelled tasks (" + ", ".join(report.labels) + f") is in hub {store.root}")
     tell("labels", {"labels": report.labels, "skipped": report.skipped, "out": str(work / "labels")})
+
+    try:
+        _train_compare_export(report, store, tasks, work, base_model, export_to, data=data, test_data=test_data,
+                              settings=settings, lora=lora, alpha=alpha, layout=layout, quantize=quantize,
+                              version=version, knowledge_base=knowledge_base, progress=progress, tell=tell)
+    except BaseException as exc:  # trained but neither compared nor exported: not what the hub should serve
+        report.promoted = False
+        if report.trained:
+            logger.error("improve stopped after training (%r); rejecting the versions it trained", exc)
+            try:
+                _reject_trained(report, store, [f"the improve run stopped before it could export them: {exc!r}"])
+                _write_report(work / REPORT_FILE, {**report.to_dict(), "error": repr(exc)})
+            except Exception:  # noqa: BLE001 - the first error is the one to report
+                logger.exception("could not reject the versions trained by the stopped run")
+        raise
+    if not report.promoted:
+        _reject_trained(report, store, report.reasons)
+    tell("export", {"promoted": report.promoted, "reasons": report.reasons, "export": report.export,
+                    "rejected": report.rejected})
+    _write_report(work / REPORT_FILE, report.to_dict())
+    return report
+
+
+def _train_compare_export(report: ImproveReport, store: AdapterHub, tasks: list[str], work: Path, base_model: str,
+                          export_to, *, data, test_data, settings, lora, alpha, layout, quantize, version,
+                          knowledge_base, progress, tell: Stage) -> None:
+    """Steps 2-4 of ``improve``, filling ``report`` as they go."""
+    from .evaluation.compare import compare_task
+    from .training import train
 
     for task in tasks:
         old = store.latest_version(task)
@@ -151,9 +184,23 @@ def improve(
                               knowledge_base=knowledge_base, progress=progress)
         report.export = {"out": str(Path(export_to)), "id": manifest.id, "version": manifest.version,
                          "tasks": list(manifest.tasks), "parity": manifest.parity}
-    tell("export", {"promoted": report.promoted, "reasons": report.reasons, "export": report.export})
-    _write_report(work / REPORT_FILE, report.to_dict())
-    return report
+
+
+def _reject_trained(report: ImproveReport, store: AdapterHub, reasons: list[str]) -> None:
+    """Reject every version the run trained, each task's previous version current again (``AdapterHub.reject``).
+
+    All of them, not only those that failed the gate: the run promotes its versions together or not at all, so
+    the hub serves what the export in service was made from. A task's own reasons come first in its record."""
+    for task, versions in report.trained.items():
+        if store.latest_version(task) != versions["new"]:
+            continue  # already put aside
+        own = [r for r in reasons if r.startswith(f"{task} ")]
+        why = own + [r for r in reasons if r not in own]
+        summary = {name: {"verdict": c.get("verdict"), "headline": _headline(c)}
+                   for name, c in report.comparisons.get(task, {}).items()}
+        store.reject(task, why, restore=versions["old"], by="lora-router improve",
+                     report=str(Path(report.work_dir) / REPORT_FILE), comparison=summary)
+        report.rejected[task] = {"rejected": versions["new"], "current": versions["old"]}
 
 
 def refusals(task: str, versions: dict[str, int], on_labels: dict, on_test: dict) -> list[str]:

@@ -12,14 +12,23 @@ Layout of ``<hub>/<task>/``::
 plus ``<hub>/logs/<task>-<time>.jsonl`` for every training run. Only
 safetensors are read or written. No torch here.
 
-Versions: ``<hub>/<task>/`` always holds the newest adapter, so PEFT and
-older lora-router releases load it as they did. Each save numbers the new
-adapter one above the newest (``task.json``'s ``version``; a task.json
+Versions: ``<hub>/<task>/`` always holds the task's current adapter, so PEFT
+and older lora-router releases load it as they did. Each save numbers the new
+adapter one above the highest kept (``task.json``'s ``version``; a task.json
 without one is version 1) and moves the one it replaces, whole, to
 ``<hub>/.versions/<task>/v<N>/``, where it stays loadable: open the hub as
 ``AdapterHub("hub@v1")`` (version 1 of every task loaded) or
 ``AdapterHub("hub@question_classifier=v1")`` (that task at v1, the others at
-their newest), the same string ``--hub`` takes.
+their current one), the same string ``--hub`` takes.
+
+Rejected versions: ``reject`` takes the current version out of service (a
+refused ``lora-router improve`` does, so a later plain ``export`` cannot ship
+it) and puts an earlier one back. The rejected one is kept under
+``.versions/`` with ``rejected.json`` (why, and when), still loadable by its
+number. Writing that file into the current folder is the commit point; the
+two renames after it are finished by the next ``AdapterHub`` opened on the
+hub if the process dies between them, so the hub is never left without a
+current adapter, nor with a rejected one in service.
 """
 
 from __future__ import annotations
@@ -29,7 +38,9 @@ import json
 import os
 import re
 import shutil
+import time
 import uuid
+import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
@@ -39,6 +50,7 @@ from .manifest import TaskManifest
 
 HUB_ENV = "LORA_ROUTER_HUB"
 TASK_FILE = "task.json"
+REJECTED_FILE = "rejected.json"  # in a version's folder: it was taken out of service, and why
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors", "head.safetensors", TASK_FILE)
 WEIGHT_FILES = ADAPTER_FILES[:3]  # what the adapter's content hash covers: what it computes with
 VERSIONS_DIR = ".versions"
@@ -108,7 +120,7 @@ class AdapterHub:
         return self.root / "logs"
 
     def latest_dir(self, task: str) -> Path:
-        """The task's newest adapter, where ``save`` writes."""
+        """The task's current adapter (the newest one not rejected), where ``save`` writes."""
         return self.root / task
 
     def version_dir(self, task: str, version: int) -> Path:
@@ -116,7 +128,7 @@ class AdapterHub:
         return self.root / VERSIONS_DIR / task / f"v{version}"
 
     def task_dir(self, task: str) -> Path:
-        """The folder of the task's adapter this hub loads: the newest, or the version it was opened at."""
+        """The folder of the task's adapter this hub loads: the current one, or the version it was opened at."""
         wanted = self.pinned.get(task, self.pinned.get(ALL_TASKS))
         if wanted is None or wanted == self.latest_version(task):
             return self.latest_dir(task)
@@ -133,7 +145,8 @@ class AdapterHub:
                       if not p.name.startswith(".") and (p / TASK_FILE).is_file())
 
     def latest_version(self, task: str) -> int | None:
-        """The version number of the task's newest adapter; None when there is none."""
+        """The version number of the task's current adapter (what a plain ``--hub`` loads); None when there is none.
+        A rejected version may have a higher number."""
         path = self.latest_dir(task) / TASK_FILE
         if not path.is_file():
             return None
@@ -149,6 +162,58 @@ class AdapterHub:
             if kept.is_dir() else set()
         latest = self.latest_version(task)
         return sorted(found | ({latest} if latest is not None else set()))
+
+    def rejection(self, task: str, version: int) -> dict | None:
+        """Why ``version`` of the task was taken out of service (``rejected.json``: reasons, time, ...); None if not."""
+        folder = self.latest_dir(task) if version == self.latest_version(task) else self.version_dir(task, version)
+        path = folder / REJECTED_FILE
+        if not path.is_file():
+            return None
+        try:
+            return json.loads(path.read_text("utf-8"))
+        except (OSError, json.JSONDecodeError) as exc:
+            return {"reasons": [f"{path} is damaged: {exc}"]}
+
+    def reject(self, task: str, reasons: list[str], *, restore: int, **details) -> None:
+        """Take the task's current version out of service and make version ``restore`` current again.
+
+        The rejected version is kept under ``.versions/`` with ``rejected.json``
+        (``reasons``, the time, and ``details``), loadable as ``HUB@task=vN``;
+        ``hub versions`` lists it as rejected. Atomic: see the module's docstring.
+        """
+        if self.pinned:
+            raise LoraRouterError(f"reject changes which version of {task!r} is current; open the hub folder "
+                                  f"{self.root} without a version selector")
+        current = self.latest_version(task)
+        if current is None:
+            raise AdapterNotFoundError(f"no adapter for task {task!r} in hub {self.root}")
+        if restore == current or not (self.version_dir(task, restore) / TASK_FILE).is_file():
+            kept = ", ".join(f"v{v}" for v in self.versions(task) if v != current) or "none"
+            raise AdapterNotFoundError(f"cannot put {task} v{restore} back in place of v{current} in hub {self.root}: "
+                                       f"it is not a kept earlier version (kept: {kept})")
+        record = {"version": current, "reasons": list(reasons), "restored": restore,
+                  "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **details}
+        _write_json(self.latest_dir(task) / REJECTED_FILE, record)  # the commit point
+        self._set_aside(task)
+
+    def _set_aside(self, task: str) -> None:
+        """Finish a rejection: the rejected current folder to ``.versions/``, the version it names back in place."""
+        current = self.latest_dir(task)
+        try:
+            record = json.loads((current / REJECTED_FILE).read_text("utf-8"))
+            back = self.version_dir(task, int(record["restored"]))
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            warnings.warn(f"{current / REJECTED_FILE} is damaged ({exc}); {task}'s current version stays in place",
+                          stacklevel=3)
+            return
+        if not (back / TASK_FILE).is_file():
+            warnings.warn(f"{task} v{record.get('version')} in {self.root} is rejected, but v{record['restored']}, "
+                          f"which should replace it, is gone; it stays current", stacklevel=3)
+            return
+        aside = self.root / f".old-{task}-{uuid.uuid4().hex[:8]}"
+        current.rename(aside)  # a crash here: _recover puts it back, sees rejected.json and starts again
+        back.rename(current)  # a crash here: _recover keeps ``aside`` as its version
+        self._keep(task, aside)
 
     def manifest(self, task: str) -> TaskManifest:
         """The task's ``task.json``; an error lists what the hub has."""
@@ -258,6 +323,9 @@ class AdapterHub:
                 self._keep(task, p)
         for p in self.root.glob(".tmp-*"):
             shutil.rmtree(p, ignore_errors=True)
+        for task in self.tasks():
+            if (self.latest_dir(task) / REJECTED_FILE).is_file():  # rejected, not yet set aside
+                self._set_aside(task)
 
 
 def _set_version(path: Path, version: int) -> None:
@@ -265,3 +333,10 @@ def _set_version(path: Path, version: int) -> None:
     data = json.loads(path.read_text("utf-8"))
     data["version"] = version
     path.write_text(json.dumps(data, ensure_ascii=False, indent=2) + "\n", "utf-8")
+
+
+def _write_json(path: Path, data: dict) -> None:
+    """Write a JSON file whole or not at all (a temporary file renamed over it)."""
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    tmp.write_text(json.dumps(data, ensure_ascii=False, indent=2) + "\n", "utf-8")
+    os.replace(tmp, path)

@@ -41,26 +41,41 @@ def hub_list(hub, as_json) -> None:
 def hub_versions(task, hub, as_json) -> None:
     """Every version of TASK's adapter the hub keeps, with its metric and data; load one with --hub HUB@TASK=vN.
 
+    The current version is the one a plain --hub loads (and `export` ships);
+    a rejected one (a refused `improve` rejects what it trained) is kept and
+    loadable by its number, with the reasons it was rejected.
+
     \b
     lora-router hub versions question_classifier
     lora-router eval --task question_classifier --compare ./hub@v1 ./hub
     """
     store = AdapterHub(hub)
     store.manifest(task)
+    current = store.latest_version(task)
     rows = []
     for v in store.versions(task):
         m = AdapterHub(store.root, {task: v}).manifest(task)
-        rows.append({"version": v, "created": m.created, "metrics": {k: x for k, x in m.metrics.items()
-                                                                     if isinstance(x, (int, float))},
+        rows.append({"version": v, "current": v == current, "rejected": store.rejection(task, v),
+                     "created": m.created, "metrics": {k: x for k, x in m.metrics.items()
+                                                       if isinstance(x, (int, float))},
                      "data": m.data.get("files") or m.data.get("source"), "kind": m.kind,
                      "hub": f"{store.root}@{task}=v{v}"})
     if as_json:
         dump(rows)
         return
-    table([[f"v{r['version']}", r["created"], headline(r["kind"], r["metrics"]),
+    table([[f"v{r['version']}", _status(r), r["created"], headline(r["kind"], r["metrics"]),
             ", ".join(f"{f['file']} ({f['used']})" for f in r["data"]) if isinstance(r["data"], list)
             else str(r["data"]), r["hub"]] for r in rows],
-          ["version", "created", "metric", "data (lines used)", "load as"])
+          ["version", "status", "created", "metric", "data (lines used)", "load as"])
+    for r in rows:
+        for reason in (r["rejected"] or {}).get("reasons", []):
+            click.secho(f"v{r['version']} rejected: {reason}", fg="yellow")
+
+
+def _status(row: dict) -> str:
+    if row["current"]:
+        return "current"
+    return "rejected" if row["rejected"] else ""
 
 
 @hub_group.command("show")

@@ -50,8 +50,11 @@ def improve_cmd(capture_dir, hub, base_model, export_to, work_dir, data, test_da
 
     When a task fails the gate nothing is exported, the comparisons (with the
     questions that flipped) are printed and the command exits 3, so a
-    scheduled job can stop there. The new versions stay in the hub, numbered;
-    the export in service is untouched. WORK/report.json keeps what was decided.
+    scheduled job can stop there. The export in service is untouched, and the
+    hub serves what it served before: the versions the run trained are kept,
+    numbered, but rejected with the reasons (`hub versions TASK` lists them;
+    load one with --hub HUB@TASK=vN), so a later plain `export` cannot ship
+    them. WORK/report.json keeps what was decided.
 
     \b
     lora-router improve --capture ./captured --hub ./hub --base-model ./base --export-to ./export
@@ -80,6 +83,9 @@ def improve_cmd(capture_dir, hub, base_model, export_to, work_dir, data, test_da
         else:
             click.secho(f"{step}: " + ("exported" if info["promoted"] else "refused, nothing exported"),
                         bold=True, err=True, fg="green" if info["promoted"] else "red")
+            for task, v in info["rejected"].items():
+                click.secho(f"  {task} v{v['rejected']} rejected, v{v['current']} current again in the hub",
+                            fg="yellow", err=True)
 
     report = improve(capture_dir, hub, base_model, export_to, work_dir=work_dir, data=list(data) or ["bundled"],
                      test_data=test_data, settings=opt.take_settings(TrainSettings, settings),

@@ -13,7 +13,10 @@ The gate a candidate must pass before any worker loads it: an export
 written with the parity gate (``export --no-parity`` leaves no figures), whose
 figures meet the bounds it was exported under. A candidate that fails is
 refused with the reason (409) and the export in service keeps answering;
-a rollback refused this way is swapped back. The admin endpoints exist only
+a rollback refused this way is swapped back. ``serve --reload-unchecked``
+(``ServeSettings.reload_unchecked``) lets an export without figures through,
+with a warning naming it, for those who export without the gate on purpose;
+figures that fail are refused all the same. The admin endpoints exist only
 where a key is set: without one anyone who reaches the port could swap models.
 """
 
@@ -39,8 +42,11 @@ class RefusedError(LoraRouterError):
         super().__init__(message)
 
 
-def candidate_refusal(export_dir: str | Path) -> str | None:
-    """Why the export in ``export_dir`` may not be served; None when it passes the gate."""
+def candidate_refusal(export_dir: str | Path, *, allow_unchecked: bool = False) -> str | None:
+    """Why the export in ``export_dir`` may not be served; None when it passes the gate.
+
+    ``allow_unchecked`` (``serve --reload-unchecked``): an export without parity figures passes, with a warning.
+    """
     from ..backends.onnx.export_layout import MANIFEST_FILE, ExportManifest
     from ..export.parity import check_parity
 
@@ -50,8 +56,13 @@ def candidate_refusal(export_dir: str | Path) -> str | None:
     except (OSError, ValueError, LoraRouterError, TypeError, KeyError) as exc:
         return f"{path} is not a readable export manifest ({exc})"
     if not manifest.parity:
+        if allow_unchecked:
+            logger.warning("the export in %s (id %s, version %s) was written without the parity gate; loading it "
+                           "unchecked, as --reload-unchecked allows", export_dir, manifest.id, manifest.version)
+            return None
         return (f"the export in {export_dir} (version {manifest.version}) was written without the parity gate "
-                "(export --no-parity); export it again with the gate to serve it")
+                "(export --no-parity); export it again with the gate to serve it, or start the server with "
+                "--reload-unchecked to accept such exports")
     bounds = manifest.parity_bounds or {}
     try:
         check_parity(manifest.parity, bounds.get("int8_max_metric_drop_points", 1.0))
@@ -64,7 +75,8 @@ async def gated_reload(service) -> tuple[bool, str | None]:
     """Reload this process's models if the candidate passes the gate: (reloaded, why not)."""
     source = service.source
     if source is not None and source.onnx:
-        problem = await asyncio.to_thread(candidate_refusal, source.onnx)
+        problem = await asyncio.to_thread(candidate_refusal, source.onnx,
+                                          allow_unchecked=service.settings.reload_unchecked)
         if problem:
             service.metrics.reloads.labels("refused").inc()
             logger.error("reload refused, the models loaded before keep serving: %s", problem)

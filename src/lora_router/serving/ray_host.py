@@ -138,8 +138,9 @@ def serve_exports(catalog: ExportCatalog, options: PredictorOptions | dict, sett
 
         serve.run(app(promotion), name=APP_NAME, route_prefix="/")
 
+    promoter = Promoter(catalog, deploy, APP_NAME, reload_unchecked=settings.reload_unchecked)
     return serve_on_ray(app(), address=address, host=host, port=port, on_ready=on_ready, init_options=init_options,
-                        needed_cpus=replicas * replica_cpus, promoter=Promoter(catalog, deploy, APP_NAME))
+                        needed_cpus=replicas * replica_cpus, promoter=promoter)
 
 
 def _key_for_the_cluster(settings: ServeSettings, *, starting: bool) -> None:

@@ -87,8 +87,9 @@ class Promoter:
     until the app is running again).
     """
 
-    def __init__(self, catalog, deploy: Callable[[int], None], app_name: str):
+    def __init__(self, catalog, deploy: Callable[[int], None], app_name: str, *, reload_unchecked: bool = False):
         self.catalog = catalog
+        self.reload_unchecked = reload_unchecked  # serve --reload-unchecked: an export without parity figures passes
         self.deploy = deploy
         self.app_name = app_name
         self.promotion = 0
@@ -131,7 +132,7 @@ class Promoter:
             swapped = roll_back(folder, (export_identity(folder) or {}).get("id")) if action == "rollback" else None
         except LoraRouterError as exc:
             return self._refused(action, str(exc))
-        problem = candidate_refusal(folder)
+        problem = candidate_refusal(folder, allow_unchecked=self.reload_unchecked)
         if problem:
             if swapped is not None:
                 roll_back(folder, swapped["id"])  # put the export that served back

@@ -56,6 +56,10 @@ class ServeSettings(JsonSettings):
         "help": "Share of answered questions the --shadow candidate runs on (1.0: every one; 0.1: one in ten)."})
     shadow_queue: int = field(default=256, metadata={
         "help": "Questions waiting for the --shadow candidate; more are not shadowed (counted), never delayed."})
+    reload_unchecked: bool = field(default=False, metadata={
+        "help": "Let SIGHUP, /admin/reload and /admin/rollback load an export written without the parity gate "
+                "(export --no-parity), logged as a warning naming it; one whose parity figures fail is still "
+                "refused. Off by default: such an export was never checked against PyTorch."})
     # Limits against slow, large and abandoned requests (serving/limits.py, serving/http_limits.py).
     max_queued_questions: int = field(default=1024, metadata={
         "help": "Questions waiting or being answered before a request gets 429, with Retry-After from the "
@@ -123,8 +127,9 @@ class ServeSettings(JsonSettings):
         if (not isinstance(self.shadow_share, (int, float)) or isinstance(self.shadow_share, bool)
                 or not 0 < self.shadow_share <= 1):
             raise ConfigError(f"shadow_share must be a number above 0 and at most 1, got {self.shadow_share!r}")
-        if not isinstance(self.otel, bool):
-            raise ConfigError(f"otel must be true or false, got {self.otel!r}")
+        for name in ("otel", "reload_unchecked"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"{name} must be true or false, got {getattr(self, name)!r}")
         self.cors_origins = list(self.cors_origins)
         self.allowed_hosts = [h.strip().lower() for h in self.allowed_hosts]
         if any(not h or "/" in h or " " in h for h in self.allowed_hosts):
