@@ -76,8 +76,13 @@ def serve_cmd(onnx, hub_dir, base_model, host, port, workers, log_level, engine,
 
     Needs the serve extra: pip install "lora-router[serve]". Concurrent
     requests are batched per chain step. SIGTERM stops after answering what
-    is in flight; SIGHUP reloads the export (a damaged one is refused and the
-    old models keep serving).
+    is in flight. To promote a new export written into the served folder
+    (`lora-router export --out DIR` keeps the old one as DIR.previous):
+    SIGHUP, or POST /admin/reload with the key; POST /admin/rollback serves
+    DIR.previous again. Each reloads every worker (--workers N) or every Ray
+    replica (a rolling update, one replica at a time) without dropping a
+    request; a candidate that fails its parity figures or is damaged is
+    refused and the old models keep serving.
 
     \b
     lora-router serve --onnx ./export
@@ -89,6 +94,7 @@ def serve_cmd(onnx, hub_dir, base_model, host, port, workers, log_level, engine,
     lora-router serve --onnx ./export --capture ./captures --capture-max-mb 2048
     OTEL_EXPORTER_OTLP_ENDPOINT=http://collector:4318 lora-router serve --onnx ./export --otel
     lora-router serve --onnx ./export --shadow ./candidate --capture ./captures
+    curl -X POST localhost:8080/admin/reload -H "authorization: Bearer $KEY"
     lora-router serve --engine ray --onnx ./export --replicas 2
     lora-router serve --engine ray --address auto --exports-root /mnt/exports --default-export team-a
     lora-router serve --engine ray --onnx ./export --shadow /mnt/candidate --shadow-share 0.1
