@@ -85,8 +85,9 @@ def _figures(metrics: dict) -> dict:
     return {k: metrics[k] for k in KEYS if k in metrics}
 
 
-def measure(base: Path, hub: Path, unseen: list[Path], analyzer: str | None = None) -> dict:
-    router = Router(str(base), str(hub), tasks=[TASK])
+def measure(base: Path, hub: Path, unseen: list[Path], analyzer: str | None = None,
+            knowledge_base: Path | None = None) -> dict:
+    router = Router(str(base), str(hub), tasks=[TASK], knowledge_base=knowledge_base)
     scorer = CachedScorer(router)
     train, test = load_bundled(TASK, "train"), load_bundled(TASK, "test")
     saved = router.answerer(TASK).settings
@@ -96,6 +97,7 @@ def measure(base: Path, hub: Path, unseen: list[Path], analyzer: str | None = No
         "saved_decision": "threshold" if not saved.decision else
         "logistic+examples" if "no_answer_examples" in saved.decision else "logistic",
         "analyzer": settings.analyzer,
+        "knowledge_base": str(router.answerer(TASK).path),
         "train_questions": len(train),
         "train_no_answer": sum(r.output == "" for r in train),
         "saved": _figures(evaluate(router, TASK, test)),
@@ -130,12 +132,14 @@ def main() -> None:
     parser.add_argument("--unseen", type=Path, nargs="*", default=[HERE / "data" / "kb_unseen.jsonl"],
                         help="held-out question_answer files to score (default: benchmarks/data/kb_unseen.jsonl)")
     parser.add_argument("--analyzer", default=None, help="retrieve with this analyzer instead of the adapter's")
+    parser.add_argument("--kb", type=Path, default=None,
+                        help="answer from this knowledge base instead of the adapter's")
     parser.add_argument("--out", type=Path, required=True, help="JSON file the figures are written to")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     if args.train:
         ensure_trained(args.base, args.hub)
-    figures = measure(args.base, args.hub, args.unseen, args.analyzer)
+    figures = measure(args.base, args.hub, args.unseen, args.analyzer, args.kb)
     figures["commit"] = _commit()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     tmp = args.out.with_suffix(args.out.suffix + ".tmp")
