@@ -39,6 +39,11 @@ EXAMPLE_FEATURES = ("no_answer_similarity",)
 # separating the training split by chance cannot dominate (a few hundred questions).
 L2_PENALTY = 1.0
 MIN_SCALE = 0.05
+# How far the fit leans from "each question weighs the same" (0) to "each kind weighs half" (1). The
+# bundled train split holds a third of questions without an answer, the questions the decision meets may
+# hold more: chosen by the 5-fold CV of train (docs/performance.md), the best of 0, 0.25, ... 1 at
+# no-answer precision and recall together.
+NO_ANSWER_BALANCE = 0.25
 
 
 def decision_features(ranked: Sequence[dict], coverage: float, unknown: float) -> dict[str, float]:
@@ -61,7 +66,7 @@ def answer_probability(decision: dict, features: dict[str, float]) -> float:
 
 
 def fit_decision(features: Sequence[dict[str, float]], no_answer: Sequence[bool],
-                 l2: float = L2_PENALTY, balanced: bool = False,
+                 l2: float = L2_PENALTY, balance: float | None = None,
                  no_answer_examples: Sequence[str] | None = None) -> dict | None:
     """A logistic regression of "an entry answers it" on ``FEATURES``; None when one kind is missing.
 
@@ -69,11 +74,13 @@ def fit_decision(features: Sequence[dict[str, float]], no_answer: Sequence[bool]
     on) it also reads ``no_answer_similarity``, which every row of ``features``
     must then hold, and saves the examples with the weights.
 
-    Each question weighs the same, so the cut-off 0.5 keeps the training
-    split's share of questions without an answer. ``balanced`` gives each kind
-    half the loss instead (the balanced accuracy the threshold fit maximises):
-    in a 5-fold cross-validation of the bundled train split it raised no-answer
-    recall (0.67 to 0.81) but cost more in precision (0.79 to 0.59).
+    ``balance`` (default ``NO_ANSWER_BALANCE``) weighs the questions: 0, each
+    the same, so the cut-off 0.5 keeps the training split's share of questions
+    without an answer; 1, each kind half the loss (the balanced accuracy the
+    threshold fit maximises); between, a mix of the two. Before the examples,
+    full balance raised CV no-answer recall (0.67 to 0.81) but cost more in
+    precision (0.79 to 0.59); with them and the richer knowledge base a
+    quarter of it raised recall at the same precision (docs/performance.md).
     """
     y = 1.0 - np.asarray(no_answer, dtype=np.float64)
     if len(features) != y.size:
@@ -87,7 +94,8 @@ def fit_decision(features: Sequence[dict[str, float]], no_answer: Sequence[bool]
     # (ONNX against PyTorch) would move the probability, and new phrasings would sway it.
     mean, scale = x.mean(0), np.maximum(x.std(0), MIN_SCALE)
     z = np.c_[np.ones(len(x)), (x - mean) / scale]
-    w_sample = np.where(y == 1, 0.5 / y.sum(), 0.5 / (1 - y).sum()) if balanced else np.full(len(y), 1 / len(y))
+    balance = NO_ANSWER_BALANCE if balance is None else float(balance)
+    w_sample = (1.0 - balance) / len(y) + balance * np.where(y == 1, 0.5 / y.sum(), 0.5 / (1 - y).sum())
     penalty = np.r_[0.0, np.full(len(names), l2 / len(x))]  # the intercept is not penalised
     beta = np.zeros(z.shape[1])
     for _ in range(100):
