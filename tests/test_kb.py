@@ -19,7 +19,7 @@ from lora_router.kb import (
     normalize_text,
     read_knowledge_base,
 )
-from lora_router.kb.decision import FEATURES
+from lora_router.kb.decision import EXAMPLE_FEATURES, FEATURES
 from lora_router.kb.index import char_ngrams, sum_bags
 from lora_router.kb.threshold import fit_threshold
 
@@ -305,6 +305,101 @@ def test_an_adapter_saved_before_the_decision_model_keeps_its_threshold(tmp_path
         assert (result["kb_id"] is not None) == (top >= 0.4)
 
 
+def _examples_settings(tmp_path, examples):
+    """Settings whose decision reads ``no_answer_similarity`` alone (to see it move the answer) and the KB path."""
+    path = tmp_path / "kb.jsonl"
+    _write_jsonl(path, KB)
+    names = [*FEATURES, *EXAMPLE_FEATURES]
+    decision = {"kind": "logistic", "features": names, "mean": [0.0] * len(names), "scale": [1.0] * len(names),
+                "coef": [0.0] * len(FEATURES) + [-20.0], "intercept": 10.0, "cutoff": 0.5,
+                "no_answer_examples": list(examples)}
+    return path, AnswerSettings(analyzer="char_run_words", decision=decision)
+
+
+def test_a_question_like_a_known_question_without_an_answer_gets_none(tmp_path):
+    from lora_router.kb.answerer import decision_examples
+    from lora_router.kb.examples import NoAnswerExamples
+
+    examples = ["平台有暗黑模式吗", "周末去哪儿吃火锅好呢"]
+    index = NoAnswerExamples(examples, analyzer="char_run_words", ngram_range=(1, 2), sublinear_tf=True,
+                             unknown_query_ngrams=True)
+    assert index.similarity("平台有暗黑模式吗") == pytest.approx(1.0)
+    assert index.similarity("平台有暗黑模式吗", exclude={"平台有暗黑模式吗"}) < 0.5  # fitting leaves itself out
+    assert index.similarity("ods跟dwd区别") == 0.0
+    path, settings = _examples_settings(tmp_path, examples)
+    answerer = Answerer(path, settings)
+    assert decision_examples(answerer.settings).questions == examples
+    logits = lambda c: np.zeros(sum(len(x.phrasings) for x in c))  # noqa: E731
+    like = answerer.retrieve("平台界面有暗黑模式吗")
+    assert answerer.features(like, logits(like))["no_answer_similarity"] > 0.5
+    assert answerer.decide(like, logits(like))["kb_id"] is None
+    unlike = answerer.retrieve("ods层和dwd层有什么区别")
+    assert answerer.features(unlike, logits(unlike))["no_answer_similarity"] < 0.1  # 有 alone is shared
+    assert answerer.decide(unlike, logits(unlike))["kb_id"] == "ods-vs-dwd"
+
+
+def test_an_example_the_knowledge_base_grew_to_answer_is_not_compared_with(tmp_path):
+    path, settings = _examples_settings(tmp_path, ["平台有暗黑模式吗"])
+    answerer = Answerer(path, settings)
+    question = "平台有暗黑模式吗"
+    before = answerer.retrieve(question)
+    assert answerer.features(before, np.zeros(sum(len(c.phrasings) for c in before)))["no_answer_similarity"] > 0.9
+    _write_jsonl(path, KB + [{"id": "dark-mode", "questions": [question], "answer": "有，在头像菜单里切换。"}])
+    os.utime(path, ns=(1, 10**18))
+    after = answerer.retrieve(question)
+    logits = np.zeros(sum(len(c.phrasings) for c in after))
+    assert answerer.features(after, logits)["no_answer_similarity"] == 0.0
+    assert answerer.decide(after, logits)["kb_id"] == "dark-mode"
+
+
+def test_fitting_saves_its_questions_without_an_answer_as_the_decisions_examples(tmp_path):
+    from lora_router.kb.fitting import fit_answer_settings
+
+    path = tmp_path / "kb.jsonl"
+    _write_jsonl(path, KB)
+    answerer = Answerer(path, analyzer="char_run_words")
+    questions = [*(q for e in KB[:3] for q in e["questions"]), "今天天气怎么样", "讲个笑话", "今天天气怎么样呀"]
+    gold = [*(e["id"] for e in KB[:3] for _ in e["questions"]), None, None, None]
+    candidates = [answerer.retrieve(q, exclude={q}) for q in questions]
+    logits = [np.zeros(sum(len(x.phrasings) for x in c)) for c in candidates]
+    fitted, _ = fit_answer_settings(answerer.settings, candidates, logits, gold, 0.5)
+    assert fitted.decision["features"] == [*FEATURES, *EXAMPLE_FEATURES]
+    assert fitted.decision["no_answer_examples"] == ["今天天气怎么样", "讲个笑话", "今天天气怎么样呀"]
+    old, _ = fit_answer_settings(answerer.settings, candidates, logits, gold, 0.5, with_examples=False)
+    assert old.decision["features"] == list(FEATURES) and "no_answer_examples" not in old.decision
+
+
+def test_a_decision_saved_before_the_examples_decides_as_it_did(tmp_path):
+    """A decision without ``no_answer_similarity`` (saved before issue 20) reads the six ranking features only."""
+    from lora_router.kb.decision import answer_probability
+
+    path = tmp_path / "kb.jsonl"
+    _write_jsonl(path, KB)
+    n = len(FEATURES)
+    old = {"kind": "logistic", "features": list(FEATURES), "mean": [0.2] * n, "scale": [0.1] * n,
+           "coef": [0.5, 0.1, 0.8, 0.3, 1.2, -0.9], "intercept": -0.4, "cutoff": 0.5}
+    answerer = Answerer.from_saved({"path": str(path), "decision": old, "analyzer": "char_run",
+                                    "index_answers": True, "unknown_query_ngrams": True}, tmp_path)
+    for question in ("ods跟dwd区别", OFF_TOPIC, "上传文件多大"):
+        candidates = answerer.retrieve(question)
+        logits = np.full(sum(len(c.phrasings) for c in candidates), 1.0)
+        features = answerer.features(candidates, logits)
+        assert list(features) == list(FEATURES)
+        expected = round(answer_probability(old, features), 6)
+        result = answerer.decide(candidates, logits)
+        assert result["confidence"] == expected and (result["kb_id"] is not None) == (expected >= 0.5)
+
+
+def test_a_decision_reading_examples_must_carry_them():
+    from lora_router.errors import ConfigError
+
+    names = [*FEATURES, *EXAMPLE_FEATURES]
+    decision = {"features": names, "mean": [0.0] * 7, "scale": [1.0] * 7, "coef": [0.0] * 7, "intercept": 0.0,
+                "cutoff": 0.5}
+    with pytest.raises(ConfigError, match="no_answer_examples"):
+        AnswerSettings(decision=decision)
+
+
 # ------------------------------------------------------------ overfit -> save -> reload
 
 
@@ -355,8 +450,10 @@ def test_manifest_records_the_knowledge_base(trained):
     # The threshold was fitted on the training split: 10 phrasings left out one by one, 3 off-topic questions.
     assert info["threshold"] == info["threshold_fit"]["threshold"]
     # ... and the decision model that answers in its place, as plain numbers a torch-free runtime reads.
-    assert info["decision"]["features"] == list(FEATURES) and info["decision"]["cutoff"] == 0.5
-    assert len(info["decision"]["coef"]) == len(FEATURES)
+    assert info["decision"]["features"] == [*FEATURES, *EXAMPLE_FEATURES] and info["decision"]["cutoff"] == 0.5
+    assert len(info["decision"]["coef"]) == len(FEATURES) + len(EXAMPLE_FEATURES)
+    # ... with the training questions without an answer it compares a question with, as text.
+    assert info["decision"]["no_answer_examples"] == ["今天天气怎么样", "讲个笑话", "平台有暗黑模式吗"]
     assert info["relevance_weight"] == info["threshold_fit"]["relevance_weight"] <= 0.5  # fitted, never raised
     assert info["threshold_fit"]["n_answerable"] == 10 and info["threshold_fit"]["n_no_answer"] == 3
     assert {"top1", "mrr", "no_answer_precision", "no_answer_recall"} <= set(trained["manifest"].metrics)

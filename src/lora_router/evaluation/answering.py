@@ -30,11 +30,15 @@ from .metrics import score_results
 
 
 def cross_validate_answering(router, task: str, records: Sequence[Record], folds: int = 5, seed: int = 0,
-                             with_decision: bool = True, settings: AnswerSettings | None = None) -> dict:
+                             with_decision: bool = True, settings: AnswerSettings | None = None,
+                             with_examples: bool = True) -> dict:
     """Ranking metrics of ``records`` (e.g. the training split), each scored by a decision fitted on the other folds.
 
     ``with_decision=False`` fits the threshold alone, as adapters trained
-    before the decision model did. ``settings``: retrieve with these instead
+    before the decision model did; ``with_examples=False`` fits the decision
+    without ``no_answer_similarity``, as adapters trained before issue 20 did
+    (the examples a fold's decision compares with are the other folds' questions
+    without an answer). ``settings``: retrieve with these instead
     of the adapter's (weight, threshold and decision are refitted either way).
     Folds keep the share of questions without an answer. Returns the pooled
     metrics plus ``folds`` (each fold's).
@@ -49,30 +53,34 @@ def cross_validate_answering(router, task: str, records: Sequence[Record], folds
         fit_idx = [i for i, f in enumerate(fold_of) if f != k]
         held = [i for i, f in enumerate(fold_of) if f == k]
         fitted, _ = fit_answer_settings(base, [candidates[i] for i in fit_idx], [logits[i] for i in fit_idx],
-                                        [gold[i] for i in fit_idx], max_weight, with_decision=with_decision)
+                                        [gold[i] for i in fit_idx], max_weight, with_decision=with_decision,
+                                        with_examples=with_examples, questions=[records[i].input for i in fit_idx])
         for i in held:
             results[i] = decide(candidates[i], logits[i], fitted)
         per_fold.append(score_results([results[i] for i in held], [gold[i] for i in held], fitted.threshold))
     metrics = dict(score_results(results, gold, float(np.mean([f["threshold"] for f in per_fold]))))
-    metrics.update(folds=per_fold, decision="logistic" if with_decision else "threshold", seed=seed,
-                   analyzer=base.analyzer)
+    metrics.update(folds=per_fold, decision="logistic" if with_decision else "threshold",
+                   no_answer_examples=with_decision and with_examples, seed=seed, analyzer=base.analyzer)
     return metrics
 
 
 def holdout_answering(router, task: str, train: Sequence[Record], test: Sequence[Record],
-                      with_decision: bool = True, settings: AnswerSettings | None = None) -> dict:
+                      with_decision: bool = True, settings: AnswerSettings | None = None,
+                      with_examples: bool = True) -> dict:
     """Ranking metrics of ``test`` under a decision fitted on all of ``train``, as training fits and scores it.
 
-    ``settings`` as in ``cross_validate_answering``.
+    ``settings``, ``with_decision`` and ``with_examples`` as in ``cross_validate_answering``.
     """
     answerer, base = _answerer(router, task, settings)
     gold, candidates, logits = _scored(router, task, answerer, train, leave_out_self=True)
     fitted, _ = fit_answer_settings(base, candidates, logits, gold, AnswerSettings().relevance_weight,
-                                    with_decision=with_decision)
+                                    with_decision=with_decision, with_examples=with_examples,
+                                    questions=[r.input for r in train])
     test_gold, test_candidates, test_logits = _scored(router, task, answerer, test, leave_out_self=False)
     results = [decide(c, lg, fitted) for c, lg in zip(test_candidates, test_logits, strict=True)]
     metrics = dict(score_results(results, test_gold, fitted.threshold))
-    metrics.update(decision="logistic" if with_decision else "threshold", analyzer=base.analyzer,
+    metrics.update(decision="logistic" if with_decision else "threshold",
+                   no_answer_examples=with_decision and with_examples, analyzer=base.analyzer,
                    relevance_weight=fitted.relevance_weight)
     return metrics
 

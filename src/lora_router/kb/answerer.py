@@ -2,7 +2,9 @@
 
 The decision is a threshold on the top confidence, or, for adapters trained
 since it exists, a logistic regression over several features of the ranking
-(``kb/decision.py``); an adapter saved before keeps its threshold.
+(``kb/decision.py``) and, since issue 20, the question's likeness to training
+questions without an answer (``kb/examples.py``); an adapter saved before
+keeps the decision it was saved with.
 
 The same code answers in the PyTorch router, the ONNX runtime and evaluation
 during training; only ``score_pairs`` (the cross-encoder) differs. The index
@@ -29,6 +31,8 @@ import numpy as np
 from ..core.results import AnswerResult
 from ..errors import ConfigError, DataError
 from .decision import answer_probability, decision_features
+from .examples import FEATURE as EXAMPLE_FEATURE
+from .examples import NoAnswerExamples, examples_for
 from .file import Entry, KnowledgeBase, file_sha256, read_knowledge_base
 from .index import CharTfidfIndex, sum_bags
 from .settings import LEGACY_DEFAULTS, AnswerSettings
@@ -46,7 +50,9 @@ class Candidate:
 
     ``coverage`` is the share of the question's distinct n-grams the entry
     holds (in its answer or a phrasing not left out); ``unknown`` the share no phrasing
-    or answer of the knowledge base holds (the same for every candidate of a question).
+    or answer of the knowledge base holds (the same for every candidate of a question);
+    ``question`` the question itself, which the decision compares with questions
+    known to have no answer (``kb/examples.py``).
     """
 
     entry: Entry
@@ -54,6 +60,7 @@ class Candidate:
     retrieval: float
     coverage: float = 0.0
     unknown: float = 0.0
+    question: str = ""
 
 
 class _Index:
@@ -251,6 +258,7 @@ class Answerer:
         position = {id(e): i for i, e in enumerate(index.kb.entries)}
         for c in out:
             c.coverage, c.unknown = index.coverage(grams, position[id(c.entry)], exclude), unknown
+            c.question = question
         return out
 
     def _retrieve_entries(self, index: _Index, scores: np.ndarray, query: dict[int, float],
@@ -295,7 +303,8 @@ class Answerer:
 
     def features(self, candidates: Sequence[Candidate], logits: np.ndarray) -> dict[str, float]:
         """The no-answer decision's features (``kb/decision.py``) of one question's ranking."""
-        return ranking_features(rank(candidates, logits, self.settings.relevance_weight), candidates)
+        return ranking_features(rank(candidates, logits, self.settings.relevance_weight), candidates,
+                                decision_examples(self.settings))
 
     def decide(self, candidates: Sequence[Candidate], logits: np.ndarray) -> AnswerResult:
         """The result dict from the cross-encoder logits of ``pairs(question, candidates)`` (``decide``)."""
@@ -337,10 +346,28 @@ def rank(candidates: Sequence[Candidate], logits: np.ndarray, relevance_weight: 
     return ranked
 
 
-def ranking_features(ranked: list[dict], candidates: Sequence[Candidate]) -> dict[str, float]:
-    """``decision_features`` of a ``rank`` result."""
+def ranking_features(ranked: list[dict], candidates: Sequence[Candidate], examples: NoAnswerExamples | None = None,
+                     exclude: Collection[str] = ()) -> dict[str, float]:
+    """``decision_features`` of a ``rank`` result, and ``no_answer_similarity`` to ``examples`` when given.
+
+    An example that a retrieved entry holds as a phrasing, or that is in
+    ``exclude`` (fitting leaves the question itself out), is not compared with.
+    """
     top = ranked[0]["candidate"] if ranked else None
-    return decision_features(ranked, top.coverage if top else 0.0, candidates[0].unknown if candidates else 0.0)
+    features = decision_features(ranked, top.coverage if top else 0.0, candidates[0].unknown if candidates else 0.0)
+    if examples is not None:
+        answered_now = {p for c in candidates for p in c.entry.questions}
+        question = candidates[0].question if candidates else ""
+        features[EXAMPLE_FEATURE] = examples.similarity(question, answered_now | set(exclude))
+    return features
+
+
+def decision_examples(settings: AnswerSettings) -> NoAnswerExamples | None:
+    """The examples ``settings.decision`` compares questions with; None for a decision fitted without them."""
+    decision = settings.decision
+    if not decision or EXAMPLE_FEATURE not in decision["features"]:
+        return None
+    return examples_for(decision["no_answer_examples"], settings)
 
 
 def decide(candidates: Sequence[Candidate], logits: np.ndarray, settings: AnswerSettings) -> AnswerResult:
@@ -356,7 +383,8 @@ def decide(candidates: Sequence[Candidate], logits: np.ndarray, settings: Answer
         return AnswerResult(answer="", kb_id=None, confidence=0.0, candidates=candidates_out)
     top = ranked[0]
     if settings.decision:
-        conf = round(answer_probability(settings.decision, ranking_features(ranked, candidates)), 6)
+        features = ranking_features(ranked, candidates, decision_examples(settings))
+        conf = round(answer_probability(settings.decision, features), 6)
         answered = conf >= settings.decision["cutoff"]
     else:
         conf = top["score"]

@@ -13,11 +13,15 @@ looks at the ranking from several sides at once (``FEATURES``):
                   (in the phrasings it was scored by, or its answer)
 * ``unknown``     the share of the question's distinct n-grams that no phrasing or answer
                   of the knowledge base holds
+* ``no_answer_similarity``  the cosine of the question to the closest training question without
+                  an answer (``kb/examples.py``); decisions fitted before it lack it and never read it
 
 Training fits it (``fit_decision``: standardised features, L2 penalty,
-Newton's method in numpy) and saves the plain
-weights in ``AnswerSettings.decision``; answering needs numpy only, so the
-ONNX runtime decides exactly as PyTorch does.
+Newton's method in numpy) and saves the plain weights in
+``AnswerSettings.decision``, with the examples ``no_answer_similarity`` compares
+with (``no_answer_examples``); answering needs numpy only, so the ONNX runtime
+decides exactly as PyTorch does. A decision is read by the names it lists in
+``features``, so one saved with fewer features decides as it did.
 """
 
 from __future__ import annotations
@@ -28,11 +32,18 @@ from collections.abc import Sequence
 import numpy as np
 
 FEATURES = ("confidence", "relevance", "retrieval", "gap", "coverage", "unknown")
+# Read only by a decision fitted with examples of questions without an answer (kb/examples.py).
+EXAMPLE_FEATURES = ("no_answer_similarity",)
 
 # The L2 penalty on the standardised weights: strong enough that a feature
 # separating the training split by chance cannot dominate (a few hundred questions).
 L2_PENALTY = 1.0
 MIN_SCALE = 0.05
+# How far the fit leans from "each question weighs the same" (0) to "each kind weighs half" (1). The
+# bundled train split holds a third of questions without an answer, the questions the decision meets may
+# hold more: chosen by the 5-fold CV of train (docs/performance.md), the best of 0, 0.25, ... 1 at
+# no-answer precision and recall together.
+NO_ANSWER_BALANCE = 0.25
 
 
 def decision_features(ranked: Sequence[dict], coverage: float, unknown: float) -> dict[str, float]:
@@ -55,28 +66,37 @@ def answer_probability(decision: dict, features: dict[str, float]) -> float:
 
 
 def fit_decision(features: Sequence[dict[str, float]], no_answer: Sequence[bool],
-                 l2: float = L2_PENALTY, balanced: bool = False) -> dict | None:
+                 l2: float = L2_PENALTY, balance: float | None = None,
+                 no_answer_examples: Sequence[str] | None = None) -> dict | None:
     """A logistic regression of "an entry answers it" on ``FEATURES``; None when one kind is missing.
 
-    Each question weighs the same, so the cut-off 0.5 keeps the training
-    split's share of questions without an answer. ``balanced`` gives each kind
-    half the loss instead (the balanced accuracy the threshold fit maximises):
-    in a 5-fold cross-validation of the bundled train split it raised no-answer
-    recall (0.67 to 0.81) but cost more in precision (0.79 to 0.59).
+    With ``no_answer_examples`` (the questions without an answer it is fitted
+    on) it also reads ``no_answer_similarity``, which every row of ``features``
+    must then hold, and saves the examples with the weights.
+
+    ``balance`` (default ``NO_ANSWER_BALANCE``) weighs the questions: 0, each
+    the same, so the cut-off 0.5 keeps the training split's share of questions
+    without an answer; 1, each kind half the loss (the balanced accuracy the
+    threshold fit maximises); between, a mix of the two. Before the examples,
+    full balance raised CV no-answer recall (0.67 to 0.81) but cost more in
+    precision (0.79 to 0.59); with them and the richer knowledge base a
+    quarter of it raised recall at the same precision (docs/performance.md).
     """
     y = 1.0 - np.asarray(no_answer, dtype=np.float64)
     if len(features) != y.size:
         raise ValueError(f"{len(features)} feature rows for {y.size} no-answer flags")
     if y.all() or not y.any():
         return None
-    x = np.array([[f[name] for name in FEATURES] for f in features], dtype=np.float64)
+    names = [*FEATURES, *(EXAMPLE_FEATURES if no_answer_examples is not None else ())]
+    x = np.array([[f[name] for name in names] for f in features], dtype=np.float64)
     # Every feature lies in [0, 1]; one that barely moves on the training split (the cross-encoder's
     # relevance on a random base) is not read finer than MIN_SCALE, or logits that differ by rounding
     # (ONNX against PyTorch) would move the probability, and new phrasings would sway it.
     mean, scale = x.mean(0), np.maximum(x.std(0), MIN_SCALE)
     z = np.c_[np.ones(len(x)), (x - mean) / scale]
-    w_sample = np.where(y == 1, 0.5 / y.sum(), 0.5 / (1 - y).sum()) if balanced else np.full(len(y), 1 / len(y))
-    penalty = np.r_[0.0, np.full(len(FEATURES), l2 / len(x))]  # the intercept is not penalised
+    balance = NO_ANSWER_BALANCE if balance is None else float(balance)
+    w_sample = (1.0 - balance) / len(y) + balance * np.where(y == 1, 0.5 / y.sum(), 0.5 / (1 - y).sum())
+    penalty = np.r_[0.0, np.full(len(names), l2 / len(x))]  # the intercept is not penalised
     beta = np.zeros(z.shape[1])
     for _ in range(100):
         p = 1.0 / (1.0 + np.exp(-(z @ beta)))
@@ -86,8 +106,11 @@ def fit_decision(features: Sequence[dict[str, float]], no_answer: Sequence[bool]
         beta -= step
         if np.abs(step).max() < 1e-10:
             break
-    return {"kind": "logistic", "features": list(FEATURES), "mean": _rounded(mean), "scale": _rounded(scale),
-            "intercept": round(float(beta[0]), 8), "coef": _rounded(beta[1:]), "cutoff": 0.5}
+    decision = {"kind": "logistic", "features": names, "mean": _rounded(mean), "scale": _rounded(scale),
+                "intercept": round(float(beta[0]), 8), "coef": _rounded(beta[1:]), "cutoff": 0.5}
+    if no_answer_examples is not None:
+        decision["no_answer_examples"] = list(no_answer_examples)
+    return decision
 
 
 def _rounded(a: np.ndarray) -> list[float]:

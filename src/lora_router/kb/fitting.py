@@ -14,20 +14,25 @@ import numpy as np
 
 from .answerer import Candidate, decide, rank, ranking_features
 from .decision import fit_decision
+from .examples import examples_for
 from .settings import AnswerSettings
 from .threshold import fit_threshold
 
 
 def fit_answer_settings(settings: AnswerSettings, candidates: Sequence[Sequence[Candidate]],
                         logits: Sequence[np.ndarray], gold: Sequence[str | None], max_weight: float,
-                        with_decision: bool = True) -> tuple[AnswerSettings, dict | None]:
+                        with_decision: bool = True, with_examples: bool = True,
+                        questions: Sequence[str] | None = None) -> tuple[AnswerSettings, dict | None]:
     """``settings`` with the cross-encoder's weight, the threshold and (``with_decision``) the no-answer model fitted.
 
     ``candidates[i]`` and ``logits[i]`` are question i's retrieval and its
-    pairs' cross-encoder logits; ``gold[i]`` its entry id, None for no answer.
+    pairs' cross-encoder logits; ``gold[i]`` its entry id, None for no answer;
+    ``questions[i]`` its text (by default, what its candidates record).
     The weight (0, 0.1, ... up to ``max_weight``) is the one with the best MRR;
     the threshold best separates the two kinds (``kb/threshold.py``); the
-    decision is ``kb/decision.py``'s model. Returns the settings and the fit's
+    decision is ``kb/decision.py``'s model, which ``with_examples`` also reads
+    each question's likeness to the questions without an answer among these
+    (``kb/examples.py``), its own left out. Returns the settings and the fit's
     figures (None, and ``settings`` unchanged but for the weight, when the
     questions are all of one kind).
     """
@@ -49,8 +54,14 @@ def fit_answer_settings(settings: AnswerSettings, candidates: Sequence[Sequence[
     settings = dataclasses.replace(settings, threshold=fit["threshold"])
     fit.update(relevance_weight=weight, train_mrr=round(mrr, 4))
     if with_decision:
-        features = [ranking_features(r, c) for r, c in zip(ranked, candidates, strict=True)]
-        settings = dataclasses.replace(settings, decision=fit_decision(features, no_answer))
+        if questions is None:
+            questions = [c[0].question if c else "" for c in candidates]
+        examples = list(dict.fromkeys(q for q, none in zip(questions, no_answer, strict=True) if none and q))
+        index = examples_for(examples, settings) if with_examples and examples else None
+        features = [ranking_features(r, c, index, exclude={q}) for r, c, q in zip(ranked, candidates, questions,
+                                                                                  strict=True)]
+        decision = fit_decision(features, no_answer, no_answer_examples=examples if index is not None else None)
+        settings = dataclasses.replace(settings, decision=decision)
         abstain = np.array([decide(c, lg, settings)["answer"] == "" for c, lg in zip(candidates, logits, strict=True)])
         none = np.array(no_answer)
         fit.update(decision_no_answer_recall=round(float(abstain[none].mean()), 4),

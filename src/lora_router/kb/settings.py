@@ -39,7 +39,8 @@ class AnswerSettings(JsonSettings):
     unknown_query_ngrams: bool = field(default=True, metadata={
         "help": "n-grams of the question that the knowledge base lacks lower its retrieval score"})
     decision: dict | None = field(default=None, metadata={
-        "help": "the fitted no-answer model (kb/decision.py: features, mean, scale, coef, intercept, cutoff); "
+        "help": "the fitted no-answer model (kb/decision.py: features, mean, scale, coef, intercept, cutoff, "
+                "and the training questions without an answer it compares with, no_answer_examples); "
                 "None: answer when the top confidence reaches threshold"})
 
     def __post_init__(self) -> None:
@@ -56,6 +57,9 @@ class AnswerSettings(JsonSettings):
             raise ConfigError(f"analyzer {self.analyzer!r} is not valid; valid: {', '.join(ANALYZERS)}")
         if self.decision is not None:
             missing = {"features", "mean", "scale", "coef", "intercept", "cutoff"} - set(self.decision)
+            reads_examples = "no_answer_similarity" in self.decision.get("features", ())
+            if reads_examples and "no_answer_examples" not in self.decision:
+                missing.add("no_answer_examples")
             if missing:
                 raise ConfigError(f"decision lacks {sorted(missing)}; it is what training fits "
                                   "(retrain, or remove decision to decide by threshold)")
