@@ -246,3 +246,14 @@ def test_a_candidate_that_cannot_load_stops_the_server_with_the_reason(exported,
     finally:
         server.stop()
     assert f"the --shadow candidate {candidate} cannot be run" in server.log()
+
+
+def test_the_candidate_runs_at_the_precision_production_names():
+    from lora_router.backends.source import ModelSource
+    from lora_router.core.options import PredictorOptions
+    from lora_router.serving.shadow import candidate_source
+
+    fp32 = ModelSource(onnx="prod", options=PredictorOptions(precision="fp32"))
+    assert candidate_source("cand", fp32).options.precision == "fp32"
+    assert candidate_source("cand", ModelSource(onnx="prod")).options.precision is None  # the export's default
+    assert candidate_source("cand", fp32).options.threads == 1

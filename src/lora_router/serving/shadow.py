@@ -84,8 +84,12 @@ def candidate_source(folder: str, production: ModelSource) -> ModelSource:
 
     One thread: the candidate runs on the shadow thread itself, whose low
     priority then covers its work too (a session's own pool would not be).
+    The precision is production's when production names one (``--precision
+    fp32``): otherwise the two would disagree on int8 rounding alone.
     """
-    options = PredictorOptions(threads=1, device=production.options.device, verify=production.options.verify)
+    precision = production.options.precision if production.onnx else None
+    options = PredictorOptions(threads=1, device=production.options.device, verify=production.options.verify,
+                               precision=precision)
     return ModelSource(onnx=folder, options=options)
 
 
