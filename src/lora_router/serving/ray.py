@@ -245,6 +245,9 @@ class ReplicaApp:
         self.metrics = ServiceMetrics()
         self.live: weakref.WeakSet[ExportService] = weakref.WeakSet()  # evicted ones leave when collected
         self.promotion = None  # user_config's counter, raised by each promotion (ray_promote)
+        # Ray Serve awaits a replica's __del__ at shutdown; on the instance, not the class, because Python's
+        # garbage collector calls only a class's __del__, and could not await it (as ExportService).
+        self.__del__ = self.stop_exports
         _configure_logging(self.settings.log_format)
 
     async def __serve_build_asgi_app__(self):
@@ -326,8 +329,8 @@ class ReplicaApp:
         logger.info("export %r loaded from %s", export_id, folder)
         return service
 
-    async def __del__(self):
-        """Replica shutdown: stop every export still loaded here."""
+    async def stop_exports(self) -> None:
+        """Replica shutdown (Ray Serve awaits the instance's ``__del__``): stop every export still loaded here."""
         for service in list(getattr(self, "live", ())):
             await service.stop()
 
