@@ -191,3 +191,46 @@ def test_hub_versions_marks_the_current_version_and_a_rejected_one_with_its_reas
     assert rows[2]["rejected"]["reasons"] == ["question_classifier v2 is not better than v1 on the corrections"]
     text = CliRunner().invoke(main, ["hub", "versions", TASK, "--hub", str(hub.root)], catch_exceptions=False).output
     assert "rejected" in text and "v2 rejected: question_classifier v2 is not better than v1" in text
+
+
+def test_use_makes_a_kept_version_current_and_keeps_the_one_it_replaces(tmp_path):
+    hub = AdapterHub(tmp_path / "hub")
+    for tag in ("first", "second", "third"):
+        hub.save(TASK, _writer(tag))
+    hub.use(TASK, 1)
+    assert hub.latest_version(TASK) == 1 and AdapterHub(hub.root).manifest(TASK).extra["tag"] == "first"
+    assert hub.versions(TASK) == [1, 2, 3]
+    assert AdapterHub(f"{hub.root}@{TASK}=v3").manifest(TASK).extra["tag"] == "third"
+    hub.save(TASK, _writer("fourth"))  # numbered above every kept version, not above the current one
+    assert hub.versions(TASK) == [1, 2, 3, 4] and hub.manifest(TASK).extra["tag"] == "fourth"
+    with pytest.raises(AdapterNotFoundError, match="no version 9 .* v1, v2, v3, v4"):
+        hub.use(TASK, 9)
+    assert hub.latest_version(TASK) == 4
+
+
+def test_use_puts_a_rejected_version_back_in_service_and_records_that_it_was_rejected(tmp_path):
+    hub = AdapterHub(tmp_path / "hub")
+    for tag in ("first", "second"):
+        hub.save(TASK, _writer(tag))
+    hub.reject(TASK, ["worse on the test split"], restore=1)
+    hub.use(TASK, 2)
+    reopened = AdapterHub(hub.root)  # a left rejected.json would set it aside again here
+    assert reopened.latest_version(TASK) == 2 and reopened.manifest(TASK).extra["tag"] == "second"
+    assert reopened.rejection(TASK, 2) is None
+    assert json.loads((hub.root / TASK / "rejected.lifted.json").read_text())["reasons"] == ["worse on the test split"]
+
+
+def test_hub_use_on_the_command_line_says_what_is_current_and_refuses_a_version_that_is_not_one(tmp_path):
+    from click.testing import CliRunner
+
+    from lora_router.cli import main
+
+    hub = AdapterHub(tmp_path / "hub")
+    for tag in ("first", "second"):
+        hub.save(TASK, _writer(tag))
+    result = CliRunner().invoke(main, ["hub", "use", TASK, "v1", "--hub", str(hub.root), "--json"],
+                                catch_exceptions=False)
+    out = json.loads(result.stdout)
+    assert (out["current"], out["was"]) == (1, 2) and AdapterHub(hub.root).latest_version(TASK) == 1
+    bad = CliRunner().invoke(main, ["hub", "use", TASK, "latest", "--hub", str(hub.root)])
+    assert bad.exit_code == 2 and "give it as vN" in bad.output

@@ -28,7 +28,9 @@ it) and puts an earlier one back. The rejected one is kept under
 number. Writing that file into the current folder is the commit point; the
 two renames after it are finished by the next ``AdapterHub`` opened on the
 hub if the process dies between them, so the hub is never left without a
-current adapter, nor with a rejected one in service.
+current adapter, nor with a rejected one in service. ``use`` makes any kept
+version current again (``lora-router hub use TASK vN``), a rejected one
+included: a person's decision, recorded by renaming its ``rejected.json``.
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ from .manifest import TaskManifest
 HUB_ENV = "LORA_ROUTER_HUB"
 TASK_FILE = "task.json"
 REJECTED_FILE = "rejected.json"  # in a version's folder: it was taken out of service, and why
+LIFTED_FILE = "rejected.lifted.json"  # a rejected version a person put back in service (``use``)
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors", "head.safetensors", TASK_FILE)
 WEIGHT_FILES = ADAPTER_FILES[:3]  # what the adapter's content hash covers: what it computes with
 VERSIONS_DIR = ".versions"
@@ -195,6 +198,33 @@ class AdapterHub:
                   "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **details}
         _write_json(self.latest_dir(task) / REJECTED_FILE, record)  # the commit point
         self._set_aside(task)
+
+    def use(self, task: str, version: int) -> None:
+        """Make kept ``version`` of the task current again (what a plain ``--hub`` loads and ``export`` ships).
+
+        The version current until now is kept under ``.versions/``. A rejected
+        version chosen here is in service again by a person's choice: its
+        ``rejected.json`` is kept as ``rejected.lifted.json``. The same two
+        renames as a save, so a crash between them is finished by the next open.
+        """
+        if self.pinned:
+            raise LoraRouterError(f"use changes which version of {task!r} is current; open the hub folder "
+                                  f"{self.root} without a version selector")
+        current = self.latest_version(task)
+        if current is None:
+            raise AdapterNotFoundError(f"no adapter for task {task!r} in hub {self.root}")
+        if version == current:
+            return
+        chosen = self.version_dir(task, version)
+        if not (chosen / TASK_FILE).is_file():
+            kept = ", ".join(f"v{v}" for v in self.versions(task)) or "none"
+            raise AdapterNotFoundError(f"{task} has no version {version} in hub {self.root} (it has: {kept})")
+        if (chosen / REJECTED_FILE).is_file():
+            (chosen / REJECTED_FILE).rename(chosen / LIFTED_FILE)
+        aside = self.root / f".old-{task}-{uuid.uuid4().hex[:8]}"
+        self.latest_dir(task).rename(aside)  # a crash here: _recover puts it back in place
+        chosen.rename(self.latest_dir(task))  # a crash here: _recover keeps ``aside`` as its version
+        self._keep(task, aside)
 
     def _set_aside(self, task: str) -> None:
         """Finish a rejection: the rejected current folder to ``.versions/``, the version it names back in place."""

@@ -1,4 +1,4 @@
-"""`lora-router hub`: list, show and remove trained adapters."""
+"""`lora-router hub`: list, show and remove trained adapters; list their versions and choose the current one."""
 
 import click
 
@@ -10,7 +10,7 @@ from ._output import dump, table
 
 @click.group("hub")
 def hub_group() -> None:
-    """List, show and remove trained adapters, and list their versions."""
+    """List, show and remove trained adapters; list their versions and choose which one is current."""
 
 
 @hub_group.command("list")
@@ -76,6 +76,37 @@ def _status(row: dict) -> str:
     if row["current"]:
         return "current"
     return "rejected" if row["rejected"] else ""
+
+
+@hub_group.command("use")
+@click.argument("task")
+@click.argument("version")
+@opt.hub
+@opt.json
+def hub_use(task, version, hub, as_json) -> None:
+    """Make VERSION (e.g. v2) of TASK's adapter current again: what a plain --hub loads and `export` ships.
+
+    The version current until now stays kept and loadable by its number. A
+    rejected version (a refused `improve` rejects what it trained) may be put
+    back in service this way too, by your decision.
+
+    \b
+    lora-router hub versions question_classifier
+    lora-router hub use question_classifier v2
+    """
+    number = version[1:] if version.lower().startswith("v") else version
+    if not number.isdigit():
+        raise click.BadParameter(f"{version!r} is not a version; give it as vN, e.g. v2 "
+                                 "(lora-router hub versions TASK lists them)", param_hint="VERSION")
+    store = AdapterHub(hub)
+    before = store.latest_version(task)
+    store.use(task, int(number))
+    result = {"task": task, "current": store.latest_version(task), "was": before,
+              "adapter_sha256": store.adapter_sha256(task)}
+    if as_json:
+        dump(result)
+        return
+    click.echo(f"{task}: v{result['current']} is current (was v{before}); `lora-router export` ships it")
 
 
 @hub_group.command("show")
