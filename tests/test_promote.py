@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from lora_router.export.previous import previous_dir, swap_in
-from support.export import versioned_copy
+from support.export import CHAIN_ALL_OUT_OF_SCOPE, general_chain_file, set_chain, versioned_copy
 from support.serve import SAMPLES, Load, Server, wait_for
 
 pytest.importorskip("fastapi")
@@ -154,3 +154,24 @@ def test_the_ray_promoter_takes_reload_unchecked_as_the_uvicorn_workers_do(expor
     swap_in(versioned_copy(exported.export, tmp_path / "unchecked", "v2", parity=None), live)
     assert "without the parity gate" in strict.handle("reload")["refused"] and deployed_strict == []
     assert unchecked.handle("reload")["candidate"]["version"] == "v2" and deployed == [1]
+
+
+def test_promote_compare_refuses_a_candidate_significantly_worse_on_the_chain_file_and_takes_one_that_is_not(
+        exported, tmp_path):
+    live = versioned_copy(exported.export, tmp_path / "export", "v1")
+    chain_file, questions = general_chain_file(live, tmp_path / "chain.jsonl")
+    s = _keyed_server("--onnx", str(live), "--promote-compare", str(chain_file), tmp_path=tmp_path)
+    try:
+        swap_in(set_chain(versioned_copy(exported.export, tmp_path / "worse", "v2"), CHAIN_ALL_OUT_OF_SCOPE), live)
+        refused = httpx.post(f"{s.url}/admin/reload", headers=AUTH, timeout=120)
+        assert refused.status_code == 409, refused.text
+        why = refused.json()["error"]
+        assert "significantly worse" in why and f"{len(questions)} right -> wrong" in why and questions[0] in why
+        assert _served(s) == "v1" and _asked_now(s, 3) == {"v1"}, "the export in service keeps answering"
+
+        swap_in(versioned_copy(exported.export, tmp_path / "same", "v3"), live)  # the same models: not worse
+        taken = httpx.post(f"{s.url}/admin/reload", headers=AUTH, timeout=120)
+        assert taken.status_code == 200, taken.text
+        assert _served(s) == "v3" and _asked_now(s, 3) == {"v3"}
+    finally:
+        s.stop()

@@ -606,3 +606,28 @@ def test_a_replica_shadows_its_default_export_only_and_counts_in_its_metrics(exp
     assert counted == {"agree": len(questions)}, "a candidate with production's models agrees on every question"
     assert counted_again == {"agree": len(questions) + 2}
     assert "lora_router_shadow_questions_total" in metrics_page
+
+
+@pytest.mark.slow
+def test_the_promoter_with_promote_compare_refuses_a_worse_candidate_and_one_it_cannot_compare(exported, tmp_path):
+    from lora_router.core.options import PredictorOptions
+    from lora_router.export.previous import swap_in
+    from lora_router.serving.ray_promote import Promoter
+    from support.export import CHAIN_ALL_OUT_OF_SCOPE, general_chain_file, set_chain
+
+    live = versioned_copy(Path(exported.export), tmp_path / "live" / "a", "v1")
+    chain_file, _ = general_chain_file(live, tmp_path / "chain.jsonl")
+    deployed: list[int] = []
+    promoter = Promoter(_catalog_of(live), deployed.append, "lora-router", promote_compare=str(chain_file),
+                        options=PredictorOptions())
+
+    swap_in(versioned_copy(Path(exported.export), tmp_path / "same", "v2"), live)  # the same models: not worse
+    assert promoter.handle("reload")["status"] == "reloaded" and deployed == [1]
+
+    swap_in(set_chain(versioned_copy(Path(exported.export), tmp_path / "worse", "v3"), CHAIN_ALL_OUT_OF_SCOPE), live)
+    refused = promoter.handle("reload")
+    assert "significantly worse" in refused["refused"] and deployed == [1]
+
+    # The refused v3 is now DIR.previous, not the export in service (v2): nothing to compare a candidate with.
+    swap_in(versioned_copy(Path(exported.export), tmp_path / "next", "v4"), live)
+    assert "does not hold it" in promoter.handle("reload")["refused"] and deployed == [1]

@@ -121,6 +121,28 @@ CHAIN_ALL_GENERAL = {"version": 1, "start": "question_classifier", "steps": [
      "on": {"数据平台相关问题": "route:general", "通用问题": "route:general", "无关问题": "route:general"}}]}
 
 
+# Every question out of scope: an export worse than the trained one on questions it routes to general.
+CHAIN_ALL_OUT_OF_SCOPE = {"version": 1, "start": "question_classifier", "steps": [
+    {"task": "question_classifier", "threshold": 0.0,
+     "on": {"数据平台相关问题": "route:out_of_scope", "通用问题": "route:out_of_scope",
+            "无关问题": "route:out_of_scope"}}]}
+
+
+def general_chain_file(export: Path, path: Path, n: int = 24) -> tuple[Path, list[str]]:
+    """A chain test file of the bundled chain questions that ``export`` routes to ``general``, with that as their
+    gold route: the export gets every one right, by construction. Fails when it routes fewer than 10 so."""
+    from lora_router.backends.onnx import OnnxRouter
+    from lora_router.evaluation.chain import bundled_chain_cases, read_chain_cases
+
+    questions = [c.question for c in read_chain_cases(bundled_chain_cases())]
+    answers = OnnxRouter(export).ask_batch(questions)  # as a server loads it
+    general = [q for q, a in zip(questions, answers) if a["route"] == "general"][:n]
+    assert len(general) >= 10, "the test needs questions the export routes to general"
+    path.write_text("".join(json.dumps({"question": q, "route": "general", "file_names": []}, ensure_ascii=False)
+                            + "\n" for q in general), "utf-8")
+    return path, general
+
+
 def set_chain(folder: Path, chain: dict) -> Path:
     """Make the export in ``folder`` run ``chain``: chain.json and its sha256 in the manifest rewritten."""
     import hashlib

@@ -48,7 +48,8 @@ SECONDS = {"type": click.FloatRange(0), "metavar": "SECONDS"}
                    allowed_hosts={"flag": "--allowed-host", "metavar": "HOST"},
                    shadow={"type": opt.FOLDER, "metavar": "DIR"},
                    shadow_share={"type": click.FloatRange(0, 1, min_open=True), "metavar": "SHARE"},
-                   shadow_queue=AT_LEAST_1, reload_unchecked={})
+                   shadow_queue=AT_LEAST_1, reload_unchecked={},
+                   promote_compare={"metavar": "CHAIN_FILE"})
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info",
               show_default=True)
 @click.option("--engine", type=click.Choice(["uvicorn", "ray"]), default="uvicorn", show_default=True,

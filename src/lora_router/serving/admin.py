@@ -71,8 +71,35 @@ def candidate_refusal(export_dir: str | Path, *, allow_unchecked: bool = False) 
     return None
 
 
-async def gated_reload(service) -> tuple[bool, str | None]:
-    """Reload this process's models if the candidate passes the gate: (reloaded, why not)."""
+BUNDLED_CHAIN = "bundled"  # --promote-compare bundled: the bundled chain test set
+
+
+def compare_refusal(old, new, chain_file: str) -> str | None:
+    """Why ``new`` may not replace ``old``: significantly worse on the questions of ``chain_file`` (``bundled``:
+    the bundled chain set), as ``lora-router eval --chain FILE --compare OLD NEW`` decides; None otherwise."""
+    from ..evaluation.chain import bundled_chain_cases, read_chain_cases
+    from ..evaluation.compare import WORSE, compare_chain
+
+    path = bundled_chain_cases() if chain_file == BUNDLED_CHAIN else Path(chain_file)
+    report = compare_chain(old, new, read_chain_cases(path))
+    head, test = report["metrics"][0], report["mcnemar"]
+    summary = (f"{head['name']} {head['old']} -> {head['new']} on {report['n']} questions of {path} (McNemar p = "
+               f"{test['p_value']:.3g}; {test['right_to_wrong']} right -> wrong, {test['wrong_to_right']} wrong -> "
+               "right)")
+    if report["verdict"] != WORSE:
+        logger.info("the candidate is not worse than the export in service: %s", summary)
+        return None
+    examples = "; ".join(f"{f['question']!r}: {f['old']} -> {f['new']}" for f in report["right_to_wrong"][:3])
+    return (f"the candidate is significantly worse than the export in service: {summary}; e.g. {examples}. "
+            f"See every flip with lora-router eval --chain {path} --compare OLD NEW")
+
+
+async def gated_reload(service, *, compare: bool = True) -> tuple[bool, str | None]:
+    """Reload this process's models if the candidate passes the gate: (reloaded, why not).
+
+    With ``compare`` and ``--promote-compare FILE``, the candidate must also not be significantly worse than the
+    models in service on FILE's questions (checked beside them, before the swap). A rollback is not compared.
+    """
     source = service.source
     if source is not None and source.onnx:
         problem = await asyncio.to_thread(candidate_refusal, source.onnx,
@@ -81,7 +108,7 @@ async def gated_reload(service) -> tuple[bool, str | None]:
             service.metrics.reloads.labels("refused").inc()
             logger.error("reload refused, the models loaded before keep serving: %s", problem)
             return False, problem
-    if await service.reload():
+    if await service.reload(compare=compare):
         return True, None
     return False, getattr(service, "reload_error", None) or "the models failed to load; see the server log"
 
@@ -117,7 +144,7 @@ async def promote_here(action: str, service) -> dict:
             now = await asyncio.to_thread(roll_back, folder, current)
         except LoraRouterError as exc:  # no previous export kept
             raise RefusedError(str(exc)) from None
-        ok, why = await gated_reload(service)
+        ok, why = await gated_reload(service, compare=False)  # going back is not held to the comparison
         if not ok:
             await asyncio.to_thread(roll_back, folder, now["id"])  # put the export that served back
             raise RefusedError(f"rollback refused, the export in service keeps answering: {why}")

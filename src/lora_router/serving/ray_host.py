@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from ..core.options import PredictorOptions
 from ..errors import ConfigError, require
-from .ray import APP_NAME, ExportCatalog, build_app
+from .ray import APP_NAME, ExportCatalog, build_app, predictor_options
 from .ray_promote import Promoter
 from .ray_proxy import KEY_FILE_ENV, PROXY_CALLBACK, PROXY_CALLBACK_ENV
 from .settings import API_KEY_ENV, ServeSettings
@@ -138,7 +138,8 @@ def serve_exports(catalog: ExportCatalog, options: PredictorOptions | dict, sett
 
         serve.run(app(promotion), name=APP_NAME, route_prefix="/")
 
-    promoter = Promoter(catalog, deploy, APP_NAME, reload_unchecked=settings.reload_unchecked)
+    promoter = Promoter(catalog, deploy, APP_NAME, reload_unchecked=settings.reload_unchecked,
+                        promote_compare=settings.promote_compare, options=predictor_options(options))
     return serve_on_ray(app(), address=address, host=host, port=port, on_ready=on_ready, init_options=init_options,
                         needed_cpus=replicas * replica_cpus, promoter=promoter)
 

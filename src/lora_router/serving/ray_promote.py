@@ -87,13 +87,20 @@ class Promoter:
     until the app is running again).
     """
 
-    def __init__(self, catalog, deploy: Callable[[int], None], app_name: str, *, reload_unchecked: bool = False):
+    def __init__(self, catalog, deploy: Callable[[int], None], app_name: str, *, reload_unchecked: bool = False,
+                 promote_compare: str | None = None, options=None):
+        from ..export.previous import export_identity
+
         self.catalog = catalog
         self.reload_unchecked = reload_unchecked  # serve --reload-unchecked: an export without parity figures passes
+        self.promote_compare = promote_compare  # serve --promote-compare FILE: a worse candidate is refused
+        self.options = options  # how the replicas load an export: the comparison loads both sides the same way
         self.deploy = deploy
         self.app_name = app_name
         self.promotion = 0
         self.mailbox = None
+        # What each export id serves (its folder's identity when deployed, then after each promotion).
+        self.serving = {export_id: export_identity(folder) for export_id, folder in catalog.exports.items()}
 
     def open_mailbox(self) -> bool:
         """Start the named mailbox actor; False (and a warning) when another promoter of this app holds it."""
@@ -133,6 +140,8 @@ class Promoter:
         except LoraRouterError as exc:
             return self._refused(action, str(exc))
         problem = candidate_refusal(folder, allow_unchecked=self.reload_unchecked)
+        if problem is None and action == "reload" and self.promote_compare:
+            problem = self._worse_than_served(export_id, folder)
         if problem:
             if swapped is not None:
                 roll_back(folder, swapped["id"])  # put the export that served back
@@ -142,12 +151,32 @@ class Promoter:
             self.deploy(self.promotion)
         except Exception as exc:  # noqa: BLE001 - Ray's reason goes back to the caller
             return self._refused(action, f"Ray Serve did not apply the update: {exc}")
+        self.serving[export_id] = export_identity(folder)
         result = {"status": "rolled back" if action == "rollback" else "reloaded", "export_id": export_id,
                   "candidate": export_identity(folder), "promotion": self.promotion, "workers": EVERY_REPLICA,
                   "seconds": round(time.perf_counter() - t0, 2)}
         logger.info("%s export %r to %s on every replica in %.1f s", result["status"], export_id,
                     result["candidate"], result["seconds"])
         return result
+
+    def _worse_than_served(self, export_id: str, folder: str) -> str | None:
+        """``admin.compare_refusal`` of the candidate in ``folder`` against the export in service, read from
+        ``DIR.previous`` (where ``lora-router export --out DIR`` put it); a reason when that is not it."""
+        from ..backends.source import ModelSource
+        from ..export.previous import export_identity, previous_dir
+        from .admin import compare_refusal
+
+        old_dir, served = previous_dir(folder), self.serving.get(export_id)
+        kept = export_identity(old_dir)
+        if kept is None or (served is not None and kept.get("id") != served.get("id")):
+            return (f"--promote-compare compares the candidate with the export in service, but {old_dir} does not "
+                    f"hold it (it holds {kept}, the service answers with {served}); write the candidate with "
+                    f"lora-router export --out {folder}, which keeps the export it replaces there")
+        try:
+            old, new = (ModelSource(onnx=str(d), options=self.options).load() for d in (old_dir, folder))
+            return compare_refusal(old, new, self.promote_compare)
+        except LoraRouterError as exc:
+            return f"the comparison failed: {exc}"
 
     def _refused(self, action: str, why: str) -> dict:
         logger.error("%s refused, the export in service keeps answering: %s", action, why)

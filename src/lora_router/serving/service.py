@@ -121,8 +121,12 @@ class Service:
         self._first_load.set()
         logger.info("ready: %s", self._describe_source())
 
-    async def reload(self) -> bool:
-        """Load the source again beside the current models and swap when every task answers."""
+    async def reload(self, *, compare: bool = False) -> bool:
+        """Load the source again beside the current models and swap when every task answers.
+
+        With ``compare`` and ``settings.promote_compare``, the new models must also not be significantly worse
+        than the current ones on that chain file (``admin.compare_refusal``), or they are refused.
+        """
         if self.source is None:
             logger.warning("reload asked, but this service was given a predictor, not a source; nothing to reload")
             return False
@@ -131,6 +135,13 @@ class Service:
             try:
                 predictor = await asyncio.to_thread(self.source.load)
                 await asyncio.to_thread(self._check, predictor)
+                if compare and self.settings.promote_compare and self._loaded is not None:
+                    from .admin import compare_refusal
+
+                    problem = await asyncio.to_thread(compare_refusal, self._loaded.predictor, predictor,
+                                                      self.settings.promote_compare)
+                    if problem:
+                        raise LoraRouterError(problem)
             except Exception as exc:  # noqa: BLE001 - any failure keeps the old models
                 self.metrics.reloads.labels("refused").inc()
                 self.reload_error = str(exc)

@@ -60,6 +60,10 @@ class ServeSettings(JsonSettings):
         "help": "Let SIGHUP, /admin/reload and /admin/rollback load an export written without the parity gate "
                 "(export --no-parity), logged as a warning naming it; one whose parity figures fail is still "
                 "refused. Off by default: such an export was never checked against PyTorch."})
+    promote_compare: str | None = field(default=None, metadata={
+        "help": "Hold a promotion (SIGHUP, /admin/reload) to eval --compare's gate: the new export is compared "
+                "with the one in service on this chain file ('bundled': the bundled chain set) and refused (409, "
+                "the flips named) when significantly worse. A rollback is not compared."})
     # Limits against slow, large and abandoned requests (serving/limits.py, serving/http_limits.py).
     max_queued_questions: int = field(default=1024, metadata={
         "help": "Questions waiting or being answered before a request gets 429, with Retry-After from the "
@@ -127,6 +131,12 @@ class ServeSettings(JsonSettings):
         if (not isinstance(self.shadow_share, (int, float)) or isinstance(self.shadow_share, bool)
                 or not 0 < self.shadow_share <= 1):
             raise ConfigError(f"shadow_share must be a number above 0 and at most 1, got {self.shadow_share!r}")
+        if self.promote_compare is not None and self.promote_compare != "bundled":
+            path = Path(self.promote_compare).expanduser()
+            if not path.is_file():
+                raise ConfigError(f"promote_compare: {path} is not a file; give a chain test file (the format of "
+                                  "lora-router eval --chain FILE) or 'bundled'")
+            self.promote_compare = str(path.resolve())
         for name in ("otel", "reload_unchecked"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name} must be true or false, got {getattr(self, name)!r}")
