@@ -57,3 +57,18 @@ def test_rollback_without_a_previous_export_says_where_it_looked(tmp_path):
     with pytest.raises(ExportError, match=r"no previous export to roll back to: .*export\.previous does not hold"):
         roll_back(live)
     assert _version(live) == "v1"
+
+
+def test_put_back_moves_a_refused_export_aside_and_the_one_in_service_back_once(tmp_path):
+    from lora_router.export.previous import put_back, refused_dir
+
+    live = tmp_path / "export"
+    for version in ("v1", "v2"):
+        swap_in(_export(tmp_path / f"new-{version}", version), live)  # v2 written, refused by the service on v1
+    assert put_back(live, "id-v1")
+    assert _version(live) == "v1" and _version(refused_dir(live)) == "v2" and not previous_dir(live).exists()
+    assert not put_back(live, "id-v1"), "a second worker finds it done and moves nothing"
+    swap_in(_export(tmp_path / "new-v3", "v3"), live)
+    assert not put_back(live, "id-v9"), "DIR.previous does not hold the export in service: nothing moves"
+    assert _version(live) == "v3" and _version(previous_dir(live)) == "v1"
+    assert put_back(live, "id-v1") and _version(refused_dir(live)) == "v3", "one refused export kept, the newest"

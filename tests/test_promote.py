@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from lora_router.export.previous import previous_dir, swap_in
+from lora_router.export.previous import previous_dir, refused_dir, swap_in
 from support.export import CHAIN_ALL_OUT_OF_SCOPE, general_chain_file, set_chain, versioned_copy
 from support.serve import SAMPLES, Load, Server, wait_for
 
@@ -23,6 +23,10 @@ pytest.importorskip("fastapi")
 
 KEY = "promote-key"
 AUTH = {"authorization": f"Bearer {KEY}"}
+
+
+def _folder_version(folder: Path) -> str:
+    return json.loads((folder / "manifest.json").read_text("utf-8"))["version"]
 
 
 def _versions(answer: dict) -> set:
@@ -99,6 +103,9 @@ def test_a_candidate_without_the_parity_gate_is_refused_with_the_reason_and_roll
         refused = httpx.post(f"{s.url}/admin/reload", headers=AUTH, timeout=60)
         assert refused.status_code == 409 and "without the parity gate" in refused.json()["error"]
         assert _served(s) == "v1" and _asked_now(s, 3) == {"v1"}, "the export in service keeps answering"
+        # ... and is back in the served folder, so a restart loads it; the refused one is kept beside it for a look
+        assert _folder_version(live) == "v1" and _folder_version(refused_dir(live)) == "v2"
+        assert "now in" in refused.json()["error"] and not previous_dir(live).exists()
 
         swap_in(versioned_copy(exported.export, tmp_path / "off", "v3", parity={"question_classifier": {
             "merged": {"fp32": {"max_abs_logit_diff": 1.0, "label_agreement": 0.5}}}}), live)
@@ -142,18 +149,18 @@ def test_reload_unchecked_lets_an_export_without_parity_figures_through_with_a_w
 
 
 def test_the_ray_promoter_takes_reload_unchecked_as_the_uvicorn_workers_do(exported, tmp_path):
-    from types import SimpleNamespace
-
+    from lora_router.serving.ray import ExportCatalog
     from lora_router.serving.ray_promote import Promoter
 
     live = versioned_copy(exported.export, tmp_path / "export", "v1")
-    catalog = SimpleNamespace(choose=lambda export_id: export_id or "default", folder=lambda export_id: live)
+    catalog = ExportCatalog(exports={"default": str(live)})
     deployed_strict, deployed = [], []
     strict = Promoter(catalog, deployed_strict.append, "app")
     unchecked = Promoter(catalog, deployed.append, "app", reload_unchecked=True)
     swap_in(versioned_copy(exported.export, tmp_path / "unchecked", "v2", parity=None), live)
-    assert "without the parity gate" in strict.handle("reload")["refused"] and deployed_strict == []
     assert unchecked.handle("reload")["candidate"]["version"] == "v2" and deployed == [1]
+    swap_in(versioned_copy(exported.export, tmp_path / "unchecked-too", "v3", parity=None), live)
+    assert "without the parity gate" in strict.handle("reload")["refused"] and deployed_strict == []
 
 
 def test_promote_compare_refuses_a_candidate_significantly_worse_on_the_chain_file_and_takes_one_that_is_not(

@@ -528,7 +528,7 @@ def test_a_replica_reconfigured_reloads_only_the_exports_whose_folder_changed(ex
 @pytest.mark.slow
 def test_the_promoter_deploys_only_a_candidate_that_passes_the_gate_and_swaps_back_a_refused_rollback(
         exported, tmp_path):
-    from lora_router.export.previous import previous_dir, swap_in
+    from lora_router.export.previous import previous_dir, refused_dir, swap_in
     from lora_router.serving.ray_promote import Promoter
 
     live = versioned_copy(Path(exported.export), tmp_path / "live" / "a", "v1")
@@ -542,13 +542,15 @@ def test_the_promoter_deploys_only_a_candidate_that_passes_the_gate_and_swaps_ba
     swap_in(versioned_copy(Path(exported.export), tmp_path / "c3", "v3", parity=None), live)
     refused = promoter.handle("reload", "a")
     assert "parity" in refused["refused"] and deployed == [1], "a refused candidate must not be deployed"
+    # The refused v3 leaves the folder for DIR.refused and v2, in service, is back: a restart loads v2.
+    assert _version_in(live) == "v2" and _version_in(refused_dir(live)) == "v3" and not previous_dir(live).exists()
+    assert "no previous export" in promoter.handle("rollback")["refused"] and deployed == [1]
 
-    # Rolling back to v2 is fine; v3 (no parity) comes back as previous, and rolling back to it is refused.
-    assert promoter.handle("rollback")["candidate"]["version"] == "v2" and deployed == [1, 2]
+    # A previous export that fails the gate: the rollback to it is refused and the folders are swapped back.
+    versioned_copy(Path(exported.export), previous_dir(live), "v0", parity=None)
     refused_rollback = promoter.handle("rollback")
-    assert "parity" in refused_rollback["refused"] and deployed == [1, 2]
-    assert json.loads((live / "manifest.json").read_text("utf-8"))["version"] == "v2", "not swapped back"
-    assert json.loads((previous_dir(live) / "manifest.json").read_text("utf-8"))["version"] == "v3"
+    assert "parity" in refused_rollback["refused"] and deployed == [1]
+    assert _version_in(live) == "v2" and _version_in(previous_dir(live)) == "v0", "not swapped back"
     assert "no export 'zz'" in promoter.handle("reload", "zz")["refused"]
 
 
@@ -611,7 +613,7 @@ def test_a_replica_shadows_its_default_export_only_and_counts_in_its_metrics(exp
 @pytest.mark.slow
 def test_the_promoter_with_promote_compare_refuses_a_worse_candidate_and_one_it_cannot_compare(exported, tmp_path):
     from lora_router.core.options import PredictorOptions
-    from lora_router.export.previous import swap_in
+    from lora_router.export.previous import refused_dir, swap_in
     from lora_router.serving.ray_promote import Promoter
     from support.export import CHAIN_ALL_OUT_OF_SCOPE, general_chain_file, set_chain
 
@@ -628,6 +630,13 @@ def test_the_promoter_with_promote_compare_refuses_a_worse_candidate_and_one_it_
     refused = promoter.handle("reload")
     assert "significantly worse" in refused["refused"] and deployed == [1]
 
-    # The refused v3 is now DIR.previous, not the export in service (v2): nothing to compare a candidate with.
-    swap_in(versioned_copy(Path(exported.export), tmp_path / "next", "v4"), live)
+    # The refused v3 was moved aside and v2, in service, put back: a restart would load v2.
+    assert _version_in(live) == "v2" and _version_in(refused_dir(live)) == "v3"
+    # Two exports written without a promotion between them: DIR.previous no longer holds the export in service.
+    swap_in(versioned_copy(Path(exported.export), tmp_path / "v4", "v4"), live)
+    swap_in(versioned_copy(Path(exported.export), tmp_path / "v5", "v5"), live)
     assert "does not hold it" in promoter.handle("reload")["refused"] and deployed == [1]
+
+
+def _version_in(folder: Path) -> str:
+    return json.loads((folder / "manifest.json").read_text("utf-8"))["version"]

@@ -5,7 +5,9 @@
 before that is deleted: one step back is what a rollback needs, and an export
 is hundreds of megabytes). ``roll_back(DIR)`` swaps the two, so DIR.previous
 serves again and what was DIR becomes DIR.previous: a second rollback rolls
-forward. Every move is a rename within DIR's parent folder, under an
+forward. ``put_back(DIR, id)`` undoes an ``export --out`` whose export the
+service refused: the refused one to ``DIR.refused``, the one in service back
+to DIR, so a restart never loads an export that was refused. Every move is a rename within DIR's parent folder, under an
 exclusive lock (``.DIR.lock``), and a swap names the export it expects to
 replace, so two service workers asked at once swap once. No torch here.
 """
@@ -23,6 +25,7 @@ from ..backends.onnx.export_layout import MANIFEST_FILE
 from ..errors import ExportError
 
 PREVIOUS_SUFFIX = ".previous"
+REFUSED_SUFFIX = ".refused"
 
 
 def previous_dir(out_dir: str | Path) -> Path:
@@ -99,3 +102,33 @@ def roll_back(out_dir: str | Path, expect_id: str | None = None) -> dict:
             raise
         aside.rename(previous)
         return export_identity(out)
+
+
+def refused_dir(out_dir: str | Path) -> Path:
+    """Where a candidate the service refused is kept for a look: ``DIR.refused`` beside it."""
+    out = Path(out_dir)
+    return out.with_name(out.name + REFUSED_SUFFIX)
+
+
+def put_back(out_dir: str | Path, served_id: str | None) -> bool:
+    """After a refused promotion: the refused candidate in DIR goes to ``DIR.refused`` (one kept) and the export in
+    service (id ``served_id``, kept as ``DIR.previous`` by ``export --out``) back to DIR, so a restart loads what
+    served. False, and nothing moved, when DIR.previous does not hold ``served_id`` (already put back by another
+    worker, or the export in service is gone from disk)."""
+    out = Path(out_dir)
+    previous, refused = previous_dir(out), refused_dir(out)
+    with locked(out):
+        kept = export_identity(previous)
+        if served_id is None or kept is None or kept["id"] != served_id or export_identity(out) is None:
+            return False
+        trash = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
+        if refused.exists():
+            refused.rename(trash)
+        out.rename(refused)
+        try:
+            previous.rename(out)
+        except BaseException:
+            refused.rename(out)
+            raise
+        shutil.rmtree(trash, ignore_errors=True)
+        return True

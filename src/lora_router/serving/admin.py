@@ -94,23 +94,44 @@ def compare_refusal(old, new, chain_file: str) -> str | None:
             f"See every flip with lora-router eval --chain {path} --compare OLD NEW")
 
 
-async def gated_reload(service, *, compare: bool = True) -> tuple[bool, str | None]:
+async def gated_reload(service, *, compare: bool = True, put_back_refused: bool = True) -> tuple[bool, str | None]:
     """Reload this process's models if the candidate passes the gate: (reloaded, why not).
 
     With ``compare`` and ``--promote-compare FILE``, the candidate must also not be significantly worse than the
     models in service on FILE's questions (checked beside them, before the swap). A rollback is not compared.
+    With ``put_back_refused``, a refused candidate leaves the served folder for ``DIR.refused`` and the export in
+    service goes back in its place (``export.previous.put_back``), so a restart never loads the refused one.
     """
     source = service.source
+    problem = None
     if source is not None and source.onnx:
         problem = await asyncio.to_thread(candidate_refusal, source.onnx,
                                           allow_unchecked=service.settings.reload_unchecked)
         if problem:
             service.metrics.reloads.labels("refused").inc()
             logger.error("reload refused, the models loaded before keep serving: %s", problem)
-            return False, problem
-    if await service.reload(compare=compare):
-        return True, None
-    return False, getattr(service, "reload_error", None) or "the models failed to load; see the server log"
+    if problem is None:
+        if await service.reload(compare=compare):
+            return True, None
+        problem = getattr(service, "reload_error", None) or "the models failed to load; see the server log"
+    if put_back_refused and source is not None and source.onnx:
+        try:
+            serving = served(service)["export"]
+        except LoraRouterError:  # nothing in service (the first load failed): nothing to put back
+            serving = None
+        problem += await asyncio.to_thread(_put_back, source.onnx, serving)
+    return False, problem
+
+
+def _put_back(folder: str, serving: dict | None) -> str:
+    """``put_back`` of a refused candidate; what it did, to append to the refusal."""
+    from ..export.previous import put_back, refused_dir
+
+    if put_back(folder, (serving or {}).get("id")):
+        logger.warning("the refused export is kept in %s; the export in service is back in %s", refused_dir(folder),
+                       folder)
+        return f" (the refused export is now in {refused_dir(folder)}, the one in service back in {folder})"
+    return ""
 
 
 def tell_other_workers() -> bool:
@@ -144,7 +165,7 @@ async def promote_here(action: str, service) -> dict:
             now = await asyncio.to_thread(roll_back, folder, current)
         except LoraRouterError as exc:  # no previous export kept
             raise RefusedError(str(exc)) from None
-        ok, why = await gated_reload(service, compare=False)  # going back is not held to the comparison
+        ok, why = await gated_reload(service, compare=False, put_back_refused=False)  # swapped back below
         if not ok:
             await asyncio.to_thread(roll_back, folder, now["id"])  # put the export that served back
             raise RefusedError(f"rollback refused, the export in service keeps answering: {why}")

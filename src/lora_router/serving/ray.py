@@ -296,7 +296,8 @@ class ReplicaApp:
             served = service.describe()["source"].get("export") or {}
             if on_disk is None or on_disk.get("id") == served.get("id"):
                 continue
-            ok, why = await gated_reload(service, compare=False)  # the promoter compared, once
+            # The promoter compared, once, and puts a refused candidate back itself.
+            ok, why = await gated_reload(service, compare=False, put_back_refused=False)
             if ok:
                 logger.info("export %r now serves %s (promotion %s)", service.export_id, on_disk, self.promotion)
             else:

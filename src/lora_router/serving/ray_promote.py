@@ -130,7 +130,7 @@ class Promoter:
     def handle(self, action: str, export_id: str | None = None) -> dict:
         """Reload or roll back ``export_id`` (the default export when None) on every replica: the result,
         or ``{"refused": why}`` with the export in service still answering."""
-        from ..export.previous import export_identity, roll_back
+        from ..export.previous import export_identity, put_back, refused_dir, roll_back
 
         t0 = time.perf_counter()
         try:
@@ -145,6 +145,8 @@ class Promoter:
         if problem:
             if swapped is not None:
                 roll_back(folder, swapped["id"])  # put the export that served back
+            elif put_back(folder, (self.serving.get(export_id) or {}).get("id")):
+                problem += f" (the refused export is now in {refused_dir(folder)}, the one in service back in {folder})"
             return self._refused(action, problem)
         self.promotion += 1
         try:
