@@ -184,12 +184,7 @@ class AdapterHub:
         (``reasons``, the time, and ``details``), loadable as ``HUB@task=vN``;
         ``hub versions`` lists it as rejected. Atomic: see the module's docstring.
         """
-        if self.pinned:
-            raise LoraRouterError(f"reject changes which version of {task!r} is current; open the hub folder "
-                                  f"{self.root} without a version selector")
-        current = self.latest_version(task)
-        if current is None:
-            raise AdapterNotFoundError(f"no adapter for task {task!r} in hub {self.root}")
+        current = self._current_to_change(task, "reject")
         if restore == current or not (self.version_dir(task, restore) / TASK_FILE).is_file():
             kept = ", ".join(f"v{v}" for v in self.versions(task) if v != current) or "none"
             raise AdapterNotFoundError(f"cannot put {task} v{restore} back in place of v{current} in hub {self.root}: "
@@ -207,12 +202,7 @@ class AdapterHub:
         ``rejected.json`` is kept as ``rejected.lifted.json``. The same two
         renames as a save, so a crash between them is finished by the next open.
         """
-        if self.pinned:
-            raise LoraRouterError(f"use changes which version of {task!r} is current; open the hub folder "
-                                  f"{self.root} without a version selector")
-        current = self.latest_version(task)
-        if current is None:
-            raise AdapterNotFoundError(f"no adapter for task {task!r} in hub {self.root}")
+        current = self._current_to_change(task, "use")
         if version == current:
             return
         chosen = self.version_dir(task, version)
@@ -225,6 +215,16 @@ class AdapterHub:
         self.latest_dir(task).rename(aside)  # a crash here: _recover puts it back in place
         chosen.rename(self.latest_dir(task))  # a crash here: _recover keeps ``aside`` as its version
         self._keep(task, aside)
+
+    def _current_to_change(self, task: str, action: str) -> int:
+        """The task's current version, which ``action`` is about to change; refused on a pinned hub or no adapter."""
+        if self.pinned:
+            raise LoraRouterError(f"{action} changes which version of {task!r} is current; open the hub folder "
+                                  f"{self.root} without a version selector")
+        current = self.latest_version(task)
+        if current is None:
+            raise AdapterNotFoundError(f"no adapter for task {task!r} in hub {self.root}")
+        return current
 
     def _set_aside(self, task: str) -> None:
         """Finish a rejection: the rejected current folder to ``.versions/``, the version it names back in place."""

@@ -94,12 +94,7 @@ def roll_back(out_dir: str | Path, expect_id: str | None = None) -> dict:
             raise ExportError(f"no previous export to roll back to: {previous} does not hold one (each "
                               f"`lora-router export --out {out}` keeps the export it replaces there)")
         aside = out.parent / f".{out.name}.rollback-{uuid.uuid4().hex[:8]}"
-        out.rename(aside)
-        try:
-            previous.rename(out)
-        except BaseException:
-            aside.rename(out)
-            raise
+        _exchange(out, previous, aside)
         aside.rename(previous)
         return export_identity(out)
 
@@ -124,11 +119,16 @@ def put_back(out_dir: str | Path, served_id: str | None) -> bool:
         trash = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
         if refused.exists():
             refused.rename(trash)
-        out.rename(refused)
-        try:
-            previous.rename(out)
-        except BaseException:
-            refused.rename(out)
-            raise
+        _exchange(out, previous, refused)
         shutil.rmtree(trash, ignore_errors=True)
         return True
+
+
+def _exchange(out: Path, incoming: Path, outgoing: Path) -> None:
+    """``out`` moves to ``outgoing`` and ``incoming`` takes its place; ``out`` goes back if that fails."""
+    out.rename(outgoing)
+    try:
+        incoming.rename(out)
+    except BaseException:
+        outgoing.rename(out)
+        raise
