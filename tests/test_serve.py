@@ -181,14 +181,8 @@ def test_2000_requests_from_32_clients_never_mix_up_answers(server):
     async def client(k: int, n: int, http: httpx.AsyncClient) -> None:
         for i in range(n):
             q = questions[(k * 7 + i * 13) % len(questions)]
-            try:
-                r = await http.post("/v1/ask", json={"question": q})
-            except httpx.HTTPError as exc:
-                failures.append(repr(exc))
-                continue
-            if r.status_code != 200:
-                failures.append(r.status_code)
-            elif not same_answer(r.json(), alone[q]):
+            answer = await _ask(http, q, failures)
+            if answer is not None and not same_answer(answer, alone[q]):
                 mismatches.append(q)
             done.append(1)
 
@@ -208,6 +202,19 @@ def test_2000_requests_from_32_clients_never_mix_up_answers(server):
     assert one_row < total, "concurrent questions were batched together"
 
 
+async def _ask(http: httpx.AsyncClient, question: str, failures: list) -> dict | None:
+    """The answer to ``question``, or None with the error or status added to ``failures``."""
+    try:
+        r = await http.post("/v1/ask", json={"question": question})
+    except httpx.HTTPError as exc:
+        failures.append(repr(exc))
+        return None
+    if r.status_code != 200:
+        failures.append(r.status_code)
+        return None
+    return r.json()
+
+
 def _route_and_labels(answer: dict) -> tuple:
     return answer["route"], [(s["task"], s["result"].get("predicted_label"), s["result"].get("file_names"))
                              for s in answer["steps"]]
@@ -224,17 +231,12 @@ def test_default_int8_export_answers_every_chain_question_alike_alone_and_under_
 
         async def client(k: int, http: httpx.AsyncClient) -> None:
             for q in questions[k::32] * 2:  # every question twice, among 31 other clients' questions
-                try:
-                    r = await http.post("/v1/ask", json={"question": q})
-                except httpx.HTTPError as exc:
-                    failures.append(repr(exc))
-                    continue
-                if r.status_code != 200:
-                    failures.append(r.status_code)
+                answer = await _ask(http, q, failures)
+                if answer is None:
                     continue
                 done.append(q)
-                if _route_and_labels(r.json()) != _route_and_labels(alone[q]) or \
-                        not same_answer(r.json(), alone[q], tol=0.0):
+                if _route_and_labels(answer) != _route_and_labels(alone[q]) or \
+                        not same_answer(answer, alone[q], tol=0.0):
                     differ.append(q)
 
         async def main() -> None:

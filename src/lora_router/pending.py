@@ -39,3 +39,18 @@ class PendingWork:
                     return False
                 self._idle.wait(left)
         return True
+
+
+class QueuedWork:
+    """``pending`` and ``drain`` for a class that counts its queued work in ``self._pending`` (a ``PendingWork``)."""
+
+    _pending: PendingWork
+
+    @property
+    def pending(self) -> int:
+        """Items queued and not yet done."""
+        return self._pending.count
+
+    def drain(self, timeout: float = 5.0) -> bool:
+        """Wait until every queued item is done (or dropped); whether that happened within ``timeout`` seconds."""
+        return self._pending.drain(timeout)

@@ -189,19 +189,14 @@ def serve_markdown(results: dict) -> str:
               f"{ip['ask_batch_32']['questions_per_s']:.1f} questions/s.", ""]
     if "capture" in results:
         c = results["capture"]
-        lines += [f"Capture (`--capture DIR`): the service without and with it side by side, {c['clients']} "
-                  f"clients, {c['rounds']} interleaved rounds of {c['requests_per_round']} requests: median "
-                  f"{c['median_requests_per_s']['plain']:.1f} req/s without, "
-                  f"{c['median_requests_per_s']['capture']:.1f} with. Capture took "
+        lines += [f"Capture (`--capture DIR`): {_side_by_side(c, 'capture')}. Capture took "
                   f"{100 * c['capture_cpu_share']:.2f}% of the capturing server's CPU time "
                   f"({c['capture_cpu_us_per_answer']:.0f} µs per answer; {c['captured']} answers captured, "
                   f"{c['store_mb']} MB).", ""]
     if "shadow" in results:
         c = results["shadow"]
-        lines += [f"Shadow (`--shadow DIR`, the export shadowing itself): the service without and with it side by "
-                  f"side, {c['clients']} clients, {c['rounds']} interleaved rounds of {c['requests_per_round']} "
-                  f"requests: median {c['median_requests_per_s']['plain']:.1f} req/s without, "
-                  f"{c['median_requests_per_s']['shadow']:.1f} with ({c['throughput_ratio']:.2f}x); "
+        lines += [f"Shadow (`--shadow DIR`, the export shadowing itself): {_side_by_side(c, 'shadow')} "
+                  f"({c['throughput_ratio']:.2f}x); "
                   f"{c['shadowed']} questions shadowed, {c['dropped']} dropped from a full shadow queue.", ""]
     return "\n".join(lines + _ratio_lines(results)) + "\n"
 
@@ -210,6 +205,14 @@ RAY_LABELS = {"serve": "`lora-router serve` (uvicorn, 1 process, {t} threads)",
               "ray_1_replica_2_threads": "Ray Serve, 1 replica, 2 threads",
               "ray_1_replica_1_thread": "Ray Serve, 1 replica, 1 thread",
               "ray_2_replicas_1_thread": "Ray Serve, 2 replicas, 1 thread each"}
+
+
+def _side_by_side(c: dict, with_it: str) -> str:
+    """The sentence of a with/without comparison: clients, rounds, median requests/s of each."""
+    rates = c["median_requests_per_s"]
+    return (f"the service without and with it side by side, {c['clients']} clients, {c['rounds']} interleaved rounds "
+            f"of {c['requests_per_round']} requests: median {rates['plain']:.1f} req/s without, "
+            f"{rates[with_it]:.1f} with")
 
 
 def ray_markdown(results: dict) -> str:

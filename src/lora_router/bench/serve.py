@@ -131,12 +131,7 @@ def _measure_capture(export_dir: Path, chain: Path, questions: list[str], client
         for url in urls.values():
             warm_up(url, questions)
         cpu_before, capture_before = _process_cpu_seconds(proc.pid), _metric(capturing, CAPTURE_CPU_METRIC)
-        for r in range(rounds):
-            for name in (("plain", "capture") if r % 2 == 0 else ("capture", "plain")):
-                latencies, wall, errors = run_load(urls[name], questions, clients, requests)
-                if errors:
-                    raise RuntimeError(f"{errors} requests failed in the capture comparison ({name})")
-                rates[name].append(round(len(latencies) / wall, 2))
+        _interleaved_rounds(urls, rates, questions, clients, requests, rounds, "capture")
         process_cpu = _process_cpu_seconds(proc.pid) - cpu_before
         capture_cpu = _metric(capturing, CAPTURE_CPU_METRIC) - capture_before
     plain_rate, capture_rate = median(rates["plain"]), median(rates["capture"])
@@ -148,6 +143,18 @@ def _measure_capture(export_dir: Path, chain: Path, questions: list[str], client
             "capture_cpu_us_per_answer": round(1e6 * capture_cpu / (rounds * requests), 1),
             "captured": len(CaptureStore(store)),
             "store_mb": round(sum(p.stat().st_size for p in store.rglob("*.jsonl")) / 2**20, 2)}
+
+
+def _interleaved_rounds(urls: dict[str, str], rates: dict[str, list[float]], questions: list[str], clients: int,
+                        requests: int, rounds: int, what: str) -> None:
+    """Append each server's requests/s per round to ``rates``, the two servers taking turns to go first."""
+    names = list(urls)
+    for r in range(rounds):
+        for name in (names if r % 2 == 0 else names[::-1]):
+            latencies, wall, errors = run_load(urls[name], questions, clients, requests)
+            if errors:
+                raise RuntimeError(f"{errors} requests failed in the {what} comparison ({name})")
+            rates[name].append(round(len(latencies) / wall, 2))
 
 
 CAPTURE_CPU_METRIC = "lora_router_capture_cpu_seconds_total"
@@ -171,12 +178,7 @@ def _measure_shadow(export_dir: Path, chain: Path, questions: list[str], clients
         urls = {"plain": plain, "shadow": shadowing}
         for url in urls.values():
             warm_up(url, questions)
-        for r in range(rounds):
-            for name in (("plain", "shadow") if r % 2 == 0 else ("shadow", "plain")):
-                latencies, wall, errors = run_load(urls[name], questions, clients, requests)
-                if errors:
-                    raise RuntimeError(f"{errors} requests failed in the shadow comparison ({name})")
-                rates[name].append(round(len(latencies) / wall, 2))
+        _interleaved_rounds(urls, rates, questions, clients, requests, rounds, "shadow")
         counts = {key: _metric_sum(shadowing, name) for key, name in SHADOW_METRICS.items()}
     plain_rate, shadow_rate = round(median(rates["plain"]), 2), round(median(rates["shadow"]), 2)
     return {"clients": clients, "requests_per_round": requests, "rounds": rounds, "requests_per_s": rates,

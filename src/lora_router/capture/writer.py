@@ -23,7 +23,7 @@ from pathlib import Path
 from queue import Full, Queue
 
 from ..errors import ConfigError
-from ..pending import PendingWork
+from ..pending import PendingWork, QueuedWork
 from .layout import (
     CAPTURES_DIR,
     LINE_VERSION,
@@ -53,7 +53,7 @@ COUNTS = ("captured", "oldest", "overload", "error", "cpu_seconds")
 _STOP = object()
 
 
-class CaptureWriter:
+class CaptureWriter(QueuedWork):
     """Capture answers into ``folder`` (a capture store), never on the caller's path.
 
     >>> with CaptureWriter("./captures", max_mb=512) as capture:
@@ -121,15 +121,6 @@ class CaptureWriter:
             self._count("overload")
         self._count("cpu_seconds", time.thread_time() - t0)
         return capture_id
-
-    @property
-    def pending(self) -> int:
-        """Answers queued and not yet written."""
-        return self._pending.count
-
-    def drain(self, timeout: float = 5.0) -> bool:
-        """Wait until every queued answer is written (or dropped); whether that happened within ``timeout``."""
-        return self._pending.drain(timeout)
 
     def close(self, timeout: float = 10.0) -> None:
         """Write what is queued (up to ``timeout``), then stop the thread and close the segment."""

@@ -117,17 +117,11 @@ class ServeSettings(JsonSettings):
                 raise ConfigError(f"cannot read the key from {self.api_key_file} ({exc or 'empty file'})") from None
             if not self._file_key:
                 raise ConfigError(f"{self.api_key_file} holds no key on its first line")
-        if self.capture is not None:
-            if not str(self.capture).strip():
-                raise ConfigError("capture is empty; give the folder to capture into, or leave it unset")
-            self.capture = str(Path(self.capture).expanduser())
+        self.capture = _folder_or_none(self.capture, "capture", "the folder to capture into")
         if (not isinstance(self.capture_max_mb, (int, float)) or isinstance(self.capture_max_mb, bool)
                 or self.capture_max_mb < MIN_MAX_MB):
             raise ConfigError(f"capture_max_mb must be a number >= {MIN_MAX_MB}, got {self.capture_max_mb!r}")
-        if self.shadow is not None:
-            if not str(self.shadow).strip():
-                raise ConfigError("shadow is empty; give the candidate export's folder, or leave it unset")
-            self.shadow = str(Path(self.shadow).expanduser())
+        self.shadow = _folder_or_none(self.shadow, "shadow", "the candidate export's folder")
         if (not isinstance(self.shadow_share, (int, float)) or isinstance(self.shadow_share, bool)
                 or not 0 < self.shadow_share <= 1):
             raise ConfigError(f"shadow_share must be a number above 0 and at most 1, got {self.shadow_share!r}")
@@ -149,3 +143,12 @@ class ServeSettings(JsonSettings):
         """The key requests must bear, from ``api_key`` or ``api_key_file``; None: no key needed."""
         return self.api_key or self._file_key
 
+
+
+def _folder_or_none(value, name: str, what: str) -> str | None:
+    """A folder setting, ``~`` expanded; None stays None; an empty one is refused naming ``what`` to give."""
+    if value is None:
+        return None
+    if not str(value).strip():
+        raise ConfigError(f"{name} is empty; give {what}, or leave it unset")
+    return str(Path(value).expanduser())

@@ -37,7 +37,7 @@ from prometheus_client import CollectorRegistry, Counter
 from ..backends.source import ModelSource
 from ..core.options import PredictorOptions
 from ..errors import ConfigError
-from ..pending import PendingWork
+from ..pending import PendingWork, QueuedWork
 
 logger = logging.getLogger(__name__)
 
@@ -106,7 +106,7 @@ def start_shadow(service, check: Callable[[object], None]) -> Shadow:
                   capture=service.capture, metrics=ShadowMetrics.of(service.metrics.registry))
 
 
-class Shadow:
+class Shadow(QueuedWork):
     """Run ``candidate`` on a share of the answered questions, on a thread, and compare it with production.
 
     ``add(answer, id)`` is called with every answer production gives; it
@@ -143,15 +143,6 @@ class Shadow:
             self._capture(answer, answer_id)
             return False
         return True
-
-    @property
-    def pending(self) -> int:
-        """Answers queued for the candidate and not yet compared."""
-        return self._pending.count
-
-    def drain(self, timeout: float = 5.0) -> bool:
-        """Wait until every queued answer is compared (and handed to capture); whether that happened in time."""
-        return self._pending.drain(timeout)
 
     def close(self, timeout: float = 10.0) -> None:
         """Compare what is queued (up to ``timeout``), then stop the thread."""
