@@ -22,7 +22,8 @@ from .threshold import fit_threshold
 def fit_answer_settings(settings: AnswerSettings, candidates: Sequence[Sequence[Candidate]],
                         logits: Sequence[np.ndarray], gold: Sequence[str | None], max_weight: float,
                         with_decision: bool = True, with_examples: bool = True,
-                        questions: Sequence[str] | None = None) -> tuple[AnswerSettings, dict | None]:
+                        questions: Sequence[str] | None = None,
+                        extra_examples: Sequence[str] = ()) -> tuple[AnswerSettings, dict | None]:
     """``settings`` with the cross-encoder's weight, the threshold and (``with_decision``) the no-answer model fitted.
 
     ``candidates[i]`` and ``logits[i]`` are question i's retrieval and its
@@ -56,7 +57,8 @@ def fit_answer_settings(settings: AnswerSettings, candidates: Sequence[Sequence[
     if with_decision:
         if questions is None:
             questions = [c[0].question if c else "" for c in candidates]
-        examples = list(dict.fromkeys(q for q, none in zip(questions, no_answer, strict=True) if none and q))
+        examples = list(dict.fromkeys([*(q for q, none in zip(questions, no_answer, strict=True) if none and q),
+                                       *(q for q in extra_examples if q)]))
         index = examples_for(examples, settings) if with_examples and examples else None
         features = [ranking_features(r, c, index, exclude={q}) for r, c, q in zip(ranked, candidates, questions,
                                                                                   strict=True)]
