@@ -12,9 +12,12 @@ the decision is measured without retraining the cross-encoder:
 
 * ``saved``:   ``lora-router eval --task question_answer --json``, the decision the adapter saved, on test
 
-and, for the decision fitted without and with the training questions without
-an answer as examples (``kb/examples.py``; ``decisions.logistic`` and
-``decisions.logistic+examples``):
+and, for the decision fitted without examples (``decisions.logistic``), with the
+training questions without an answer as examples (``kb/examples.py``;
+``decisions.logistic+examples``, adapters trained before ``--no-answer-examples``),
+and with the bundled question classifier's questions outside the platform as
+well (``decisions.logistic+examples+classifier``; ``data/no_answer.py``, what
+``lora-router train`` does by default):
 
 * ``test``:    the decision fitted on all of train, on test (``holdout_answering``)
 * ``cv5``:     5-fold CV of train (``cross_validate_answering``): each question scored by a decision
@@ -40,6 +43,7 @@ import numpy as np
 
 from lora_router import Router
 from lora_router.data import load_bundled, read_records
+from lora_router.data.no_answer import read_no_answer_examples
 from lora_router.evaluation.answering import cross_validate_answering, holdout_answering
 from lora_router.evaluation.tasks import evaluate
 
@@ -103,14 +107,15 @@ def measure(base: Path, hub: Path, unseen: list[Path], analyzer: str | None = No
         "saved": _figures(evaluate(router, TASK, test)),
         "decisions": {},
     }
-    for name, examples in (("logistic", False), ("logistic+examples", True)):
-        cv = cross_validate_answering(scorer, TASK, train, settings=settings, with_examples=examples)
-        figures = {"test": _figures(holdout_answering(scorer, TASK, train, test, settings=settings,
-                                                      with_examples=examples)),
-                   "cv5": _figures(cv)}
+    classifier = read_no_answer_examples("bundled")
+    out["classifier_examples"] = len(classifier)
+    for name, examples, extra in (("logistic", False, []), ("logistic+examples", True, []),
+                                  ("logistic+examples+classifier", True, classifier)):
+        options = {"settings": settings, "with_examples": examples, "extra_examples": extra}
+        figures = {"test": _figures(holdout_answering(scorer, TASK, train, test, **options)),
+                   "cv5": _figures(cross_validate_answering(scorer, TASK, train, **options))}
         for path in unseen:
-            figures[path.name] = _figures(holdout_answering(scorer, TASK, train, read_records(path),
-                                                            settings=settings, with_examples=examples))
+            figures[path.name] = _figures(holdout_answering(scorer, TASK, train, read_records(path), **options))
         out["decisions"][name] = figures
     return out
 
@@ -148,7 +153,7 @@ def main() -> None:
     rows = [("saved", "", figures["saved"])]
     rows += [(split, decision, f) for decision, splits in figures["decisions"].items() for split, f in splits.items()]
     for split, decision, f in rows:
-        print(f"{decision:18s} {split:18s} top-1 {f['top1']:.3f}  no-answer P {f['no_answer_precision']:.3f} "
+        print(f"{decision:28s} {split:16s} top-1 {f['top1']:.3f}  no-answer P {f['no_answer_precision']:.3f} "
               f"R {f['no_answer_recall']:.3f}  n {f['n']}")
 
 

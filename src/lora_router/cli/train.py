@@ -7,6 +7,7 @@ from ..config import LoraSettings, TrainSettings
 from ..data import BUNDLED, infer_task_spec
 from ..errors import LoraRouterError, UnknownTaskError, require
 from ..tasks import all_tasks, get_task
+from ..data.no_answer import NONE
 from . import _options as opt
 from ._output import dump, print_trained
 
@@ -22,6 +23,15 @@ class DataFile(click.ParamType):
         return opt.FILE.convert(value, param, ctx)
 
 
+class NoAnswerSource(DataFile):
+    """A data file that exists, `bundled` or `none`."""
+
+    name = "FILE|bundled|none"
+
+    def convert(self, value, param, ctx):
+        return NONE if str(value) == NONE else super().convert(value, param, ctx)
+
+
 @click.command("train")
 @click.option("--task", "task_name", required=True,
               help="Task to train, `all` for every registered task, or a new name with --data.")
@@ -34,6 +44,11 @@ class DataFile(click.ParamType):
 @click.option("--test-data", type=opt.FILE, default=None,
               help="Held-out file for evaluation [default: bundled test split, or 20% of --data].")
 @opt.kb(help="Knowledge base for question_answer [default: the bundled one].")
+@click.option("--no-answer-examples", type=NoAnswerSource(), default=BUNDLED, show_default=True,
+              metavar="FILE|bundled|none",
+              help="question_answer: more questions no entry answers, for the no-answer decision to compare a "
+                   "question with: a JSONL file (records whose output is \"\" or 通用问题/无关问题, e.g. your "
+                   "question_classifier training data), `bundled` (the bundled question classifier's), or `none`.")
 @opt.base_model
 @opt.hub
 @opt.from_settings(TrainSettings, epochs={}, batch_size={}, learning_rate={"flag": "--lr"}, warmup_steps={})
@@ -42,8 +57,8 @@ class DataFile(click.ParamType):
 @opt.from_settings(TrainSettings, patience={}, max_length={}, seed={}, dynamic_padding={}, group_by_length={})
 @opt.quiet
 @opt.json
-def train_cmd(task_name, data, prefer_last, test_data, knowledge_base, base_model, hub, quiet, as_json,
-              **settings) -> None:
+def train_cmd(task_name, data, prefer_last, test_data, knowledge_base, no_answer_examples, base_model, hub, quiet,
+              as_json, **settings) -> None:
     """Train a LoRA adapter (and its head) per task into the adapter hub.
 
     The data is validated first; invalid or conflicting data writes nothing.
@@ -73,7 +88,8 @@ def train_cmd(task_name, data, prefer_last, test_data, knowledge_base, base_mode
             click.secho(f"training {spec.name} on {base_model} into {store.root}", bold=True, err=True)
         manifest = train(spec, base_model=base_model, hub=store, data=data, test_data=test_data,
                          prefer_last=prefer_last, lora=lora,
-                         settings=train_settings, knowledge_base=knowledge_base, progress=not quiet and not as_json)
+                         settings=train_settings, knowledge_base=knowledge_base,
+                         no_answer_examples=no_answer_examples, progress=not quiet and not as_json)
         results.append(manifest)
         if not as_json:
             print_trained(manifest)

@@ -27,6 +27,7 @@ from ..evaluation.metrics import score_results
 from ..kb import Answerer, AnswerSettings, Candidate
 from ..kb.fitting import fit_answer_settings
 from .examples import Example
+from ..data.no_answer import usable_examples
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +37,8 @@ class RankingTask:
 
     def __init__(self, spec: TaskSpec, kb_path: Path, train_records: Sequence[Record],
                  test_records: Sequence[Record], encoder: TextEncoder, seed: int,
-                 settings: AnswerSettings | None = None, hard_negatives: int = 4, random_negatives: int = 1):
+                 settings: AnswerSettings | None = None, hard_negatives: int = 4, random_negatives: int = 1,
+                 no_answer_examples: Sequence[str] = ()):
         self.spec = spec
         self.encoder = encoder
         self.seed = seed
@@ -49,6 +51,10 @@ class RankingTask:
         self.test = list(test_records)
         self._gold_train = self._gold_ids(self.train, "training")
         self._gold_test = self._gold_ids(self.test, "test")
+        # More questions without an answer for the decision to compare with (data/no_answer.py); never a
+        # question of the test split, which decides nothing, nor one this knowledge base answers.
+        answered = {q for e in kb.entries for q in e.questions}
+        self.no_answer_examples = usable_examples(no_answer_examples, {*(r.input for r in self.test), *answered})
         self._eval: tuple[list[list[Candidate]], list[Example]] | None = None
         self._fit: tuple[list[list[Candidate]], list[Example]] | None = None
         self._scored_by: tuple | None = None  # the (model, head) the threshold was last fitted with
@@ -138,11 +144,12 @@ class RankingTask:
         candidates, examples = self._fit
         logits = _per_question(candidates, self._logits(model, head, examples))
         settings, fit = fit_answer_settings(self.answerer.settings, candidates, logits, self._gold_train,
-                                            self._max_relevance_weight)
+                                            self._max_relevance_weight, extra_examples=self.no_answer_examples)
         self.answerer.settings = settings
         self._scored_by = (model, head)
         if fit is not None:
-            fit.update(fitted_on="training split, each question's own phrasing left out")
+            fit.update(fitted_on="training split, each question's own phrasing left out",
+                       extra_no_answer_examples=len(self.no_answer_examples))
         else:
             logger.warning("question_answer: the training split needs questions with and without an answer to "
                            "fit the no-answer decision; keeping threshold %s", settings.threshold)

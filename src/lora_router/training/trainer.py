@@ -18,7 +18,7 @@ from pathlib import Path
 from .. import __version__
 from ..adapters import TASK_FILE, AdapterHub, TaskManifest, adapter_sha256
 from ..config import PAIR_RANKING, SEQUENCE_CLASSIFICATION, LoraSettings, TaskSpec, TrainSettings
-from ..data import DataSources, TrainData, data_hash, split_data
+from ..data import BUNDLED, DataSources, TrainData, data_hash, split_data
 from ..data.bundled import bundled_knowledge_base
 from ..encoding import TextEncoder, default_encoding
 from ..errors import require
@@ -64,6 +64,7 @@ def train(
     settings: TrainSettings | None = None,
     knowledge_base: str | Path | None = None,
     answer_settings=None,
+    no_answer_examples: str | Path | None = BUNDLED,
     progress: bool = True,
 ) -> TaskManifest:
     """Train ``spec``'s adapter on ``base_model`` and save it atomically into ``hub``.
@@ -73,6 +74,9 @@ def train(
     saved ``task.json``. Invalid or conflicting data raises before anything is written. ``answer_settings``
     (``kb.AnswerSettings``, question_answer only) replaces the answerer's defaults; its
     ``relevance_weight`` caps the cross-encoder's fitted weight (0: answers by retrieval alone).
+    ``no_answer_examples`` (question_answer only; ``data/no_answer.py``): more questions without an answer
+    for the no-answer decision to compare with: ``"bundled"`` (the question classifier's bundled training
+    questions outside the platform), a data file, or ``"none"``.
     """
     torch = require("torch")
     from transformers import get_linear_schedule_with_warmup
@@ -95,7 +99,10 @@ def train(
         from .ranking import RankingTask
 
         kb_path = Path(knowledge_base) if knowledge_base else bundled_knowledge_base()
-        job = RankingTask(spec, kb_path, split.train, split.test, encoder, settings.seed, answer_settings)
+        from ..data.no_answer import read_no_answer_examples
+
+        job = RankingTask(spec, kb_path, split.train, split.test, encoder, settings.seed, answer_settings,
+                          no_answer_examples=read_no_answer_examples(no_answer_examples))
         train_examples = job.training_examples()
     else:
         from .examples import make_examples
@@ -118,7 +125,9 @@ def train(
 
     log = RunLog(hub, spec.name)
     log.write(event="start", task=spec.name, base_model=base_model, lora=lora.to_dict(),
-              settings=settings.to_dict(), n_train=len(train_examples), n_test=len(split.test))
+              settings=settings.to_dict(), n_train=len(train_examples), n_test=len(split.test),
+              **({"no_answer_examples": str(no_answer_examples), "n_no_answer_examples": len(job.no_answer_examples)}
+                 if job is not None else {}))
     best: dict | None = None
     history = []
     stopped: dict | None = None
