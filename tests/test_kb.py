@@ -421,11 +421,18 @@ def trained(tmp_path_factory):
     _write_jsonl(root / "train.jsonl", _records(rows))
     test = [("ods和dwd的区别", KB[0]["answer"]), ("表的权限怎么申请", KB[1]["answer"]), ("明天会下雨吗", "")]
     _write_jsonl(root / "test.jsonl", _records(test))
+    # The question classifier's data, as a team passes it: its questions outside the platform are more examples.
+    outside = [("周末去爬山还是看电影", "无关问题"), ("Python的列表和元组有什么区别", "通用问题"),
+               ("明天会下雨吗", "无关问题"),  # a test question: never an example
+               ("表的权限怎么申请", "数据平台相关问题")]  # a platform question: no example
+    _write_jsonl(root / "classifier.jsonl",
+                 [{"instruction": "问题场景分类", "input": q, "output": label} for q, label in outside])
     hub = AdapterHub(root / "hub")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         manifest = train(get_task("question_answer"), base_model=str(base), hub=hub, data=root / "train.jsonl",
                          test_data=root / "test.jsonl", knowledge_base=kb_path, progress=False,
+                         no_answer_examples=root / "classifier.jsonl",
                          settings=TrainSettings(epochs=4, learning_rate=5e-3, warmup_steps=5, batch_size=16))
     return {"base": base, "hub": hub, "kb": kb_path, "manifest": manifest, "root": root}
 
@@ -452,8 +459,11 @@ def test_manifest_records_the_knowledge_base(trained):
     # ... and the decision model that answers in its place, as plain numbers a torch-free runtime reads.
     assert info["decision"]["features"] == [*FEATURES, *EXAMPLE_FEATURES] and info["decision"]["cutoff"] == 0.5
     assert len(info["decision"]["coef"]) == len(FEATURES) + len(EXAMPLE_FEATURES)
-    # ... with the training questions without an answer it compares a question with, as text.
-    assert info["decision"]["no_answer_examples"] == ["今天天气怎么样", "讲个笑话", "平台有暗黑模式吗"]
+    # ... with the training questions without an answer it compares a question with, as text, and the
+    # questions outside the platform of --no-answer-examples (not the test split's, not the platform's).
+    assert info["decision"]["no_answer_examples"] == ["今天天气怎么样", "讲个笑话", "平台有暗黑模式吗",
+                                                      "周末去爬山还是看电影", "Python的列表和元组有什么区别"]
+    assert info["threshold_fit"]["extra_no_answer_examples"] == 2
     assert info["relevance_weight"] == info["threshold_fit"]["relevance_weight"] <= 0.5  # fitted, never raised
     assert info["threshold_fit"]["n_answerable"] == 10 and info["threshold_fit"]["n_no_answer"] == 3
     assert {"top1", "mrr", "no_answer_precision", "no_answer_recall"} <= set(trained["manifest"].metrics)
@@ -464,6 +474,7 @@ def test_reloaded_router_ranks_as_before_saving(trained, router):
     import torch
 
     from lora_router.data import read_records
+    from lora_router.data.no_answer import read_no_answer_examples
     from lora_router.encoding import TextEncoder, encoding_of
     from lora_router.modeling.base import load_base
     from lora_router.tasks import get_task
@@ -481,7 +492,8 @@ def test_reloaded_router_ranks_as_before_saving(trained, router):
     head = TaskHead(spec, base.config.hidden_size, 0.0).load(folder)
     test = read_records(trained["root"] / "test.jsonl")
     job = RankingTask(spec, trained["kb"], read_records(trained["root"] / "train.jsonl"), test,
-                      TextEncoder(tokenizer, 128, **encoding_of(trained["manifest"].encoding)), seed=0)
+                      TextEncoder(tokenizer, 128, **encoding_of(trained["manifest"].encoding)), seed=0,
+                      no_answer_examples=read_no_answer_examples(trained["root"] / "classifier.jsonl"))
     with torch.no_grad():
         metrics = job.evaluate(model, head)  # fits the threshold on the training split first
         before = job.predict(model, head)
@@ -574,3 +586,43 @@ def test_kb_override_and_missing_recorded_kb(trained, tmp_path):
     saved["sha256"] = file_sha256(bundled_knowledge_base())
     assert Answerer.from_saved(saved, task_dir, None).path == bundled_knowledge_base()
     assert Answerer.from_saved(saved, task_dir, trained["kb"]).path == trained["kb"]
+
+
+# ------------------------------------------------------------ more examples of questions without an answer
+
+
+def test_bundled_no_answer_examples_are_the_classifiers_questions_outside_the_platform():
+    from lora_router.data import load_bundled
+    from lora_router.data.no_answer import read_no_answer_examples
+
+    examples = read_no_answer_examples("bundled")
+    records = load_bundled("question_classifier", "train")
+    outside = {r.input for r in records if r.output in ("通用问题", "无关问题")}
+    assert set(examples) == outside and len(examples) == len(outside)
+    assert read_no_answer_examples("none") == [] and read_no_answer_examples(None) == []
+
+
+def test_no_answer_examples_file_takes_questions_without_an_answer_and_refuses_a_file_without_any(tmp_path):
+    from lora_router.data.no_answer import read_no_answer_examples
+    from lora_router.errors import ConfigError
+
+    mixed = tmp_path / "qa.jsonl"
+    _write_jsonl(mixed, _records([("ods和dwd的区别", KB[0]["answer"]), ("讲个笑话", ""), ("讲个笑话", "")]))
+    assert read_no_answer_examples(mixed) == ["讲个笑话"]
+    answered = tmp_path / "answered.jsonl"
+    _write_jsonl(answered, _records([("ods和dwd的区别", KB[0]["answer"])]))
+    with pytest.raises(ConfigError, match="answered.jsonl.*no record has output"):
+        read_no_answer_examples(answered)
+
+
+def test_cross_validation_never_compares_a_question_with_itself_among_the_extra_examples(trained, router):
+    """An extra example identical to a training question without an answer would be a leak in the CV."""
+    from lora_router.data import read_records
+    from lora_router.evaluation.answering import cross_validate_answering
+
+    train = read_records(trained["root"] / "train.jsonl")
+    own = [r.input for r in train if r.output == ""]
+    with_copies = cross_validate_answering(router, "question_answer", train, folds=3, extra_examples=own)
+    without = cross_validate_answering(router, "question_answer", train, folds=3)
+    assert with_copies["no_answer_recall"] == without["no_answer_recall"]
+    assert with_copies["no_answer_precision"] == without["no_answer_precision"]
