@@ -72,6 +72,18 @@ def test_missing_base_is_two_lines_no_traceback(run, tmp_path, monkeypatch):
     assert "Traceback" not in result.output
 
 
+def test_no_answer_examples_without_any_is_refused_before_the_base_loads(run, tmp_path):
+    answered = tmp_path / "answered.jsonl"
+    answered.write_text(json.dumps({"instruction": "问题场景分类", "input": "表的权限怎么申请",
+                                    "output": "数据平台相关问题"}, ensure_ascii=False) + "\n", "utf-8")
+    result = CliRunner().invoke(main, ["train", "--task", "question_answer", "--base-model", "no-such/model",
+                                       "--hub", str(tmp_path / "hub"), "--no-answer-examples", str(answered),
+                                       "--quiet"])
+    assert result.exit_code == 1 and "answered.jsonl" in result.output
+    assert "no record has output" in result.output and "Traceback" not in result.output
+    assert "--no-answer-examples FILE|bundled|none" in run("train", "--help").output
+
+
 @pytest.mark.slow
 def test_train_hub_eval_ask_through_the_cli(run, tmp_path, tiny_base, scene_file):
     hub = tmp_path / "hub"

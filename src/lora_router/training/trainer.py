@@ -20,6 +20,7 @@ from ..adapters import TASK_FILE, AdapterHub, TaskManifest, adapter_sha256
 from ..config import PAIR_RANKING, SEQUENCE_CLASSIFICATION, LoraSettings, TaskSpec, TrainSettings
 from ..data import BUNDLED, DataSources, TrainData, data_hash, split_data
 from ..data.bundled import bundled_knowledge_base
+from ..data.no_answer import read_no_answer_examples
 from ..encoding import TextEncoder, default_encoding
 from ..errors import require
 from ..evaluation.metrics import best_epoch_score
@@ -91,6 +92,7 @@ def train(
     lora = lora or LoraSettings()
     settings = settings or TrainSettings()
     split = split_data(spec, data, test_data, settings.seed, prefer_last=prefer_last)
+    extra_no_answer = read_no_answer_examples(no_answer_examples) if spec.kind == PAIR_RANKING else []
     base, tokenizer = load_base(base_model)
     encoder = TextEncoder(tokenizer, settings.max_length, **default_encoding(tokenizer))
     base_fp = fingerprint(base)
@@ -99,10 +101,8 @@ def train(
         from .ranking import RankingTask
 
         kb_path = Path(knowledge_base) if knowledge_base else bundled_knowledge_base()
-        from ..data.no_answer import read_no_answer_examples
-
         job = RankingTask(spec, kb_path, split.train, split.test, encoder, settings.seed, answer_settings,
-                          no_answer_examples=read_no_answer_examples(no_answer_examples))
+                          no_answer_examples=extra_no_answer)
         train_examples = job.training_examples()
     else:
         from .examples import make_examples
