@@ -286,6 +286,7 @@ class ReplicaApp:
         here would be restarted by Ray; a reload that fails leaves the export in service answering."""
         from ..export.previous import export_identity
         from .admin import gated_reload
+        from .ray_promote import report_applied
 
         self.promotion = (config or {}).get("promotion")
         for service in list(self.live):
@@ -302,6 +303,10 @@ class ReplicaApp:
                 logger.info("export %r now serves %s (promotion %s)", service.export_id, on_disk, self.promotion)
             else:
                 logger.error("export %r keeps serving %s: %s", service.export_id, served, why)
+        try:
+            await report_applied(self.promotion)
+        except Exception as exc:  # noqa: BLE001 - the promoter then says which replica did not confirm
+            logger.error("could not tell the promoter promotion %s is done here: %s", self.promotion, exc)
 
     async def promote(self, action: str, service: ExportService) -> dict:
         """``/admin/reload`` and ``/admin/rollback``: the promoter updates every replica (``ray_promote``)."""

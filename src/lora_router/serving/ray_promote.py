@@ -53,6 +53,15 @@ class Mailbox:
     def __init__(self) -> None:
         self._queue: asyncio.Queue = asyncio.Queue()
         self._waiting: dict[str, asyncio.Future] = {}
+        self._applied: dict[str, int] = {}  # replica -> the last promotion its reconfigure finished
+
+    async def applied(self, replica: str, promotion: int) -> None:
+        """A replica's report: its ``reconfigure`` for ``promotion`` is done (its exports reloaded or kept)."""
+        self._applied[replica] = max(promotion, self._applied.get(replica, promotion))
+
+    async def replicas_at(self, promotion: int) -> int:
+        """How many replicas have reported ``promotion`` (or a later one) done."""
+        return sum(p >= promotion for p in self._applied.values())
 
     async def submit(self, action: str, export_id: str | None, timeout_s: float = PROMOTE_TIMEOUT_S) -> dict:
         """Queue ``action`` for the promoter and return its result (``{"refused": why}`` when refused)."""
@@ -82,9 +91,12 @@ class Mailbox:
 class Promoter:
     """The deploying process's side: checks a candidate, swaps folders to roll back, deploys the update.
 
-    ``deploy(n)`` deploys the app again with ``user_config = {"promotion": n}``
-    and returns when every replica is reconfigured (``serve.run`` blocks
-    until the app is running again).
+    ``deploy(n)`` deploys the app again with ``user_config = {"promotion": n}``.
+    ``serve.run`` returns once the application's status is RUNNING, which a
+    busy controller may still report from before it took the update: a
+    request answered then could reach a replica not yet reconfigured. So the
+    promoter also waits until every running replica has reported promotion
+    ``n`` done to the mailbox (``report_applied``).
     """
 
     def __init__(self, catalog, deploy: Callable[[int], None], app_name: str, *, reload_unchecked: bool = False,
@@ -153,13 +165,49 @@ class Promoter:
             self.deploy(self.promotion)
         except Exception as exc:  # noqa: BLE001 - Ray's reason goes back to the caller
             return self._refused(action, f"Ray Serve did not apply the update: {exc}")
+        confirmed = self.wait_applied(self.promotion)
         self.serving[export_id] = export_identity(folder)
         result = {"status": "rolled back" if action == "rollback" else "reloaded", "export_id": export_id,
                   "candidate": export_identity(folder), "promotion": self.promotion, "workers": EVERY_REPLICA,
                   "seconds": round(time.perf_counter() - t0, 2)}
+        if confirmed is not None:
+            result["warning"] = confirmed
         logger.info("%s export %r to %s on every replica in %.1f s", result["status"], export_id,
                     result["candidate"], result["seconds"])
         return result
+
+    def wait_applied(self, promotion: int, timeout_s: float = PROMOTE_TIMEOUT_S) -> str | None:
+        """Wait until every running replica reported ``promotion`` done; None, or what is still missing."""
+        import ray
+
+        if self.mailbox is None:
+            return None
+        deadline = time.monotonic() + timeout_s
+        while True:
+            states = self.replica_states()
+            done = ray.get(self.mailbox.replicas_at.remote(promotion))
+            running = states.get("RUNNING", 0)
+            if running and done >= running and running == sum(states.values()):
+                return None
+            if time.monotonic() > deadline:
+                why = (f"Ray Serve took the update, but only {done} of {running} running replicas reported it "
+                       f"done in {timeout_s:g} s (replica states: {states}); see the replicas' logs")
+                logger.error(why)
+                return why
+            time.sleep(0.05)
+
+    def replica_states(self) -> dict[str, int]:
+        """How many of the deployment's replicas are in each state (``RUNNING``, ``UPDATING``, ...), not stopping."""
+        from ray import serve
+
+        from .ray import DEPLOYMENT_NAME
+
+        app = serve.status().applications.get(self.app_name)
+        deployment = app.deployments.get(DEPLOYMENT_NAME) if app else None
+        if deployment is None:
+            return {}
+        return {str(getattr(k, "value", k)): n for k, n in deployment.replica_states.items()
+                if str(getattr(k, "value", k)) not in ("STOPPING", "STOPPED")}
 
     def _worse_than_served(self, export_id: str, folder: str) -> str | None:
         """``admin.compare_refusal`` of the candidate in ``folder`` against the export in service, read from
@@ -200,3 +248,22 @@ async def ask_promoter(app_name: str, action: str, export_id: str | None) -> dic
     if "refused" in result:
         raise RefusedError(result["refused"])
     return result
+
+
+async def report_applied(promotion: int | None) -> None:
+    """From a replica's ``reconfigure``: tell the promoter ``promotion`` is done here (nothing outside a
+    replica, nor when no promoter runs: a deployment from a Serve config file)."""
+    import ray
+    from ray import serve
+
+    if promotion is None:
+        return
+    try:
+        context = serve.get_replica_context()
+    except Exception:  # noqa: BLE001 - outside a replica (tests call reconfigure directly)
+        return
+    try:
+        mailbox = ray.get_actor(mailbox_name(context.app_name), namespace=MAILBOX_NAMESPACE)
+    except ValueError:
+        return
+    await mailbox.applied.remote(context.replica_tag, int(promotion))
