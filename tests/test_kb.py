@@ -19,7 +19,7 @@ from lora_router.kb import (
     normalize_text,
     read_knowledge_base,
 )
-from lora_router.kb.decision import EXAMPLE_FEATURES, FEATURES
+from lora_router.kb.decision import EXAMPLE_FEATURES, FEATURES, RESIDUAL_FEATURES
 from lora_router.kb.index import char_ngrams, sum_bags
 from lora_router.kb.threshold import fit_threshold
 
@@ -363,9 +363,11 @@ def test_fitting_saves_its_questions_without_an_answer_as_the_decisions_examples
     candidates = [answerer.retrieve(q, exclude={q}) for q in questions]
     logits = [np.zeros(sum(len(x.phrasings) for x in c)) for c in candidates]
     fitted, _ = fit_answer_settings(answerer.settings, candidates, logits, gold, 0.5)
-    assert fitted.decision["features"] == [*FEATURES, *EXAMPLE_FEATURES]
+    assert fitted.decision["features"] == [*FEATURES, *EXAMPLE_FEATURES, *RESIDUAL_FEATURES]
+    assert set(fitted.decision["residual_model"]) == {"idf", "coef", "intercept"}
     assert fitted.decision["no_answer_examples"] == ["今天天气怎么样", "讲个笑话", "今天天气怎么样呀"]
-    old, _ = fit_answer_settings(answerer.settings, candidates, logits, gold, 0.5, with_examples=False)
+    old, _ = fit_answer_settings(answerer.settings, candidates, logits, gold, 0.5, with_examples=False,
+                                 with_residual=False)
     assert old.decision["features"] == list(FEATURES) and "no_answer_examples" not in old.decision
 
 
@@ -457,8 +459,9 @@ def test_manifest_records_the_knowledge_base(trained):
     # The threshold was fitted on the training split: 10 phrasings left out one by one, 3 off-topic questions.
     assert info["threshold"] == info["threshold_fit"]["threshold"]
     # ... and the decision model that answers in its place, as plain numbers a torch-free runtime reads.
-    assert info["decision"]["features"] == [*FEATURES, *EXAMPLE_FEATURES] and info["decision"]["cutoff"] == 0.5
-    assert len(info["decision"]["coef"]) == len(FEATURES) + len(EXAMPLE_FEATURES)
+    assert info["decision"]["features"] == [*FEATURES, *EXAMPLE_FEATURES, *RESIDUAL_FEATURES]
+    assert info["decision"]["cutoff"] == 0.5
+    assert len(info["decision"]["coef"]) == len(FEATURES) + len(EXAMPLE_FEATURES) + len(RESIDUAL_FEATURES)
     # ... with the training questions without an answer it compares a question with, as text, and the
     # questions outside the platform of --no-answer-examples (not the test split's, not the platform's).
     assert info["decision"]["no_answer_examples"] == ["今天天气怎么样", "讲个笑话", "平台有暗黑模式吗",
@@ -626,3 +629,37 @@ def test_cross_validation_never_compares_a_question_with_itself_among_the_extra_
     without = cross_validate_answering(router, "question_answer", train, folds=3)
     assert with_copies["no_answer_recall"] == without["no_answer_recall"]
     assert with_copies["no_answer_precision"] == without["no_answer_precision"]
+
+
+# ------------------------------------------------------------ the n-grams the top entry leaves over
+
+
+def test_residual_model_reads_what_the_entry_leaves_over_and_a_new_entry_takes_its_words_back(tmp_path):
+    from lora_router.kb.file import Entry
+    from lora_router.kb.residual import fit_residual, residual_grams, residual_probability
+
+    entry = Entry(id="backfill", questions=("怎么补数据", "补历史分区的数据"), answer="在运维中心选择补数据，选日期范围。")
+    grams = residual_grams("补数据能暂停吗", entry, "char_run_words", (1, 2))
+    assert "暂停" in grams and "补数" not in grams
+    # Questions that leave over what they ask about have no answer; those leaving over small words have one.
+    docs = [["暂停"], ["暂停", "吗"], ["回滚"], ["回滚", "吗"], ["静默"], ["静默", "吗"],
+            ["啥"], ["一下"], ["啥", "一下"], ["吗"], ["啥"], ["一下"]]
+    answerable = [False] * 6 + [True] * 6
+    model, out_of_fold = fit_residual(docs, answerable)
+    assert residual_probability(model, ["暂停"]) < 0.5 < residual_probability(model, ["啥"])
+    assert out_of_fold.shape == (12,) and ((0 < out_of_fold) & (out_of_fold < 1)).all()
+    # An entry that later holds "暂停" leaves nothing over: the model cannot hold it back for its topic.
+    grown = Entry(id="pause", questions=("补数据能暂停吗",), answer="可以暂停。")
+    assert residual_probability(model, residual_grams("补数据能暂停吗", grown, "char_run_words", (1, 2))) == \
+        residual_probability(model, [])
+
+
+def test_a_decision_reading_the_residual_must_carry_its_model():
+    from lora_router.errors import ConfigError
+    from lora_router.kb.decision import RESIDUAL_FEATURES
+
+    names = [*FEATURES, *RESIDUAL_FEATURES]
+    decision = {"features": names, "mean": [0.0] * 7, "scale": [1.0] * 7, "coef": [0.0] * 7, "intercept": 0.0,
+                "cutoff": 0.5}
+    with pytest.raises(ConfigError, match="residual_model"):
+        AnswerSettings(decision=decision)

@@ -35,6 +35,8 @@ from .examples import FEATURE as EXAMPLE_FEATURE
 from .examples import NoAnswerExamples, examples_for
 from .file import Entry, KnowledgeBase, file_sha256, read_knowledge_base
 from .index import CharTfidfIndex, sum_bags
+from .residual import FEATURE as RESIDUAL_FEATURE
+from .residual import residual_grams, residual_probability
 from .settings import LEGACY_DEFAULTS, AnswerSettings
 
 RACY_NS = 2_000_000_000  # a file changed this close to when it was read is checked by content, not by stat
@@ -304,7 +306,7 @@ class Answerer:
     def features(self, candidates: Sequence[Candidate], logits: np.ndarray) -> dict[str, float]:
         """The no-answer decision's features (``kb/decision.py``) of one question's ranking."""
         return ranking_features(rank(candidates, logits, self.settings.relevance_weight), candidates,
-                                decision_examples(self.settings))
+                                decision_examples(self.settings), residual=decision_residual(self.settings))
 
     def decide(self, candidates: Sequence[Candidate], logits: np.ndarray) -> AnswerResult:
         """The result dict from the cross-encoder logits of ``pairs(question, candidates)`` (``decide``)."""
@@ -347,8 +349,10 @@ def rank(candidates: Sequence[Candidate], logits: np.ndarray, relevance_weight: 
 
 
 def ranking_features(ranked: list[dict], candidates: Sequence[Candidate], examples: NoAnswerExamples | None = None,
-                     exclude: Collection[str] = ()) -> dict[str, float]:
-    """``decision_features`` of a ``rank`` result, and ``no_answer_similarity`` to ``examples`` when given.
+                     exclude: Collection[str] = (), residual: tuple[dict, AnswerSettings] | None = None
+                     ) -> dict[str, float]:
+    """``decision_features`` of a ``rank`` result, ``no_answer_similarity`` to ``examples`` when given, and
+    ``residual_answerable`` under ``residual`` (a saved residual model and the settings' analyzer) when given.
 
     An example that a retrieved entry holds as a phrasing, or that is in
     ``exclude`` (fitting leaves the question itself out), is not compared with.
@@ -359,7 +363,18 @@ def ranking_features(ranked: list[dict], candidates: Sequence[Candidate], exampl
         answered_now = {p for c in candidates for p in c.entry.questions}
         question = candidates[0].question if candidates else ""
         features[EXAMPLE_FEATURE] = examples.similarity(question, answered_now | set(exclude))
+    if residual is not None:
+        model, settings = residual
+        features[RESIDUAL_FEATURE] = residual_probability(model, left_over(ranked, candidates, settings, exclude))
     return features
+
+
+def left_over(ranked: list[dict], candidates: Sequence[Candidate], settings: AnswerSettings,
+              exclude: Collection[str] = ()) -> list[str]:
+    """The question's n-grams that the top-ranked entry holds nowhere (``kb/residual.py``)."""
+    question = candidates[0].question if candidates else ""
+    entry = ranked[0]["candidate"].entry if ranked else None
+    return residual_grams(question, entry, settings.analyzer, tuple(settings.ngram_range), exclude)
 
 
 def decision_examples(settings: AnswerSettings) -> NoAnswerExamples | None:
@@ -368,6 +383,14 @@ def decision_examples(settings: AnswerSettings) -> NoAnswerExamples | None:
     if not decision or EXAMPLE_FEATURE not in decision["features"]:
         return None
     return examples_for(decision["no_answer_examples"], settings)
+
+
+def decision_residual(settings: AnswerSettings) -> tuple[dict, AnswerSettings] | None:
+    """The residual model ``settings.decision`` reads, with the settings; None for a decision fitted without it."""
+    decision = settings.decision
+    if not decision or RESIDUAL_FEATURE not in decision["features"]:
+        return None
+    return decision["residual_model"], settings
 
 
 def decide(candidates: Sequence[Candidate], logits: np.ndarray, settings: AnswerSettings) -> AnswerResult:
@@ -383,7 +406,8 @@ def decide(candidates: Sequence[Candidate], logits: np.ndarray, settings: Answer
         return AnswerResult(answer="", kb_id=None, confidence=0.0, candidates=candidates_out)
     top = ranked[0]
     if settings.decision:
-        features = ranking_features(ranked, candidates, decision_examples(settings))
+        features = ranking_features(ranked, candidates, decision_examples(settings),
+                                    residual=decision_residual(settings))
         conf = round(answer_probability(settings.decision, features), 6)
         answered = conf >= settings.decision["cutoff"]
     else:

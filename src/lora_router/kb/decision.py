@@ -15,6 +15,8 @@ looks at the ranking from several sides at once (``FEATURES``):
                   of the knowledge base holds
 * ``no_answer_similarity``  the cosine of the question to the closest training question without
                   an answer (``kb/examples.py``); decisions fitted before it lack it and never read it
+* ``residual_answerable``  a small model's P(answered) from the question's n-grams that the top entry
+                  holds nowhere (``kb/residual.py``); decisions fitted before it lack it and never read it
 
 Training fits it (``fit_decision``: standardised features, L2 penalty,
 Newton's method in numpy) and saves the plain weights in
@@ -34,6 +36,8 @@ import numpy as np
 FEATURES = ("confidence", "relevance", "retrieval", "gap", "coverage", "unknown")
 # Read only by a decision fitted with examples of questions without an answer (kb/examples.py).
 EXAMPLE_FEATURES = ("no_answer_similarity",)
+# Read only by a decision fitted with a model of the n-grams the top entry leaves over (kb/residual.py).
+RESIDUAL_FEATURES = ("residual_answerable",)
 
 # The L2 penalty on the standardised weights: strong enough that a feature
 # separating the training split by chance cannot dominate (a few hundred questions).
@@ -67,12 +71,13 @@ def answer_probability(decision: dict, features: dict[str, float]) -> float:
 
 def fit_decision(features: Sequence[dict[str, float]], no_answer: Sequence[bool],
                  l2: float = L2_PENALTY, balance: float | None = None,
-                 no_answer_examples: Sequence[str] | None = None) -> dict | None:
+                 no_answer_examples: Sequence[str] | None = None, residual_model: dict | None = None) -> dict | None:
     """A logistic regression of "an entry answers it" on ``FEATURES``; None when one kind is missing.
 
     With ``no_answer_examples`` (the questions without an answer it is fitted
     on) it also reads ``no_answer_similarity``, which every row of ``features``
-    must then hold, and saves the examples with the weights.
+    must then hold, and saves the examples with the weights; with ``residual_model``
+    (``kb/residual.py``) it reads ``residual_answerable`` the same way.
 
     ``balance`` (default ``NO_ANSWER_BALANCE``) weighs the questions: 0, each
     the same, so the cut-off 0.5 keeps the training split's share of questions
@@ -87,7 +92,8 @@ def fit_decision(features: Sequence[dict[str, float]], no_answer: Sequence[bool]
         raise ValueError(f"{len(features)} feature rows for {y.size} no-answer flags")
     if y.all() or not y.any():
         return None
-    names = [*FEATURES, *(EXAMPLE_FEATURES if no_answer_examples is not None else ())]
+    names = [*FEATURES, *(EXAMPLE_FEATURES if no_answer_examples is not None else ()),
+             *(RESIDUAL_FEATURES if residual_model is not None else ())]
     x = np.array([[f[name] for name in names] for f in features], dtype=np.float64)
     # Every feature lies in [0, 1]; one that barely moves on the training split (the cross-encoder's
     # relevance on a random base) is not read finer than MIN_SCALE, or logits that differ by rounding
@@ -110,6 +116,8 @@ def fit_decision(features: Sequence[dict[str, float]], no_answer: Sequence[bool]
                 "intercept": round(float(beta[0]), 8), "coef": _rounded(beta[1:]), "cutoff": 0.5}
     if no_answer_examples is not None:
         decision["no_answer_examples"] = list(no_answer_examples)
+    if residual_model is not None:
+        decision["residual_model"] = residual_model
     return decision
 
 

@@ -12,9 +12,11 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .answerer import Candidate, decide, rank, ranking_features
+from .answerer import Candidate, decide, left_over, rank, ranking_features
 from .decision import fit_decision
 from .examples import examples_for
+from .residual import FEATURE as RESIDUAL_FEATURE
+from .residual import fit_residual
 from .settings import AnswerSettings
 from .threshold import fit_threshold
 
@@ -23,7 +25,8 @@ def fit_answer_settings(settings: AnswerSettings, candidates: Sequence[Sequence[
                         logits: Sequence[np.ndarray], gold: Sequence[str | None], max_weight: float,
                         with_decision: bool = True, with_examples: bool = True,
                         questions: Sequence[str] | None = None,
-                        extra_examples: Sequence[str] = ()) -> tuple[AnswerSettings, dict | None]:
+                        extra_examples: Sequence[str] = (),
+                        with_residual: bool = True) -> tuple[AnswerSettings, dict | None]:
     """``settings`` with the cross-encoder's weight, the threshold and (``with_decision``) the no-answer model fitted.
 
     ``candidates[i]`` and ``logits[i]`` are question i's retrieval and its
@@ -33,7 +36,9 @@ def fit_answer_settings(settings: AnswerSettings, candidates: Sequence[Sequence[
     the threshold best separates the two kinds (``kb/threshold.py``); the
     decision is ``kb/decision.py``'s model, which ``with_examples`` also reads
     each question's likeness to the questions without an answer among these
-    (``kb/examples.py``), its own left out. Returns the settings and the fit's
+    (``kb/examples.py``), its own left out, and ``with_residual`` the model of
+    the n-grams the top entry leaves over (``kb/residual.py``), each question
+    scored by a model fitted without its fold. Returns the settings and the fit's
     figures (None, and ``settings`` unchanged but for the weight, when the
     questions are all of one kind).
     """
@@ -62,7 +67,15 @@ def fit_answer_settings(settings: AnswerSettings, candidates: Sequence[Sequence[
         index = examples_for(examples, settings) if with_examples and examples else None
         features = [ranking_features(r, c, index, exclude={q}) for r, c, q in zip(ranked, candidates, questions,
                                                                                   strict=True)]
-        decision = fit_decision(features, no_answer, no_answer_examples=examples if index is not None else None)
+        residual = None
+        if with_residual:
+            docs = [left_over(r, c, settings, exclude={q}) for r, c, q in zip(ranked, candidates, questions,
+                                                                              strict=True)]
+            residual, out_of_fold = fit_residual(docs, [not none for none in no_answer])
+            for row, p in zip(features, out_of_fold, strict=True):
+                row[RESIDUAL_FEATURE] = float(p)
+        decision = fit_decision(features, no_answer, no_answer_examples=examples if index is not None else None,
+                                residual_model=residual)
         settings = dataclasses.replace(settings, decision=decision)
         abstain = np.array([decide(c, lg, settings)["answer"] == "" for c, lg in zip(candidates, logits, strict=True)])
         none = np.array(no_answer)

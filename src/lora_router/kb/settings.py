@@ -60,6 +60,8 @@ class AnswerSettings(JsonSettings):
             reads_examples = "no_answer_similarity" in self.decision.get("features", ())
             if reads_examples and "no_answer_examples" not in self.decision:
                 missing.add("no_answer_examples")
+            if "residual_answerable" in self.decision.get("features", ()) and "residual_model" not in self.decision:
+                missing.add("residual_model")
             if missing:
                 raise ConfigError(f"decision lacks {sorted(missing)}; it is what training fits "
                                   "(retrain, or remove decision to decide by threshold)")
