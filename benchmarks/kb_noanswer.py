@@ -17,7 +17,9 @@ training questions without an answer as examples (``kb/examples.py``;
 ``decisions.logistic+examples``, adapters trained before ``--no-answer-examples``),
 and with the bundled question classifier's questions outside the platform as
 well (``decisions.logistic+examples+classifier``; ``data/no_answer.py``, what
-``lora-router train`` does by default):
+``lora-router train`` does by default), and reading the model of what the top
+entry leaves over as well (``decisions.logistic+examples+classifier+residual``;
+``kb/residual.py``, what training saves since):
 
 * ``test``:    the decision fitted on all of train, on test (``holdout_answering``)
 * ``cv5``:     5-fold CV of train (``cross_validate_answering``): each question scored by a decision
@@ -109,9 +111,11 @@ def measure(base: Path, hub: Path, unseen: list[Path], analyzer: str | None = No
     }
     classifier = read_no_answer_examples("bundled")
     out["classifier_examples"] = len(classifier)
-    for name, examples, extra in (("logistic", False, []), ("logistic+examples", True, []),
-                                  ("logistic+examples+classifier", True, classifier)):
-        options = {"settings": settings, "with_examples": examples, "extra_examples": extra}
+    for name, examples, extra, residual in (("logistic", False, [], False), ("logistic+examples", True, [], False),
+                                            ("logistic+examples+classifier", True, classifier, False),
+                                            ("logistic+examples+classifier+residual", True, classifier, True)):
+        options = {"settings": settings, "with_examples": examples, "extra_examples": extra,
+                   "with_residual": residual}
         figures = {"test": _figures(holdout_answering(scorer, TASK, train, test, **options)),
                    "cv5": _figures(cross_validate_answering(scorer, TASK, train, **options))}
         for path in unseen:
@@ -153,7 +157,7 @@ def main() -> None:
     rows = [("saved", "", figures["saved"])]
     rows += [(split, decision, f) for decision, splits in figures["decisions"].items() for split, f in splits.items()]
     for split, decision, f in rows:
-        print(f"{decision:28s} {split:16s} top-1 {f['top1']:.3f}  no-answer P {f['no_answer_precision']:.3f} "
+        print(f"{decision:37s} {split:16s} top-1 {f['top1']:.3f}  no-answer P {f['no_answer_precision']:.3f} "
               f"R {f['no_answer_recall']:.3f}  n {f['n']}")
 
 

@@ -32,7 +32,8 @@ from .metrics import score_results
 
 def cross_validate_answering(router, task: str, records: Sequence[Record], folds: int = 5, seed: int = 0,
                              with_decision: bool = True, settings: AnswerSettings | None = None,
-                             with_examples: bool = True, extra_examples: Sequence[str] = ()) -> dict:
+                             with_examples: bool = True, extra_examples: Sequence[str] = (),
+                             with_residual: bool = True) -> dict:
     """Ranking metrics of ``records`` (e.g. the training split), each scored by a decision fitted on the other folds.
 
     ``with_decision=False`` fits the threshold alone, as adapters trained
@@ -40,7 +41,8 @@ def cross_validate_answering(router, task: str, records: Sequence[Record], folds
     without ``no_answer_similarity``, as adapters trained before issue 20 did
     (the examples a fold's decision compares with are the other folds' questions
     without an answer, and ``extra_examples`` but the fold's own questions, as training's
-    ``--no-answer-examples``: ``data/no_answer.py``). ``settings``: retrieve with these instead
+    ``--no-answer-examples``: ``data/no_answer.py``); ``with_residual=False`` without the
+    model of what the top entry leaves over (``kb/residual.py``), as adapters trained before it. ``settings``: retrieve with these instead
     of the adapter's (weight, threshold and decision are refitted either way).
     Folds keep the share of questions without an answer. Returns the pooled
     metrics plus ``folds`` (each fold's).
@@ -57,7 +59,8 @@ def cross_validate_answering(router, task: str, records: Sequence[Record], folds
         fitted, _ = fit_answer_settings(base, [candidates[i] for i in fit_idx], [logits[i] for i in fit_idx],
                                         [gold[i] for i in fit_idx], max_weight, with_decision=with_decision,
                                         with_examples=with_examples, questions=[records[i].input for i in fit_idx],
-                                        extra_examples=usable_examples(extra_examples, {records[i].input for i in held}))
+                                        extra_examples=usable_examples(extra_examples, {records[i].input for i in held}),
+                                        with_residual=with_residual)
         for i in held:
             results[i] = decide(candidates[i], logits[i], fitted)
         per_fold.append(score_results([results[i] for i in held], [gold[i] for i in held], fitted.threshold))
@@ -69,18 +72,20 @@ def cross_validate_answering(router, task: str, records: Sequence[Record], folds
 
 def holdout_answering(router, task: str, train: Sequence[Record], test: Sequence[Record],
                       with_decision: bool = True, settings: AnswerSettings | None = None,
-                      with_examples: bool = True, extra_examples: Sequence[str] = ()) -> dict:
+                      with_examples: bool = True, extra_examples: Sequence[str] = (),
+                      with_residual: bool = True) -> dict:
     """Ranking metrics of ``test`` under a decision fitted on all of ``train``, as training fits and scores it.
 
-    ``settings``, ``with_decision``, ``with_examples`` and ``extra_examples`` (less ``test``'s questions, as in
-    training) as in ``cross_validate_answering``.
+    ``settings``, ``with_decision``, ``with_examples``, ``extra_examples`` (less ``test``'s questions, as in
+    training) and ``with_residual`` as in ``cross_validate_answering``.
     """
     answerer, base = _answerer(router, task, settings)
     gold, candidates, logits = _scored(router, task, answerer, train, leave_out_self=True)
     fitted, _ = fit_answer_settings(base, candidates, logits, gold, AnswerSettings().relevance_weight,
                                     with_decision=with_decision, with_examples=with_examples,
                                     questions=[r.input for r in train],
-                                    extra_examples=usable_examples(extra_examples, {r.input for r in test}))
+                                    extra_examples=usable_examples(extra_examples, {r.input for r in test}),
+                                    with_residual=with_residual)
     test_gold, test_candidates, test_logits = _scored(router, task, answerer, test, leave_out_self=False)
     results = [decide(c, lg, fitted) for c, lg in zip(test_candidates, test_logits, strict=True)]
     metrics = dict(score_results(results, test_gold, fitted.threshold))
