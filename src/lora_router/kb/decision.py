@@ -103,15 +103,7 @@ def fit_decision(features: Sequence[dict[str, float]], no_answer: Sequence[bool]
     balance = NO_ANSWER_BALANCE if balance is None else float(balance)
     w_sample = (1.0 - balance) / len(y) + balance * np.where(y == 1, 0.5 / y.sum(), 0.5 / (1 - y).sum())
     penalty = np.r_[0.0, np.full(len(names), l2 / len(x))]  # the intercept is not penalised
-    beta = np.zeros(z.shape[1])
-    for _ in range(100):
-        p = 1.0 / (1.0 + np.exp(-(z @ beta)))
-        grad = z.T @ (w_sample * (p - y)) + penalty * beta
-        hess = (z * (w_sample * p * (1 - p))[:, None]).T @ z + np.diag(penalty + 1e-12)
-        step = np.linalg.solve(hess, grad)
-        beta -= step
-        if np.abs(step).max() < 1e-10:
-            break
+    beta = newton_logistic(z, y, w_sample, penalty)
     decision = {"kind": "logistic", "features": names, "mean": _rounded(mean), "scale": _rounded(scale),
                 "intercept": round(float(beta[0]), 8), "coef": _rounded(beta[1:]), "cutoff": 0.5}
     if no_answer_examples is not None:
@@ -119,6 +111,25 @@ def fit_decision(features: Sequence[dict[str, float]], no_answer: Sequence[bool]
     if residual_model is not None:
         decision["residual_model"] = residual_model
     return decision
+
+
+def newton_logistic(z: np.ndarray, y: np.ndarray, sample_weight: np.ndarray, penalty: np.ndarray,
+                    iterations: int = 100, tol: float = 1e-10, ridge: float = 1e-12) -> np.ndarray:
+    """The weights of a weighted, L2-penalised logistic regression of ``y`` on ``z`` (Newton's method).
+
+    ``penalty[j]`` is the L2 penalty of weight j (0 for an intercept column);
+    ``ridge`` keeps the Hessian invertible.
+    """
+    beta = np.zeros(z.shape[1])
+    for _ in range(iterations):
+        p = 1.0 / (1.0 + np.exp(-(z @ beta)))
+        grad = z.T @ (sample_weight * (p - y)) + penalty * beta
+        hess = (z * (sample_weight * p * (1 - p))[:, None]).T @ z + np.diag(penalty + ridge)
+        step = np.linalg.solve(hess, grad)
+        beta -= step
+        if np.abs(step).max() < tol:
+            break
+    return beta
 
 
 def _rounded(a: np.ndarray) -> list[float]:

@@ -26,6 +26,7 @@ from collections.abc import Collection, Sequence
 
 import numpy as np
 
+from .decision import newton_logistic
 from .index import char_ngrams
 
 FEATURE = "residual_answerable"
@@ -96,15 +97,7 @@ def _fit(docs: Sequence[Sequence[str]], y: np.ndarray) -> dict:
     z = np.c_[np.ones(n), x]
     w = np.where(y == 1, 0.5 / y.sum(), 0.5 / (1 - y).sum())  # each kind half the loss
     penalty = np.r_[0.0, np.full(len(vocab), L2_PENALTY / n)]
-    beta = np.zeros(z.shape[1])
-    for _ in range(50):
-        p = 1.0 / (1.0 + np.exp(-(z @ beta)))
-        grad = z.T @ (w * (p - y)) + penalty * beta
-        hess = (z * (w * p * (1 - p))[:, None]).T @ z + np.diag(penalty + 1e-9)
-        step = np.linalg.solve(hess, grad)
-        beta -= step
-        if np.abs(step).max() < 1e-8:
-            break
+    beta = newton_logistic(z, y, w, penalty, iterations=50, tol=1e-8, ridge=1e-9)
     return {"idf": {g: round(float(v), 6) for g, v in zip(vocab, idf, strict=True)},
             "coef": {g: round(float(v), 6) for g, v in zip(vocab, beta[1:], strict=True)},
             "intercept": round(float(beta[0]), 8)}
