@@ -23,6 +23,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Collection, Sequence
+from functools import lru_cache
 
 import numpy as np
 
@@ -41,11 +42,15 @@ def residual_grams(question: str, entry, analyzer: str, ngram_range: tuple[int, 
     grams = char_ngrams(question, ngram_range, analyzer)
     if entry is None:
         return grams
-    held = set(char_ngrams(entry.answer, ngram_range, analyzer))
-    for phrasing in entry.questions:
-        if phrasing not in exclude:
-            held.update(char_ngrams(phrasing, ngram_range, analyzer))
+    phrasings = tuple(q for q in entry.questions if q not in exclude)
+    held = _held(entry.answer, phrasings, analyzer, tuple(ngram_range))
     return [g for g in grams if g not in held]
+
+
+@lru_cache(maxsize=4096)
+def _held(answer: str, phrasings: tuple[str, ...], analyzer: str, ngram_range: tuple[int, int]) -> frozenset[str]:
+    """The n-grams an entry holds in its answer or these phrasings (once per entry: every question reads it)."""
+    return frozenset(g for text in (answer, *phrasings) for g in char_ngrams(text, ngram_range, analyzer))
 
 
 def residual_probability(model: dict, grams: Sequence[str]) -> float:
