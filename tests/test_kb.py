@@ -392,13 +392,16 @@ def test_a_decision_saved_before_the_examples_decides_as_it_did(tmp_path):
         assert result["confidence"] == expected and (result["kb_id"] is not None) == (expected >= 0.5)
 
 
-def test_a_decision_reading_examples_must_carry_them():
+@pytest.mark.parametrize("extra, carried", [(EXAMPLE_FEATURES, "no_answer_examples"),
+                                            (RESIDUAL_FEATURES, "residual_model")])
+def test_a_decision_reading_a_fitted_feature_must_carry_what_it_reads(extra, carried):
+    """A decision listing no_answer_similarity needs its examples; residual_answerable, its model."""
     from lora_router.errors import ConfigError
 
-    names = [*FEATURES, *EXAMPLE_FEATURES]
-    decision = {"features": names, "mean": [0.0] * 7, "scale": [1.0] * 7, "coef": [0.0] * 7, "intercept": 0.0,
-                "cutoff": 0.5}
-    with pytest.raises(ConfigError, match="no_answer_examples"):
+    n = len(FEATURES) + len(extra)
+    decision = {"features": [*FEATURES, *extra], "mean": [0.0] * n, "scale": [1.0] * n, "coef": [0.0] * n,
+                "intercept": 0.0, "cutoff": 0.5}
+    with pytest.raises(ConfigError, match=carried):
         AnswerSettings(decision=decision)
 
 
@@ -652,14 +655,3 @@ def test_residual_model_reads_what_the_entry_leaves_over_and_a_new_entry_takes_i
     grown = Entry(id="pause", questions=("补数据能暂停吗",), answer="可以暂停。")
     assert residual_probability(model, residual_grams("补数据能暂停吗", grown, "char_run_words", (1, 2))) == \
         residual_probability(model, [])
-
-
-def test_a_decision_reading_the_residual_must_carry_its_model():
-    from lora_router.errors import ConfigError
-    from lora_router.kb.decision import RESIDUAL_FEATURES
-
-    names = [*FEATURES, *RESIDUAL_FEATURES]
-    decision = {"features": names, "mean": [0.0] * 7, "scale": [1.0] * 7, "coef": [0.0] * 7, "intercept": 0.0,
-                "cutoff": 0.5}
-    with pytest.raises(ConfigError, match="residual_model"):
-        AnswerSettings(decision=decision)
