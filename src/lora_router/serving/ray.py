@@ -245,6 +245,10 @@ class ReplicaApp:
         self.metrics = ServiceMetrics()
         self.live: weakref.WeakSet[ExportService] = weakref.WeakSet()  # evicted ones leave when collected
         self.promotion = None  # user_config's counter, raised by each promotion (ray_promote)
+        # Held while an export loads and while a promotion reloads: a load that read the folder before a
+        # promotion swapped it finishes first, then the promotion sees it and reloads it; a load that starts
+        # during a promotion reads the folder after. Without it, a replica could go on serving the old version.
+        self.loading = asyncio.Lock()
         # Ray Serve awaits a replica's __del__ at shutdown; on the instance, not the class, because Python's
         # garbage collector calls only a class's __del__, and could not await it (as ExportService).
         self.__del__ = self.stop_exports
@@ -289,20 +293,22 @@ class ReplicaApp:
         from .ray_promote import report_applied
 
         self.promotion = (config or {}).get("promotion")
-        for service in list(self.live):
-            if service._stopped or not service.ready:
-                continue
-            folder = service.source.onnx
-            on_disk = await asyncio.to_thread(export_identity, folder)
-            served = service.describe()["source"].get("export") or {}
-            if on_disk is None or on_disk.get("id") == served.get("id"):
-                continue
-            # The promoter compared, once, and puts a refused candidate back itself.
-            ok, why = await gated_reload(service, compare=False, put_back_refused=False)
-            if ok:
-                logger.info("export %r now serves %s (promotion %s)", service.export_id, on_disk, self.promotion)
-            else:
-                logger.error("export %r keeps serving %s: %s", service.export_id, served, why)
+        async with self.loading:
+            for service in list(self.live):
+                if service._stopped or not service.ready:
+                    continue
+                folder = service.source.onnx
+                on_disk = await asyncio.to_thread(export_identity, folder)
+                served = service.describe()["source"].get("export") or {}
+                if on_disk is None or on_disk.get("id") == served.get("id"):
+                    continue
+                # The promoter compared, once, and puts a refused candidate back itself.
+                ok, why = await gated_reload(service, compare=False, put_back_refused=False)
+                if ok:
+                    logger.info("export %r now serves %s (promotion %s)", service.export_id, on_disk,
+                                self.promotion)
+                else:
+                    logger.error("export %r keeps serving %s: %s", service.export_id, served, why)
         try:
             await report_applied(self.promotion)
         except Exception as exc:  # noqa: BLE001 - the promoter then says which replica did not confirm
@@ -326,12 +332,13 @@ class ReplicaApp:
         folder = self.catalog.folder(export_id)
         settings = self.settings if export_id == self.catalog.default else self.unshadowed
         service = ExportService(export_id, ModelSource(onnx=folder, options=self.options), settings, self.metrics)
-        try:
-            await service.start()
-        except Exception as exc:  # noqa: BLE001 - the request gets a 503 naming the export and the cause
-            await service.stop()
-            raise ExportLoadError(f"export {export_id!r} ({folder}) failed to load: {exc}") from exc
-        self.live.add(service)
+        async with self.loading:  # not while a promotion reloads (reconfigure)
+            try:
+                await service.start()
+            except Exception as exc:  # noqa: BLE001 - the request gets a 503 naming the export and the cause
+                await service.stop()
+                raise ExportLoadError(f"export {export_id!r} ({folder}) failed to load: {exc}") from exc
+            self.live.add(service)
         logger.info("export %r loaded from %s", export_id, folder)
         return service
 
