@@ -655,22 +655,3 @@ def test_residual_model_reads_what_the_entry_leaves_over_and_a_new_entry_takes_i
     grown = Entry(id="pause", questions=("补数据能暂停吗",), answer="可以暂停。")
     assert residual_probability(model, residual_grams("补数据能暂停吗", grown, "char_run_words", (1, 2))) == \
         residual_probability(model, [])
-
-
-def test_residual_model_learns_from_what_a_question_leaves_over_against_a_wrong_entry():
-    import pytest
-
-    from lora_router.kb.residual import fit_residual, residual_probability
-
-    # Answerable questions leave over small words against their own entry. Against another entry they leave
-    # over their topic's words ("分区", "告警"): rows without an answer that only the wrong-entry rows supply.
-    docs = [["啥"], ["一下"], ["吗"], ["啥", "吗"], ["一下", "吗"], ["暂停"], ["回滚"], ["暂停", "吗"]]
-    answerable = [True] * 5 + [False] * 3
-    wrong = [["分区", "啥"], ["分区"], ["告警", "吗"], ["告警"], ["分区", "告警"]]
-    without, _ = fit_residual(docs, answerable)
-    model, out_of_fold = fit_residual(docs, answerable, wrong_entry_docs=wrong, made_from=[0, 1, 2, 3, 4])
-    assert "分区" not in without["coef"]
-    assert residual_probability(model, ["分区"]) < 0.5 < residual_probability(model, ["啥"])
-    assert out_of_fold.shape == (8,)  # one probability per question, none for the wrong-entry rows
-    with pytest.raises(ValueError, match="wrong-entry rows"):
-        fit_residual(docs, answerable, wrong_entry_docs=wrong, made_from=[0])
