@@ -655,3 +655,46 @@ def test_residual_model_reads_what_the_entry_leaves_over_and_a_new_entry_takes_i
     grown = Entry(id="pause", questions=("补数据能暂停吗",), answer="可以暂停。")
     assert residual_probability(model, residual_grams("补数据能暂停吗", grown, "char_run_words", (1, 2))) == \
         residual_probability(model, [])
+
+
+def test_residual_model_learns_from_what_a_question_leaves_over_against_a_wrong_entry():
+    import pytest
+
+    from lora_router.kb.residual import fit_residual, residual_probability
+
+    # Answerable questions leave over small words against their own entry. Against another entry they leave
+    # over their topic's words ("分区", "告警"): rows without an answer that only the wrong-entry rows supply.
+    docs = [["啥"], ["一下"], ["吗"], ["啥", "吗"], ["一下", "吗"], ["暂停"], ["回滚"], ["暂停", "吗"]]
+    answerable = [True] * 5 + [False] * 3
+    wrong = [["分区", "啥"], ["分区"], ["告警", "吗"], ["告警"], ["分区", "告警"]]
+    without, _ = fit_residual(docs, answerable)
+    model, out_of_fold = fit_residual(docs, answerable, wrong_entry_docs=wrong, made_from=[0, 1, 2, 3, 4])
+    assert "分区" not in without["coef"]
+    assert residual_probability(model, ["分区"]) < 0.5 < residual_probability(model, ["啥"])
+    assert out_of_fold.shape == (8,)  # one probability per question, none for the wrong-entry rows
+    with pytest.raises(ValueError, match="wrong-entry rows"):
+        fit_residual(docs, answerable, wrong_entry_docs=wrong, made_from=[0])
+
+
+def test_a_logistic_fit_with_more_columns_than_rows_reaches_the_penalised_optimum():
+    import numpy as np
+
+    from lora_router.kb.decision import newton_logistic
+
+    # The residual model's shape: a few thousand sparse n-gram columns, a few hundred questions, an
+    # unpenalised intercept. Each step is solved in the rows' dimension; the result must still be the
+    # optimum (zero gradient) and equal the full-dimension solve.
+    rng = np.random.default_rng(0)
+    n, v = 120, 400
+    x = (rng.random((n, v)) < 0.03) * rng.random((n, v))
+    z = np.c_[np.ones(n), x]
+    y = (rng.random(n) < 0.4).astype(float)
+    w = np.where(y == 1, 0.5 / y.sum(), 0.5 / (1 - y).sum())
+    penalty = np.r_[0.0, np.full(v, 1.0 / n)]
+    beta = newton_logistic(z, y, w, penalty, iterations=50, tol=1e-10, ridge=0.0)
+    p = 1 / (1 + np.exp(-(z @ beta)))
+    assert np.abs(z.T @ (w * (p - y)) + penalty * beta).max() < 1e-9
+    tall = newton_logistic(z, y, w, penalty, iterations=50, tol=1e-10, ridge=1e-12)  # same problem
+    square = np.linalg.solve((z * (w * p * (1 - p))[:, None]).T @ z + np.diag(penalty + 1e-12),
+                             z.T @ (w * (p - y)) + penalty * tall)
+    assert np.abs(square).max() < 1e-8  # a full-dimension Newton step from the result moves nothing

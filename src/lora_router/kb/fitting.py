@@ -38,7 +38,8 @@ def fit_answer_settings(settings: AnswerSettings, candidates: Sequence[Sequence[
     each question's likeness to the questions without an answer among these
     (``kb/examples.py``), its own left out, and ``with_residual`` the model of
     the n-grams the top entry leaves over (``kb/residual.py``), each question
-    scored by a model fitted without its fold. Returns the settings and the fit's
+    scored by a model fitted without its fold, and fitted with rows made from the answerable
+    questions against a wrong entry (``wrong_entry_left_overs``). Returns the settings and the fit's
     figures (None, and ``settings`` unchanged but for the weight, when the
     questions are all of one kind).
     """
@@ -71,7 +72,9 @@ def fit_answer_settings(settings: AnswerSettings, candidates: Sequence[Sequence[
         if with_residual:
             docs = [left_over(r, c, settings, exclude={q}) for r, c, q in zip(ranked, candidates, questions,
                                                                               strict=True)]
-            residual, out_of_fold = fit_residual(docs, [not none for none in no_answer])
+            wrong, made_from = wrong_entry_left_overs(ranked, candidates, gold, questions, settings)
+            residual, out_of_fold = fit_residual(docs, [not none for none in no_answer], wrong_entry_docs=wrong,
+                                                 made_from=made_from)
             for row, p in zip(features, out_of_fold, strict=True):
                 row[RESIDUAL_FEATURE] = float(p)
         decision = fit_decision(features, no_answer, no_answer_examples=examples if index is not None else None,
@@ -82,6 +85,20 @@ def fit_answer_settings(settings: AnswerSettings, candidates: Sequence[Sequence[
         fit.update(decision_no_answer_recall=round(float(abstain[none].mean()), 4),
                    decision_answered=round(float((~abstain[~none]).mean()), 4))
     return settings, fit
+
+
+def wrong_entry_left_overs(ranked: Sequence[list[dict]], candidates: Sequence[Sequence[Candidate]],
+                           gold: Sequence[str | None], questions: Sequence[str], settings: AnswerSettings
+                           ) -> tuple[list[list[str]], list[int]]:
+    """For each answerable question, what it leaves over against the best-ranked entry that does not answer it,
+    and the question's row: rows without an answer for the residual model (``fit_residual``)."""
+    docs, made_from = [], []
+    for i, (r, c, q, g) in enumerate(zip(ranked, candidates, questions, gold, strict=True)):
+        other = next((x for x in r if x["id"] != g), None) if g is not None else None
+        if other is not None:
+            docs.append(left_over([other], c, settings, exclude={q}))
+            made_from.append(i)
+    return docs, made_from
 
 
 def _reciprocal_rank(ranked: list[dict], gold: str | None) -> float:
