@@ -101,7 +101,8 @@ def measure(base: Path, hub: Path, unseen: list[Path], analyzer: str | None = No
     out = {
         "adapter": str(hub / TASK),
         "saved_decision": "threshold" if not saved.decision else
-        "logistic+examples" if "no_answer_examples" in saved.decision else "logistic",
+        "+".join(["logistic", *(["examples"] if "no_answer_examples" in saved.decision else []),
+                  *(["residual"] if "residual_model" in saved.decision else [])]),
         "analyzer": settings.analyzer,
         "knowledge_base": str(router.answerer(TASK).path),
         "train_questions": len(train),
