@@ -214,6 +214,25 @@ def test_leaving_out_the_question_itself_still_retrieves_its_entry(tmp_path):
     assert "upload-limit" not in [c.entry.id for c in answerer.retrieve(single, exclude={single})]
 
 
+
+def test_a_question_retrieved_without_its_own_phrasing_is_decided_without_it_too(tmp_path):
+    """Cross-validation decides a held-out training question from candidates retrieved with its own phrasing left
+    out; what the top entry leaves over must then leave it out too, or the residual model sees a question its
+    entry holds word for word and CV overstates how sure the decision is (issue 20)."""
+    from lora_router.kb.answerer import left_over, rank
+
+    path = tmp_path / "kb.jsonl"
+    _write_jsonl(path, KB)
+    answerer = Answerer(path, top_k=len(KB))
+    question = KB[0]["questions"][1]  # "ods跟dwd有啥不一样": "啥" and "一样" are in no other phrasing or the answer
+    held_out = answerer.retrieve(question, exclude={question})
+    ranked = rank(held_out, np.zeros(sum(len(c.phrasings) for c in held_out)), 0.0)
+    assert ranked[0]["id"] == "ods-vs-dwd"
+    assert {"啥", "一样"} <= set(left_over(ranked, held_out, answerer.settings))
+    # The same question asked for real is the entry's own phrasing: nothing is left over.
+    asked = answerer.retrieve(question)
+    assert left_over(rank(asked, np.zeros(sum(len(c.phrasings) for c in asked)), 0.0), asked,
+                     answerer.settings) == []
 def test_fit_threshold_weighs_both_kinds_of_question_equally():
     # 8 answerable questions, 2 without an answer; plain accuracy would answer everything.
     confidences = [0.9, 0.8, 0.7, 0.6, 0.5, 0.45, 0.3, 0.2, 0.25, 0.1]

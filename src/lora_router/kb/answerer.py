@@ -54,7 +54,8 @@ class Candidate:
     holds (in its answer or a phrasing not left out); ``unknown`` the share no phrasing
     or answer of the knowledge base holds (the same for every candidate of a question);
     ``question`` the question itself, which the decision compares with questions
-    known to have no answer (``kb/examples.py``).
+    known to have no answer (``kb/examples.py``); ``left_out`` the phrasings retrieval
+    left out (``retrieve``'s ``exclude``), which the decision leaves out too.
     """
 
     entry: Entry
@@ -63,6 +64,7 @@ class Candidate:
     coverage: float = 0.0
     unknown: float = 0.0
     question: str = ""
+    left_out: frozenset[str] = frozenset()
 
 
 class _Index:
@@ -260,7 +262,7 @@ class Answerer:
         position = {id(e): i for i, e in enumerate(index.kb.entries)}
         for c in out:
             c.coverage, c.unknown = index.coverage(grams, position[id(c.entry)], exclude), unknown
-            c.question = question
+            c.question, c.left_out = question, frozenset(exclude)
         return out
 
     def _retrieve_entries(self, index: _Index, scores: np.ndarray, query: dict[int, float],
@@ -371,10 +373,15 @@ def ranking_features(ranked: list[dict], candidates: Sequence[Candidate], exampl
 
 def left_over(ranked: list[dict], candidates: Sequence[Candidate], settings: AnswerSettings,
               exclude: Collection[str] = ()) -> list[str]:
-    """The question's n-grams that the top-ranked entry holds nowhere (``kb/residual.py``)."""
+    """The question's n-grams that the top-ranked entry holds nowhere (``kb/residual.py``).
+
+    The entry's phrasings that retrieval left out (a training question's own) count as absent, as in ``exclude``.
+    """
     question = candidates[0].question if candidates else ""
-    entry = ranked[0]["candidate"].entry if ranked else None
-    return residual_grams(question, entry, settings.analyzer, tuple(settings.ngram_range), exclude)
+    top = ranked[0]["candidate"] if ranked else None
+    left_out = set(exclude) | (top.left_out if top is not None else set())
+    return residual_grams(question, top.entry if top is not None else None, settings.analyzer,
+                          tuple(settings.ngram_range), left_out)
 
 
 def decision_examples(settings: AnswerSettings) -> NoAnswerExamples | None:
