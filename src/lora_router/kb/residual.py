@@ -16,7 +16,8 @@ questions it has not seen. Each answerable training question also gives a
 row without an answer: what it leaves over against the best-ranked entry that
 does not answer it, so the model learns that another topic's words left over
 mean the top entry is the wrong one (measured: CV no-answer precision 0.814 to
-0.844 at recall 0.833, docs/performance.md). The model is saved as plain numbers in the decision
+0.844 at recall 0.833, docs/performance.md, under a CV that overstated precision
+for every row; the fixed CV's figures are there too). The model is saved as plain numbers in the decision
 (``residual_model``) and read with numpy by every runtime. An entry added to
 the knowledge base after training holds its own n-grams, so they leave the
 residual: the model never holds back a new entry for its topic.
